@@ -1,0 +1,113 @@
+//! `sonosam bench`: encoder and decoder latency, median of N runs after a warm-up.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use sonosam_model::backend::{BackendKind, init_device};
+use sonosam_model::segmentation::read_f32;
+use sonosam_model::{Prompt, StoreDType, decode_image, preprocess};
+
+use crate::CliResult;
+use crate::model_io::{self, DEFAULT_MODEL};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Backends to measure (comma-separated): cpu, wgpu, cuda.
+    #[arg(long, default_value = "cpu,wgpu", value_delimiter = ',', value_parser = crate::parse_backend)]
+    pub backend: Vec<BackendKind>,
+    /// Timed runs per measurement (after one warm-up run).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Image to encode [default: a BUSI sample].
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Weights folder [env: SONOSAM_WEIGHTS; default: ./weights].
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn time<T>(runs: usize, mut f: impl FnMut() -> CliResult<T>) -> CliResult<f64> {
+    f()?; // warm-up: kernel compilation, autotuning, allocations
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(times))
+}
+
+pub fn run(args: BenchArgs) -> CliResult<()> {
+    let image_path = args
+        .image
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("www/samples/benign_93.png"));
+    let image = decode_image(&model_io::read(&image_path)?).map_err(|e| e.to_string())?;
+    let dir = model_io::weights_dir(args.weights.clone());
+    let runs = args.runs.max(1);
+    println!(
+        "sonosam bench: {DEFAULT_MODEL}, image {} ({}×{}), median of {runs} runs after 1 warm-up",
+        image_path.display(),
+        image.width(),
+        image.height()
+    );
+    println!(
+        "{:<8} {:>14} {:>20} {:>20}",
+        "backend", "encoder (ms)", "decoder 1 mask (ms)", "decoder 3 masks (ms)"
+    );
+    for backend in &args.backend {
+        let device = match init_device(*backend) {
+            Ok(d) => d,
+            Err(e) => {
+                println!("{backend:<8} unavailable: {e}");
+                continue;
+            }
+        };
+        let sam = model_io::load_sam(&dir, DEFAULT_MODEL, StoreDType::F32, &device)?;
+        let input = preprocess(&image, &sam.config);
+        let g = input.geometry;
+        let bbox = [
+            g.orig_w as f32 * 0.3,
+            g.orig_h as f32 * 0.3,
+            g.orig_w as f32 * 0.7,
+            g.orig_h as f32 * 0.7,
+        ];
+        let prompt = g
+            .prompt_to_frame(&Prompt::from_box(bbox))
+            .map_err(|e| e.to_string())?;
+        let encoder = time(runs, || {
+            let e = sam.encode(&[&input]);
+            read_f32(e.narrow(1, 0, 1)).map_err(|e| e.to_string())
+        })?;
+        let embedding = sam.encode(&[&input]);
+        let decode = |multimask: bool| {
+            time(runs, || {
+                let out = sam
+                    .decoder
+                    .decode(
+                        embedding.clone(),
+                        std::slice::from_ref(&prompt),
+                        None,
+                        multimask,
+                    )
+                    .map_err(|e| e.to_string())?;
+                read_f32(out.low_res_logits).map_err(|e| e.to_string())
+            })
+        };
+        let single = decode(false)?;
+        let multi = decode(true)?;
+        println!("{backend:<8} {encoder:>14.1} {single:>20.1} {multi:>20.1}");
+    }
+    Ok(())
+}

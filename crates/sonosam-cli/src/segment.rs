@@ -1,0 +1,166 @@
+//! `sonosam segment`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use sonosam_model::backend::{BackendKind, init_device};
+use sonosam_model::overlay::render_overlay;
+use sonosam_model::segmentation::read_f32;
+use sonosam_model::{Point, PointLabel, Prompt, Segmentation, StoreDType, decode_image, preprocess};
+
+use crate::CliResult;
+use crate::fetch::write_atomic;
+use crate::model_io::{self, DEFAULT_MODEL};
+
+#[derive(Args)]
+pub struct SegmentArgs {
+    /// Ultrasound image (PNG, JPEG, BMP).
+    pub image: PathBuf,
+    /// Box around the lesion: x0,y0,x1,y1 in image pixels.
+    #[arg(long = "box", value_parser = parse_box, allow_hyphen_values = true)]
+    pub bbox: Option<[f32; 4]>,
+    /// Point x,y,label (1 = lesion, 0 = background); repeat for more points.
+    #[arg(long = "point", value_parser = parse_point, allow_hyphen_values = true)]
+    pub points: Vec<Point>,
+    /// Return SAM's three candidate masks instead of one.
+    #[arg(long)]
+    pub multimask: bool,
+    /// Output mask PNG (the best mask; with --multimask the candidates go to NAME.K.png too).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write an overlay PNG (image, mask, contour, box, points).
+    #[arg(long)]
+    pub overlay: Option<PathBuf>,
+    /// cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu", value_parser = crate::parse_backend)]
+    pub backend: BackendKind,
+    /// Weights folder [env: SONOSAM_WEIGHTS; default: ./weights].
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Weights precision: f32 or f16 (computation is f32 either way).
+    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+    pub dtype: StoreDType,
+}
+
+fn parse_numbers(s: &str, n: usize, what: &str) -> Result<Vec<f32>, String> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{what} `{s}`: expected {n} comma-separated numbers"))?;
+    if v.len() != n {
+        return Err(format!("{what} `{s}`: expected {n} comma-separated numbers"));
+    }
+    Ok(v)
+}
+
+fn parse_box(s: &str) -> Result<[f32; 4], String> {
+    let v = parse_numbers(s, 4, "box")?;
+    Ok([v[0], v[1], v[2], v[3]])
+}
+
+fn parse_point(s: &str) -> Result<Point, String> {
+    let v = parse_numbers(s, 3, "point")?;
+    let label = match v[2] as i32 {
+        1 => PointLabel::Positive,
+        0 => PointLabel::Negative,
+        _ => return Err(format!("point `{s}`: label must be 1 (lesion) or 0 (background)")),
+    };
+    Ok(Point {
+        x: v[0],
+        y: v[1],
+        label,
+    })
+}
+
+pub fn parse_dtype(s: &str) -> Result<StoreDType, String> {
+    match s {
+        "f32" => Ok(StoreDType::F32),
+        "f16" => Ok(StoreDType::F16),
+        _ => Err(format!("unknown precision `{s}` (f32, f16)")),
+    }
+}
+
+fn sibling(path: &Path, k: usize) -> PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("mask");
+    path.with_file_name(format!("{stem}.{k}.png"))
+}
+
+pub fn run(args: SegmentArgs) -> CliResult<()> {
+    let prompt = Prompt {
+        points: args.points.clone(),
+        bbox: args.bbox,
+    };
+    if prompt.is_empty() {
+        return Err("give a --box and/or at least one --point".into());
+    }
+    let bytes = model_io::read(&args.image)?;
+    let image = decode_image(&bytes).map_err(|e| format!("{}: {e}", args.image.display()))?;
+
+    let device = init_device(args.backend).map_err(|e| e.to_string())?;
+    let dir = model_io::weights_dir(args.weights.clone());
+    let t = Instant::now();
+    let sam = model_io::load_sam(&dir, DEFAULT_MODEL, args.dtype, &device)?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+
+    let input = preprocess(&image, &sam.config);
+    let frame_prompt = input
+        .geometry
+        .prompt_to_frame(&prompt)
+        .map_err(|e| e.to_string())?;
+
+    let t = Instant::now();
+    let embedding = sam.encode(&[&input]);
+    device.sync().map_err(|e| format!("encoder: {e:?}"))?;
+    let encode_ms = t.elapsed().as_secs_f64() * 1e3;
+
+    let t = Instant::now();
+    let out = sam
+        .decoder
+        .decode(embedding, std::slice::from_ref(&frame_prompt), None, args.multimask)
+        .map_err(|e| e.to_string())?;
+    let logits = read_f32(out.low_res_logits).map_err(|e| e.to_string())?;
+    let iou = read_f32(out.iou).map_err(|e| e.to_string())?;
+    let decode_ms = t.elapsed().as_secs_f64() * 1e3;
+    let seg = Segmentation::from_outputs(&logits, &iou, sam.config.low_res_size(), &input.geometry);
+
+    println!(
+        "image {} ({}×{}), backend {}, weights {} ({load_ms:.0} ms to load)",
+        args.image.display(),
+        image.width(),
+        image.height(),
+        args.backend,
+        args.dtype.suffix()
+    );
+    let best = seg.best();
+    for (k, (mask, iou)) in seg.masks.iter().zip(&seg.iou).enumerate() {
+        let mark = if k == best { "  (best)" } else { "" };
+        println!(
+            "mask {k}: predicted IoU {iou:.4}, area {} px{mark}",
+            mask.area()
+        );
+    }
+    println!("encoder {encode_ms:.1} ms, decoder {decode_ms:.1} ms");
+
+    let png = seg.masks[best].to_png().map_err(|e| e.to_string())?;
+    write_atomic(&args.out, &png)?;
+    println!("wrote {}", args.out.display());
+    if args.multimask {
+        for (k, mask) in seg.masks.iter().enumerate() {
+            let path = sibling(&args.out, k);
+            write_atomic(&path, &mask.to_png().map_err(|e| e.to_string())?)?;
+            println!("wrote {}", path.display());
+        }
+    }
+    if let Some(path) = &args.overlay {
+        let overlay = render_overlay(&image, &seg.masks[best..=best], &prompt, 0.45);
+        let mut buf = Vec::new();
+        overlay
+            .write_to(&mut std::io::Cursor::new(&mut buf), image::ImageFormat::Png)
+            .map_err(|e| format!("encoding overlay: {e}"))?;
+        write_atomic(path, &buf)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

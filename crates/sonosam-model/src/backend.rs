@@ -1,0 +1,88 @@
+//! Run-time backend selection: burn's CPU backend (flex), its GPU backend (wgpu: Vulkan,
+//! Metal, DX12 natively; WebGPU in the browser) and CUDA where compiled in.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::Device;
+
+use crate::error::{Result, SamError};
+
+/// A backend the user can pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// burn-flex on the CPU.
+    Cpu,
+    /// burn-wgpu on the GPU (or a software Vulkan driver).
+    Wgpu,
+    /// burn-cuda (feature `cuda`).
+    Cuda,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+        })
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" | "flex" => Ok(BackendKind::Cpu),
+            "wgpu" | "gpu" | "webgpu" | "vulkan" => Ok(BackendKind::Wgpu),
+            "cuda" => Ok(BackendKind::Cuda),
+            other => Err(format!("unknown backend `{other}` (cpu, wgpu, cuda)")),
+        }
+    }
+}
+
+const NO_GPU_HELP: &str = "no usable GPU adapter. On Linux without a GPU, install a software \
+Vulkan driver (Debian/Ubuntu: `sudo apt-get install mesa-vulkan-drivers`), or use --backend cpu";
+
+/// Initialise a device of `kind` (native).
+#[cfg(not(target_family = "wasm"))]
+pub fn init_device(kind: BackendKind) -> Result<Device> {
+    match kind {
+        #[cfg(feature = "flex")]
+        BackendKind::Cpu => Ok(Device::flex()),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => {
+            // wgpu may panic deep inside adapter enumeration on broken drivers: contain it.
+            let init = std::panic::catch_unwind(|| Device::wgpu_options().init());
+            match init {
+                Ok(Ok(device)) => Ok(device),
+                Ok(Err(e)) => Err(SamError::Invalid(format!("wgpu: {e}; {NO_GPU_HELP}"))),
+                Err(_) => Err(SamError::Invalid(format!("wgpu initialisation failed; {NO_GPU_HELP}"))),
+            }
+        }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => Ok(Device::cuda(0)),
+        #[allow(unreachable_patterns)]
+        other => Err(SamError::Invalid(format!(
+            "backend `{other}` is not compiled into this build"
+        ))),
+    }
+}
+
+/// Initialise a device of `kind` without blocking (required in the browser).
+pub async fn init_device_async(kind: BackendKind) -> Result<Device> {
+    match kind {
+        #[cfg(feature = "flex")]
+        BackendKind::Cpu => Ok(Device::flex()),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => Device::wgpu_options()
+            .init_async()
+            .await
+            .map_err(|e| SamError::Invalid(format!("WebGPU/wgpu unavailable: {e}"))),
+        #[allow(unreachable_patterns)]
+        other => Err(SamError::Invalid(format!(
+            "backend `{other}` is not available in this build"
+        ))),
+    }
+}

@@ -1,0 +1,186 @@
+//! Binary masks: reading ground truth, Dice/IoU, tight boxes, contours, PNG export.
+
+use std::io::Cursor;
+
+use image::{GrayImage, ImageFormat, Luma};
+
+use crate::error::{Result, SamError};
+
+/// A binary mask, row-major, one byte per pixel (0 or 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mask {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+impl Mask {
+    pub fn new(width: usize, height: usize) -> Self {
+        Self {
+            width,
+            height,
+            data: vec![0; width * height],
+        }
+    }
+
+    /// Build from a predicate on the flat pixel index.
+    pub fn from_fn(width: usize, height: usize, f: impl Fn(usize) -> bool) -> Self {
+        Self {
+            width,
+            height,
+            data: (0..width * height).map(|i| u8::from(f(i))).collect(),
+        }
+    }
+
+    /// Decode a mask image (any format `image` reads); non-zero luma is foreground.
+    pub fn from_image_bytes(bytes: &[u8]) -> Result<Self> {
+        let img = image::load_from_memory(bytes)
+            .map_err(|e| SamError::Image(format!("cannot decode mask: {e}")))?
+            .to_luma8();
+        let (w, h) = img.dimensions();
+        Ok(Self {
+            width: w as usize,
+            height: h as usize,
+            data: img.into_raw().into_iter().map(|v| u8::from(v > 127)).collect(),
+        })
+    }
+
+    #[inline]
+    pub fn get(&self, x: usize, y: usize) -> bool {
+        self.data[y * self.width + x] != 0
+    }
+
+    /// Foreground pixel count.
+    pub fn area(&self) -> usize {
+        self.data.iter().filter(|&&v| v != 0).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.area() == 0
+    }
+
+    /// Tight box `[x0, y0, x1, y1]` (inclusive pixel indices) of the foreground, if any.
+    pub fn bbox(&self) -> Option<[usize; 4]> {
+        let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+        for y in 0..self.height {
+            for x in 0..self.width {
+                if self.get(x, y) {
+                    x0 = x0.min(x);
+                    y0 = y0.min(y);
+                    x1 = x1.max(x);
+                    y1 = y1.max(y);
+                }
+            }
+        }
+        (x0 != usize::MAX).then_some([x0, y0, x1, y1])
+    }
+
+    fn check_same_size(&self, other: &Mask) -> Result<()> {
+        if (self.width, self.height) != (other.width, other.height) {
+            return Err(SamError::Invalid(format!(
+                "mask sizes differ: {}×{} vs {}×{}",
+                self.width, self.height, other.width, other.height
+            )));
+        }
+        Ok(())
+    }
+
+    /// (intersection, |self|, |other|).
+    fn overlap(&self, other: &Mask) -> Result<(usize, usize, usize)> {
+        self.check_same_size(other)?;
+        let mut inter = 0;
+        let (mut a, mut b) = (0, 0);
+        for (&p, &q) in self.data.iter().zip(&other.data) {
+            let (p, q) = (p != 0, q != 0);
+            inter += usize::from(p && q);
+            a += usize::from(p);
+            b += usize::from(q);
+        }
+        Ok((inter, a, b))
+    }
+
+    /// Dice coefficient; two empty masks agree perfectly (1.0).
+    pub fn dice(&self, other: &Mask) -> Result<f64> {
+        let (i, a, b) = self.overlap(other)?;
+        Ok(if a + b == 0 {
+            1.0
+        } else {
+            2.0 * i as f64 / (a + b) as f64
+        })
+    }
+
+    /// Intersection over union; two empty masks agree perfectly (1.0).
+    pub fn iou(&self, other: &Mask) -> Result<f64> {
+        let (i, a, b) = self.overlap(other)?;
+        let union = a + b - i;
+        Ok(if union == 0 { 1.0 } else { i as f64 / union as f64 })
+    }
+
+    /// Fraction of pixels where the two masks agree.
+    pub fn agreement(&self, other: &Mask) -> Result<f64> {
+        self.check_same_size(other)?;
+        let same = self
+            .data
+            .iter()
+            .zip(&other.data)
+            .filter(|(p, q)| (**p != 0) == (**q != 0))
+            .count();
+        Ok(same as f64 / self.data.len().max(1) as f64)
+    }
+
+    /// Foreground pixels with a 4-neighbour in the background or outside the image.
+    pub fn contour(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for y in 0..self.height {
+            for x in 0..self.width {
+                if !self.get(x, y) {
+                    continue;
+                }
+                let edge = x == 0
+                    || y == 0
+                    || x + 1 == self.width
+                    || y + 1 == self.height
+                    || !self.get(x - 1, y)
+                    || !self.get(x + 1, y)
+                    || !self.get(x, y - 1)
+                    || !self.get(x, y + 1);
+                if edge {
+                    out.push((x, y));
+                }
+            }
+        }
+        out
+    }
+
+    /// 8-bit grayscale PNG, 255 = foreground.
+    pub fn to_png(&self) -> Result<Vec<u8>> {
+        let img = GrayImage::from_fn(self.width as u32, self.height as u32, |x, y| {
+            Luma([if self.get(x as usize, y as usize) { 255 } else { 0 }])
+        });
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+            .map_err(|e| SamError::Invalid(format!("encoding mask PNG: {e}")))?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dice_iou_bbox_contour() {
+        let a = Mask::from_fn(4, 4, |i| i % 4 < 2); // left half
+        let b = Mask::from_fn(4, 4, |i| i < 8); // top half
+        assert_eq!(a.dice(&b).unwrap(), 0.5);
+        assert!((a.iou(&b).unwrap() - 4.0 / 12.0).abs() < 1e-12);
+        assert_eq!(a.bbox(), Some([0, 0, 1, 3]));
+        assert_eq!(Mask::new(3, 3).bbox(), None);
+        assert_eq!(Mask::new(3, 3).dice(&Mask::new(3, 3)).unwrap(), 1.0);
+        assert!(a.dice(&Mask::new(3, 3)).is_err());
+        let full = Mask::from_fn(3, 3, |_| true);
+        assert_eq!(full.contour().len(), 8);
+        let round = Mask::from_image_bytes(&a.to_png().unwrap()).unwrap();
+        assert_eq!(round, a);
+    }
+}

@@ -1,0 +1,378 @@
+//! Image decoding and the model's input transform: resize the longest side to the frame with
+//! area interpolation (OpenCV `INTER_AREA` semantics), normalise, zero-pad bottom/right to a
+//! square. Pure Rust, identical natively and in the browser.
+
+use std::io::Cursor;
+
+use image::{ImageReader, Limits, RgbImage};
+
+use crate::config::{Normalization, SamConfig};
+use crate::error::{Result, SamError};
+use crate::prompt_encoder::{Point, PointLabel, Prompt};
+
+/// Largest accepted side of an input image, in pixels.
+pub const MAX_SIDE: u32 = 16_384;
+/// Largest accepted pixel count (guards against decompression bombs).
+pub const MAX_PIXELS: u64 = 100_000_000;
+
+/// Decode PNG, JPEG or BMP bytes (8-bit gray, RGB, RGBA, 16-bit PNG) to 8-bit RGB.
+pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
+    if bytes.is_empty() {
+        return Err(SamError::Image("the file is empty".into()));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| SamError::Image(format!("cannot read: {e}")))?;
+    if reader.format().is_none() {
+        return Err(SamError::Image(
+            "not a PNG, JPEG or BMP image (unrecognised file signature)".into(),
+        ));
+    }
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| SamError::Image(format!("cannot decode: {e}")))?;
+    check_size(w, h)?;
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| SamError::Image(format!("cannot read: {e}")))?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(2 * 1024 * 1024 * 1024);
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .map_err(|e| SamError::Image(format!("cannot decode: {e}")))?;
+    Ok(img.to_rgb8())
+}
+
+fn check_size(w: u32, h: u32) -> Result<()> {
+    if w == 0 || h == 0 {
+        return Err(SamError::Image(format!("image has no pixels ({w}×{h})")));
+    }
+    if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(SamError::Image(format!(
+            "image is {w}×{h}: larger than the supported {MAX_SIDE} px per side / {} Mpx",
+            MAX_PIXELS / 1_000_000
+        )));
+    }
+    Ok(())
+}
+
+/// Where the original image sits in the model's square input frame.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Geometry {
+    pub orig_h: usize,
+    pub orig_w: usize,
+    /// Size after resizing the longest side to `frame` (rounded half up).
+    pub new_h: usize,
+    pub new_w: usize,
+    /// Side of the square model input.
+    pub frame: usize,
+}
+
+impl Geometry {
+    pub fn new(orig_h: usize, orig_w: usize, frame: usize) -> Self {
+        let scale = frame as f64 / orig_h.max(orig_w) as f64;
+        let round = |v: usize| ((v as f64 * scale + 0.5) as usize).clamp(1, frame);
+        Self {
+            orig_h,
+            orig_w,
+            new_h: round(orig_h),
+            new_w: round(orig_w),
+            frame,
+        }
+    }
+
+    /// Factor from original pixels to the model frame (`frame / max(H, W)`).
+    pub fn scale(&self) -> f64 {
+        self.frame as f64 / self.orig_h.max(self.orig_w) as f64
+    }
+
+    /// Scale a box `[x0, y0, x1, y1]` in original pixels to the frame, after checking it.
+    pub fn box_to_frame(&self, b: [f32; 4]) -> Result<[f32; 4]> {
+        let [x0, y0, x1, y1] = b;
+        if b.iter().any(|v| !v.is_finite()) {
+            return Err(SamError::Prompt(format!("box {b:?} has non-finite coordinates")));
+        }
+        if x1 <= x0 || y1 <= y0 {
+            return Err(SamError::Prompt(format!(
+                "box {x0},{y0},{x1},{y1} has zero or negative area (need x0 < x1 and y0 < y1)"
+            )));
+        }
+        let (w, h) = (self.orig_w as f32, self.orig_h as f32);
+        if x1 < 0.0 || y1 < 0.0 || x0 > w - 1.0 || y0 > h - 1.0 {
+            return Err(SamError::Prompt(format!(
+                "box {x0},{y0},{x1},{y1} lies outside the {}×{} image",
+                self.orig_w, self.orig_h
+            )));
+        }
+        // A box partly outside is clipped to the image, as a user dragging past the edge means.
+        let clip = |v: f32, max: f32| v.clamp(0.0, max);
+        let s = self.scale();
+        let f = |v: f32| (v as f64 * s) as f32;
+        Ok([
+            f(clip(x0, w - 1.0)),
+            f(clip(y0, h - 1.0)),
+            f(clip(x1, w - 1.0)),
+            f(clip(y1, h - 1.0)),
+        ])
+    }
+
+    /// Scale a point in original pixels to the frame, after checking it lies in the image.
+    pub fn point_to_frame(&self, x: f32, y: f32, label: PointLabel) -> Result<Point> {
+        if !x.is_finite() || !y.is_finite() {
+            return Err(SamError::Prompt(format!("point {x},{y} is not finite")));
+        }
+        if x < 0.0 || y < 0.0 || x > self.orig_w as f32 - 1.0 || y > self.orig_h as f32 - 1.0 {
+            return Err(SamError::Prompt(format!(
+                "point {x},{y} lies outside the {}×{} image",
+                self.orig_w, self.orig_h
+            )));
+        }
+        let s = self.scale();
+        Ok(Point {
+            x: (x as f64 * s) as f32,
+            y: (y as f64 * s) as f32,
+            label,
+        })
+    }
+
+    /// A prompt in original pixels → the same prompt in the frame.
+    pub fn prompt_to_frame(&self, p: &Prompt) -> Result<Prompt> {
+        Ok(Prompt {
+            points: p
+                .points
+                .iter()
+                .map(|pt| self.point_to_frame(pt.x, pt.y, pt.label))
+                .collect::<Result<_>>()?,
+            bbox: p.bbox.map(|b| self.box_to_frame(b)).transpose()?,
+        })
+    }
+}
+
+/// The model input of one image: `[3, frame, frame]` CHW, with its geometry.
+#[derive(Debug, Clone)]
+pub struct ModelInput {
+    pub data: Vec<f32>,
+    pub geometry: Geometry,
+}
+
+/// Resize, normalise and pad an RGB image for `config`.
+pub fn preprocess(img: &RgbImage, config: &SamConfig) -> ModelInput {
+    let frame = config.img_size();
+    let geometry = Geometry::new(img.height() as usize, img.width() as usize, frame);
+    let resized = resize_area(
+        img.as_raw(),
+        geometry.orig_w,
+        geometry.orig_h,
+        geometry.new_w,
+        geometry.new_h,
+    );
+    let (nw, nh) = (geometry.new_w, geometry.new_h);
+    let mut data = vec![0f32; 3 * frame * frame];
+    match &config.normalization {
+        Normalization::MinMax => {
+            let min = *resized.iter().min().unwrap_or(&0);
+            let max = *resized.iter().max().unwrap_or(&0);
+            let range = (f64::from(max - min)).max(1e-8);
+            for y in 0..nh {
+                for x in 0..nw {
+                    for c in 0..3 {
+                        let v = resized[(y * nw + x) * 3 + c];
+                        data[c * frame * frame + y * frame + x] =
+                            (f64::from(v - min) / range) as f32;
+                    }
+                }
+            }
+        }
+        Normalization::MeanStd { mean, std } => {
+            for y in 0..nh {
+                for x in 0..nw {
+                    for c in 0..3 {
+                        let v = f32::from(resized[(y * nw + x) * 3 + c]);
+                        data[c * frame * frame + y * frame + x] = (v - mean[c]) / std[c];
+                    }
+                }
+            }
+        }
+    }
+    ModelInput { data, geometry }
+}
+
+/// One output sample's source contributions along an axis: (source index, weight).
+type AreaTab = Vec<Vec<(usize, f32)>>;
+
+/// OpenCV's `computeResizeAreaTab` for a downscale by `scale = src / dst` (≥ 1).
+fn area_tab(src: usize, dst: usize) -> AreaTab {
+    let scale = 1.0 / (dst as f64 / src as f64);
+    (0..dst)
+        .map(|d| {
+            let fsx1 = d as f64 * scale;
+            let fsx2 = fsx1 + scale;
+            let cell = scale.min(src as f64 - fsx1);
+            let sx2 = (fsx2.floor() as usize).min(src - 1);
+            let sx1 = (fsx1.ceil() as usize).min(sx2);
+            let mut tab = Vec::new();
+            if sx1 as f64 - fsx1 > 1e-3 {
+                tab.push((sx1 - 1, ((sx1 as f64 - fsx1) / cell) as f32));
+            }
+            for s in sx1..sx2 {
+                tab.push((s, (1.0 / cell) as f32));
+            }
+            if fsx2 - sx2 as f64 > 1e-3 {
+                tab.push((sx2, ((fsx2 - sx2 as f64).min(1.0).min(cell) / cell) as f32));
+            }
+            tab
+        })
+        .collect()
+}
+
+/// OpenCV's `INTER_AREA` upscale coefficients (a bilinear variant): per output sample the
+/// two source indices and the weight of the second.
+fn area_upscale_tab(src: usize, dst: usize) -> Vec<(usize, usize, f32)> {
+    let scale = src as f64 / dst as f64;
+    let inv = 1.0 / scale;
+    (0..dst)
+        .map(|d| {
+            let sx = (d as f64 * scale).floor() as isize;
+            let mut fx = ((d + 1) as f64 - (sx + 1) as f64 * inv) as f32;
+            fx = if fx <= 0.0 { 0.0 } else { fx - fx.floor() };
+            let s0 = sx.clamp(0, src as isize - 1) as usize;
+            let s1 = (sx + 1).clamp(0, src as isize - 1) as usize;
+            (s0, s1, fx)
+        })
+        .collect()
+}
+
+/// Resize interleaved RGB `u8` pixels with `INTER_AREA` semantics.
+pub fn resize_area(src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<u8> {
+    const CN: usize = 3;
+    let mut out = vec![0u8; dw * dh * CN];
+    if sw == dw && sh == dh {
+        out.copy_from_slice(src);
+        return out;
+    }
+    if dw <= sw && dh <= sh {
+        let (ix, iy) = (sw / dw, sh / dh);
+        if ix * dw == sw && iy * dh == sh {
+            // Integer factors: OpenCV's fast path, a plain box average. Its 2×2 SIMD kernel
+            // rounds halves up: (sum + 2) >> 2.
+            let area = (ix * iy) as u32;
+            for y in 0..dh {
+                for x in 0..dw {
+                    for c in 0..CN {
+                        let mut sum = 0u32;
+                        for yy in 0..iy {
+                            for xx in 0..ix {
+                                sum += u32::from(src[((y * iy + yy) * sw + x * ix + xx) * CN + c]);
+                            }
+                        }
+                        out[(y * dw + x) * CN + c] = if area == 4 {
+                            ((sum + 2) >> 2) as u8
+                        } else {
+                            round_u8(sum as f32 * (1.0 / area as f32))
+                        };
+                    }
+                }
+            }
+            return out;
+        }
+        let xtab = area_tab(sw, dw);
+        let ytab = area_tab(sh, dh);
+        let mut row = vec![0f32; dw * CN];
+        let mut acc = vec![0f32; dw * CN];
+        for (dy, ys) in ytab.iter().enumerate() {
+            acc.iter_mut().for_each(|v| *v = 0.0);
+            for &(sy, beta) in ys {
+                row.iter_mut().for_each(|v| *v = 0.0);
+                let line = &src[sy * sw * CN..(sy + 1) * sw * CN];
+                for (dx, xs) in xtab.iter().enumerate() {
+                    for &(sx, alpha) in xs {
+                        for c in 0..CN {
+                            row[dx * CN + c] += f32::from(line[sx * CN + c]) * alpha;
+                        }
+                    }
+                }
+                for (a, r) in acc.iter_mut().zip(&row) {
+                    *a += beta * r;
+                }
+            }
+            for (o, a) in out[dy * dw * CN..(dy + 1) * dw * CN].iter_mut().zip(&acc) {
+                *o = round_u8(*a);
+            }
+        }
+        return out;
+    }
+    // Upscaling (images smaller than the frame): OpenCV's area-flavoured bilinear.
+    let xt = area_upscale_tab(sw, dw);
+    let yt = area_upscale_tab(sh, dh);
+    for (dy, &(y0, y1, fy)) in yt.iter().enumerate() {
+        for (dx, &(x0, x1, fx)) in xt.iter().enumerate() {
+            for c in 0..CN {
+                let p = |y: usize, x: usize| f32::from(src[(y * sw + x) * CN + c]);
+                let top = p(y0, x0) * (1.0 - fx) + p(y0, x1) * fx;
+                let bottom = p(y1, x0) * (1.0 - fx) + p(y1, x1) * fx;
+                out[(dy * dw + dx) * CN + c] = round_u8(top * (1.0 - fy) + bottom * fy);
+            }
+        }
+    }
+    out
+}
+
+/// `saturate_cast<uchar>(float)`: round half to even, clamp to 0..=255.
+fn round_u8(v: f32) -> u8 {
+    v.round_ties_even().clamp(0.0, 255.0) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_rounds_half_up_and_scales_prompts() {
+        let g = Geometry::new(466, 561, 256);
+        assert_eq!((g.new_h, g.new_w), (213, 256));
+        let b = g.box_to_frame([0.0, 0.0, 560.0, 465.0]).unwrap();
+        assert!((b[2] - 560.0 * 256.0 / 561.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn bad_boxes_are_rejected() {
+        let g = Geometry::new(100, 200, 256);
+        assert!(g.box_to_frame([10.0, 10.0, 10.0, 50.0]).is_err());
+        assert!(g.box_to_frame([300.0, 10.0, 400.0, 50.0]).is_err());
+        assert!(g.box_to_frame([f32::NAN, 10.0, 40.0, 50.0]).is_err());
+        // Partly outside: clipped.
+        let b = g.box_to_frame([-20.0, 10.0, 500.0, 50.0]).unwrap();
+        assert_eq!(b[0], 0.0);
+        assert!((b[2] - 199.0 * 256.0 / 200.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn area_resize_averages_and_handles_constant_images() {
+        let src = vec![7u8; 10 * 6 * 3];
+        let out = resize_area(&src, 10, 6, 4, 3);
+        assert!(out.iter().all(|&v| v == 7));
+        // 2×2 box average rounds halves up.
+        let src = [0u8, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0];
+        assert_eq!(resize_area(&src, 2, 2, 1, 1), vec![0, 0, 0]);
+        let src = [1u8, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0];
+        assert_eq!(resize_area(&src, 2, 2, 1, 1), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn upscaling_keeps_range() {
+        let src: Vec<u8> = (0..4 * 4 * 3).map(|i| (i * 5) as u8).collect();
+        let out = resize_area(&src, 4, 4, 9, 9);
+        assert_eq!(out.len(), 9 * 9 * 3);
+        assert!(out.iter().all(|&v| v <= 235));
+    }
+
+    #[test]
+    fn garbage_is_a_clear_error() {
+        let e = decode_image(b"definitely not an image").unwrap_err();
+        assert!(e.to_string().contains("not a PNG, JPEG or BMP"), "{e}");
+        assert!(decode_image(&[]).is_err());
+    }
+}

@@ -1,0 +1,73 @@
+//! From decoder output to masks, shared by the native binary and the browser. Reading tensors
+//! back is the caller's: synchronous natively ([`read_f32`]), asynchronous on WebGPU
+//! ([`read_f32_async`]), where a synchronous read panics.
+
+use burn::tensor::Tensor;
+
+use crate::error::{Result, SamError};
+use crate::mask::Mask;
+use crate::postprocess::logits_to_mask;
+use crate::preprocess::Geometry;
+
+/// Masks of one prompt, best-first order as the decoder emitted them.
+#[derive(Debug, Clone)]
+pub struct Segmentation {
+    /// Binary masks at the original resolution.
+    pub masks: Vec<Mask>,
+    /// Predicted IoU of each mask.
+    pub iou: Vec<f32>,
+    /// Low-res logits of each mask (`lr × lr`), to feed back as a mask prompt.
+    pub low_res: Vec<Vec<f32>>,
+    /// Side of the low-res logits.
+    pub low_res_size: usize,
+}
+
+impl Segmentation {
+    /// Build from the read-back decoder output of one prompt: `logits` `[M, lr, lr]`,
+    /// `iou` `[M]`.
+    pub fn from_outputs(logits: &[f32], iou: &[f32], lr: usize, geometry: &Geometry) -> Self {
+        let m = iou.len();
+        assert_eq!(logits.len(), m * lr * lr, "logits/IoU size mismatch");
+        let low_res: Vec<Vec<f32>> = logits.chunks_exact(lr * lr).map(<[f32]>::to_vec).collect();
+        let masks = low_res
+            .iter()
+            .map(|l| logits_to_mask(l, lr, geometry))
+            .collect();
+        Self {
+            masks,
+            iou: iou.to_vec(),
+            low_res,
+            low_res_size: lr,
+        }
+    }
+
+    /// Index of the mask with the highest predicted IoU.
+    pub fn best(&self) -> usize {
+        self.iou
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+            .unwrap_or(0)
+    }
+}
+
+/// Read a tensor back as f32 (native backends).
+#[cfg(not(target_family = "wasm"))]
+pub fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.try_into_data()
+        .map_err(|e| SamError::Invalid(format!("reading tensor from the device: {e:?}")))?
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| SamError::Invalid(format!("reading tensor: {e:?}")))
+}
+
+/// Read a tensor back as f32 without blocking (required on WebGPU).
+pub async fn read_f32_async<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data_async()
+        .await
+        .map_err(|e| SamError::Invalid(format!("reading tensor from the device: {e:?}")))?
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| SamError::Invalid(format!("reading tensor: {e:?}")))
+}

@@ -1,0 +1,349 @@
+//! Weights as a name → tensor map with PyTorch key names and layouts.
+//!
+//! One map type serves every source: the official PyTorch checkpoints (`.pth`, native only,
+//! feature `pth`), the converted per-component safetensors files the browser fetches (f32 or
+//! f16), and fine-tuned decoders. Model builders pull tensors out by key with the shape they
+//! expect; every mismatch is an error naming the file, the key, and expected vs found.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, SamError};
+
+/// A dense f32 tensor in row-major (PyTorch) layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl RawTensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        Self { shape, data }
+    }
+}
+
+/// Storage precision of a converted weights file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreDType {
+    F32,
+    /// Half precision for tensors of rank ≥ 2; vectors (norms, biases, BatchNorm statistics)
+    /// stay f32 so that folding and normalisation keep full precision.
+    F16,
+}
+
+impl StoreDType {
+    pub fn suffix(self) -> &'static str {
+        match self {
+            StoreDType::F32 => "f32",
+            StoreDType::F16 => "f16",
+        }
+    }
+}
+
+/// Named tensors from one source, with bookkeeping of which keys the model consumed.
+#[derive(Debug, Default)]
+pub struct TensorMap {
+    source: String,
+    tensors: BTreeMap<String, RawTensor>,
+    metadata: BTreeMap<String, String>,
+    used: RefCell<BTreeSet<String>>,
+}
+
+impl TensorMap {
+    /// An empty map; `source` names the file in error messages.
+    pub fn new(source: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn insert(&mut self, key: impl Into<String>, tensor: RawTensor) {
+        self.tensors.insert(key.into(), tensor);
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.tensors.contains_key(key)
+    }
+
+    pub fn raw(&self, key: &str) -> Option<&RawTensor> {
+        self.tensors.get(key)
+    }
+
+    /// Free-form string metadata (safetensors header `__metadata__`).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    pub fn set_metadata(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.metadata.insert(key.into(), value.into());
+    }
+
+    /// Number of scalar parameters whose key starts with `prefix`.
+    pub fn parameter_count(&self, prefix: &str) -> usize {
+        self.tensors
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, t)| t.data.len())
+            .sum()
+    }
+
+    /// A new map with the tensors whose key starts with one of `prefixes`.
+    pub fn subset(&self, prefixes: &[&str], source: impl Into<String>) -> TensorMap {
+        let mut out = TensorMap::new(source);
+        for (k, t) in &self.tensors {
+            if prefixes.iter().any(|p| k.starts_with(p)) {
+                out.tensors.insert(k.clone(), t.clone());
+            }
+        }
+        out.metadata = self.metadata.clone();
+        out
+    }
+
+    /// Move every tensor of `other` into this map (later keys win).
+    pub fn extend(&mut self, other: TensorMap) {
+        self.tensors.extend(other.tensors);
+    }
+
+    /// Look a tensor up, checking its shape and values, and mark it used.
+    pub fn get(&self, key: &str, expected: &[usize]) -> Result<&RawTensor> {
+        let t = self
+            .tensors
+            .get(key)
+            .ok_or_else(|| SamError::MissingTensor {
+                source_name: self.source.clone(),
+                key: key.to_string(),
+                expected: expected.to_vec(),
+            })?;
+        if t.shape != expected {
+            return Err(SamError::ShapeMismatch {
+                source_name: self.source.clone(),
+                key: key.to_string(),
+                expected: expected.to_vec(),
+                found: t.shape.clone(),
+            });
+        }
+        if t.data.iter().any(|v| !v.is_finite()) {
+            return Err(SamError::NonFinite {
+                source_name: self.source.clone(),
+                key: key.to_string(),
+            });
+        }
+        self.used.borrow_mut().insert(key.to_string());
+        Ok(t)
+    }
+
+    /// Look a tensor up and put it on `device`.
+    pub fn tensor<const D: usize>(
+        &self,
+        key: &str,
+        shape: [usize; D],
+        device: &Device,
+    ) -> Result<Tensor<D>> {
+        let t = self.get(key, &shape)?;
+        Ok(Tensor::from_data(
+            TensorData::new(t.data.clone(), shape),
+            device,
+        ))
+    }
+
+    /// Mark keys as deliberately unused (e.g. BatchNorm's `num_batches_tracked`).
+    pub fn ignore(&self, key: &str) {
+        if self.tensors.contains_key(key) {
+            self.used.borrow_mut().insert(key.to_string());
+        }
+    }
+
+    /// Fail if tensors under `prefix` were not consumed by the model: the file then belongs to
+    /// another architecture, and loading it would silently drop weights.
+    pub fn check_all_used(&self, prefix: &str) -> Result<()> {
+        let used = self.used.borrow();
+        let unused: Vec<&String> = self
+            .tensors
+            .keys()
+            .filter(|k| k.starts_with(prefix) && !used.contains(*k))
+            .collect();
+        match unused.first() {
+            None => Ok(()),
+            Some(example) => Err(SamError::UnexpectedTensors {
+                source_name: self.source.clone(),
+                count: unused.len(),
+                example: (*example).clone(),
+            }),
+        }
+    }
+
+    /// Parse a safetensors file (F32, F16 or BF16 tensors).
+    pub fn from_safetensors(bytes: &[u8], source: impl Into<String>) -> Result<Self> {
+        use safetensors::{Dtype, SafeTensors};
+        let source = source.into();
+        let bad = |message: String| SamError::WeightsFormat {
+            source_name: source.clone(),
+            message,
+        };
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| bad(format!("not a valid safetensors file ({e}); truncated download?")))?;
+        let mut map = TensorMap::new(source.clone());
+        if let Ok((_, meta)) = SafeTensors::read_metadata(bytes)
+            && let Some(m) = meta.metadata()
+        {
+            map.metadata = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        }
+        for (name, view) in st.iter() {
+            let raw = view.data();
+            let data: Vec<f32> = match view.dtype() {
+                Dtype::F32 => raw
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                Dtype::F16 => raw
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                Dtype::BF16 => raw
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                other => {
+                    // Integer tensors (e.g. `num_batches_tracked`) carry no model weights.
+                    if view.shape().iter().product::<usize>() <= 1 {
+                        continue;
+                    }
+                    return Err(bad(format!(
+                        "tensor `{name}` has dtype {other:?}; expected F32, F16 or BF16"
+                    )));
+                }
+            };
+            map.tensors
+                .insert(name.to_string(), RawTensor::new(view.shape().to_vec(), data));
+        }
+        Ok(map)
+    }
+
+    /// Serialise as safetensors; `metadata` is merged into the map's own metadata.
+    pub fn to_safetensors(&self, dtype: StoreDType) -> Result<Vec<u8>> {
+        use safetensors::{Dtype, tensor::TensorView};
+        let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (k, t) in &self.tensors {
+            let half = dtype == StoreDType::F16 && t.shape.len() >= 2;
+            let (dt, bytes) = if half {
+                (
+                    Dtype::F16,
+                    t.data
+                        .iter()
+                        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                        .collect(),
+                )
+            } else {
+                (
+                    Dtype::F32,
+                    t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                )
+            };
+            buffers.push((k.clone(), dt, t.shape.clone(), bytes));
+        }
+        let views = buffers
+            .iter()
+            .map(|(k, dt, shape, bytes)| {
+                TensorView::new(*dt, shape.clone(), bytes).map(|v| (k.clone(), v))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| SamError::Invalid(format!("serialising {}: {e}", self.source)))?;
+        let meta: HashMap<String, String> = self.metadata.clone().into_iter().collect();
+        safetensors::serialize(views, Some(meta))
+            .map_err(|e| SamError::Invalid(format!("serialising {}: {e}", self.source)))
+    }
+
+    /// Read a PyTorch checkpoint (`torch.save` of a state dict, optionally nested under
+    /// `model` or `state_dict`).
+    #[cfg(feature = "pth")]
+    pub fn from_pth_file(path: &std::path::Path) -> Result<Self> {
+        use pytorch_reader::{DType, PytorchReader};
+        let source = path.display().to_string();
+        let bad = |message: String| SamError::WeightsFormat {
+            source_name: source.clone(),
+            message,
+        };
+        let mut reader = PytorchReader::new(path)
+            .map_err(|e| bad(format!("not a readable PyTorch checkpoint: {e}")))?;
+        for nested in ["model", "state_dict"] {
+            let nested_prefix = format!("{nested}.");
+            if reader.keys().iter().all(|k| k.starts_with(&nested_prefix)) && !reader.is_empty() {
+                reader = PytorchReader::with_top_level_key(path, nested)
+                    .map_err(|e| bad(format!("not a readable PyTorch checkpoint: {e}")))?;
+                break;
+            }
+        }
+        let mut map = TensorMap::new(source.clone());
+        for (name, t) in reader.tensors() {
+            let bytes = t.read().map_err(|e| bad(format!("reading `{name}`: {e}")))?;
+            let data: Vec<f32> = match t.dtype() {
+                DType::F32 => bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                DType::F16 => bytes
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_ne_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                DType::BF16 => bytes
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_ne_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                DType::F64 => bytes
+                    .chunks_exact(8)
+                    .map(|b| f64::from_ne_bytes(b.try_into().unwrap()) as f32)
+                    .collect(),
+                // Integer buffers (`num_batches_tracked`, index tables) are not weights.
+                _ => continue,
+            };
+            map.tensors
+                .insert(name.clone(), RawTensor::new(t.shape().to_vec(), data));
+        }
+        if map.is_empty() {
+            return Err(bad("holds no float tensors".into()));
+        }
+        Ok(map)
+    }
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Check `bytes` against an expected SHA-256 (hex), naming `source` in the error.
+pub fn verify_sha256(bytes: &[u8], expected: &str, source: &str) -> Result<()> {
+    let found = sha256_hex(bytes);
+    if found.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(SamError::HashMismatch {
+            source_name: source.to_string(),
+            expected: expected.to_string(),
+            found,
+        })
+    }
+}

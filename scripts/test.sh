@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every test of sonosam: native unit and parity tests (CPU and wgpu), and the browser tests
+# (wasm-bindgen-test in headless Chromium, WebGPU and CPU). Installs what it needs when missing:
+# Debian packages (chromium, chromium-driver, mesa-vulkan-drivers), the wasm32 target,
+# wasm-bindgen-cli at the version in Cargo.lock, and the LiteMedSAM weights.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '\n== %s (%s)\n' "$*" "$(date +%T)"; }
+
+# --- system packages -----------------------------------------------------------------
+need=()
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
+ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need+=(mesa-vulkan-drivers libvulkan1)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# --- Rust toolchain pieces -------------------------------------------------------------
+rustup target list --installed | grep -q wasm32-unknown-unknown || {
+  log "adding the wasm32 target"; rustup target add wasm32-unknown-unknown; }
+wb_version=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
+if [ "$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "$wb_version" ]; then
+  log "installing wasm-bindgen-cli $wb_version"
+  cargo install wasm-bindgen-cli --version "$wb_version" --force
+fi
+
+# --- native build, weights, tests ------------------------------------------------------
+log "building (release)"
+cargo build --release --workspace --all-targets
+log "weights"
+./target/release/sonosam weights
+# The software Vulkan driver (lavapipe) gives wgpu an adapter here: the wgpu tests must run.
+export SONOSAM_REQUIRE_WGPU="${SONOSAM_REQUIRE_WGPU:-1}"
+log "native tests"
+cargo test --release --workspace
+
+# --- browser tests -----------------------------------------------------------------------
+log "browser tests (headless Chromium)"
+export CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}"
+export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-900}"
+cargo test --release --target wasm32-unknown-unknown --test browser
+log "all tests passed"

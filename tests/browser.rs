@@ -1,0 +1,66 @@
+//! Browser tests (wasm-bindgen-test in headless Chromium): the prompt encoder and mask decoder
+//! on a golden LiteMedSAM embedding, on WebGPU and on the CPU backend compiled to wasm, must
+//! match the PyTorch reference's low-res logits.
+//!
+//! Run with `cargo test --target wasm32-unknown-unknown --test browser` (see scripts/test.sh).
+#![cfg(target_arch = "wasm32")]
+
+use sonosam_model::backend::{BackendKind, init_device_async};
+use sonosam_model::golden::{Golden, diff};
+use sonosam_model::sam::{Component, WeightsManifest};
+use sonosam_model::segmentation::read_f32_async;
+use sonosam_model::{Point, PointLabel, Prompt, SamDecoder, StoreDType};
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+static MANIFEST: &str = include_str!("../weights/litemedsam.json");
+static DECODER_F32: &[u8] = include_bytes!("../weights/litemedsam.decoder.f32.safetensors");
+static GOLDEN: &[u8] = include_bytes!("../../shared/golden/benign_93.safetensors");
+
+fn log(s: &str) {
+    web_sys::console::log_1(&s.into());
+}
+
+async fn decoder_parity(kind: BackendKind) {
+    let device = init_device_async(kind).await.expect("backend");
+    let manifest: WeightsManifest = serde_json::from_str(MANIFEST).unwrap();
+    let weights = manifest
+        .load_component(Component::Decoder, StoreDType::F32, DECODER_F32)
+        .unwrap();
+    let decoder = SamDecoder::load(&manifest.config, &weights, &device).unwrap();
+    let g = Golden::from_bytes(GOLDEN, "benign_93").unwrap();
+    let embedding = g.tensor::<4>("embedding", &device);
+    let b: [f32; 4] = g.f32("box256").try_into().unwrap();
+    let p = g.f32("points");
+    let positive = Point { x: p[0], y: p[1], label: PointLabel::Positive };
+    let negative = Point { x: p[2], y: p[3], label: PointLabel::Negative };
+    let cases = [
+        ("box", Prompt::from_box(b), false, false),
+        ("box.multi", Prompt::from_box(b), true, false),
+        ("points.multi", Prompt { points: vec![positive, negative], bbox: None }, true, false),
+        ("box_point", Prompt { points: vec![positive], bbox: Some(b) }, false, false),
+        ("box_mask", Prompt::from_box(b), false, true),
+    ];
+    for (key, prompt, multimask, with_mask) in cases {
+        let mask = with_mask.then(|| g.tensor::<4>("box.low_res_logits", &device));
+        let out = decoder.decode(embedding.clone(), &[prompt], mask, multimask).unwrap();
+        let logits = read_f32_async(out.low_res_logits).await.unwrap();
+        let iou = read_f32_async(out.iou).await.unwrap();
+        let (lmax, lmean) = diff(&logits, &g.f32(&format!("{key}.low_res_logits")));
+        let (imax, _) = diff(&iou, &g.f32(&format!("{key}.iou")));
+        log(&format!("{kind} {key}: logits max |Δ| {lmax:.3e} mean {lmean:.3e}, IoU max |Δ| {imax:.3e}"));
+        assert!(lmax <= 2e-2, "{kind} {key}: low-res logits max |Δ| {lmax}");
+        assert!(imax <= 5e-3, "{kind} {key}: IoU max |Δ| {imax}");
+    }
+}
+
+#[wasm_bindgen_test]
+async fn decoder_matches_reference_on_webgpu() {
+    decoder_parity(BackendKind::Wgpu).await;
+}
+
+#[wasm_bindgen_test]
+async fn decoder_matches_reference_on_cpu() {
+    decoder_parity(BackendKind::Cpu).await;
+}
