@@ -74,7 +74,7 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
                 continue;
             }
         };
-        let sam = model_io::load_sam(&dir, DEFAULT_MODEL, StoreDType::F32, &device)?;
+        let sam = model_io::load_sam(&dir, DEFAULT_MODEL, StoreDType::F32, false, &device)?;
         let input = preprocess(&image, &sam.config);
         let g = input.geometry;
         let bbox = [

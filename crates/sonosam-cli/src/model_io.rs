@@ -43,8 +43,16 @@ pub fn manifest(dir: &Path, model: &str) -> CliResult<WeightsManifest> {
         .map_err(|e| format!("{} is not a valid weights manifest: {e}", path.display()))
 }
 
-/// Load the whole model from converted files, verifying sizes and hashes.
-pub fn load_sam(dir: &Path, model: &str, dtype: StoreDType, device: &Device) -> CliResult<Sam> {
+/// Load the whole model from converted files, verifying sizes and hashes. With
+/// `reference_compat`, the model reproduces the PyTorch reference outputs exactly (see
+/// [`SamConfig::reference_compat`]).
+pub fn load_sam(
+    dir: &Path,
+    model: &str,
+    dtype: StoreDType,
+    reference_compat: bool,
+    device: &Device,
+) -> CliResult<Sam> {
     let manifest = manifest(dir, model)?;
     let load = |component| -> CliResult<_> {
         let entry = manifest.file(component, dtype).ok_or_else(|| {
@@ -57,5 +65,9 @@ pub fn load_sam(dir: &Path, model: &str, dtype: StoreDType, device: &Device) -> 
     };
     let encoder = load(Component::ImageEncoder)?;
     let decoder = load(Component::Decoder)?;
-    Sam::load(manifest.config.clone(), &encoder, &decoder, device).map_err(|e| e.to_string())
+    let mut config = manifest.config.clone();
+    if reference_compat {
+        config = config.reference_compat();
+    }
+    Sam::load(config, &encoder, &decoder, device).map_err(|e| e.to_string())
 }

@@ -41,6 +41,10 @@ pub struct SegmentArgs {
     /// Weights precision: f32 or f16 (computation is f32 either way).
     #[arg(long, default_value = "f32", value_parser = parse_dtype)]
     pub dtype: StoreDType,
+    /// Reproduce the PyTorch reference outputs exactly: TinyViT without its learned attention
+    /// biases, as the reference pipeline ran (see README, "Parity").
+    #[arg(long)]
+    pub reference_compat: bool,
 }
 
 fn parse_numbers(s: &str, n: usize, what: &str) -> Result<Vec<f32>, String> {
@@ -101,7 +105,7 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
     let device = init_device(args.backend).map_err(|e| e.to_string())?;
     let dir = model_io::weights_dir(args.weights.clone());
     let t = Instant::now();
-    let sam = model_io::load_sam(&dir, DEFAULT_MODEL, args.dtype, &device)?;
+    let sam = model_io::load_sam(&dir, DEFAULT_MODEL, args.dtype, args.reference_compat, &device)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
 
     let input = preprocess(&image, &sam.config);

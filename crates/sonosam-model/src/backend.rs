@@ -53,13 +53,19 @@ pub fn init_device(kind: BackendKind) -> Result<Device> {
         BackendKind::Cpu => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => {
-            // wgpu may panic deep inside adapter enumeration on broken drivers: contain it.
-            let init = std::panic::catch_unwind(|| Device::wgpu_options().init());
-            match init {
-                Ok(Ok(device)) => Ok(device),
-                Ok(Err(e)) => Err(SamError::Invalid(format!("wgpu: {e}; {NO_GPU_HELP}"))),
-                Err(_) => Err(SamError::Invalid(format!("wgpu initialisation failed; {NO_GPU_HELP}"))),
-            }
+            // The wgpu runtime can be registered once per process: keep the first outcome.
+            static WGPU: std::sync::OnceLock<std::result::Result<Device, String>> =
+                std::sync::OnceLock::new();
+            WGPU.get_or_init(|| {
+                // wgpu may panic deep inside adapter enumeration on broken drivers: contain it.
+                match std::panic::catch_unwind(|| Device::wgpu_options().init()) {
+                    Ok(Ok(device)) => Ok(device),
+                    Ok(Err(e)) => Err(format!("wgpu: {e}; {NO_GPU_HELP}")),
+                    Err(_) => Err(format!("wgpu initialisation failed; {NO_GPU_HELP}")),
+                }
+            })
+            .clone()
+            .map_err(SamError::Invalid)
         }
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => Ok(Device::cuda(0)),

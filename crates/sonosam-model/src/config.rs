@@ -27,6 +27,15 @@ pub struct TinyVitConfig {
     pub patch_embed: PatchEmbedKind,
     /// Channels of the neck output (the embedding).
     pub out_chans: usize,
+    /// Add the learned per-offset attention biases (TinyViT's `attention_biases`). `false`
+    /// reproduces a PyTorch model whose cached eval-mode bias table `ab` was computed before
+    /// the checkpoint was loaded (all zeros).
+    #[serde(default = "default_true")]
+    pub attention_biases: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl TinyVitConfig {
@@ -44,6 +53,7 @@ impl TinyVitConfig {
             local_conv_size: 3,
             patch_embed: PatchEmbedKind::Pointwise,
             out_chans: 256,
+            attention_biases: true,
         }
     }
 
@@ -165,6 +175,18 @@ impl SamConfig {
                 std: [58.395, 57.12, 57.375],
             },
         }
+    }
+
+    /// The configuration that reproduces the published PyTorch reference outputs
+    /// (`../shared/golden`, `../shared/reference`): TinyViT without its learned attention
+    /// biases. The reference pipeline built its eval-mode bias cache before loading the
+    /// checkpoint, so it ran with zero biases; the trained model (and MedSAM's own inference
+    /// code) uses them, and is what sonosam runs by default.
+    pub fn reference_compat(mut self) -> Self {
+        match &mut self.encoder {
+            EncoderConfig::TinyVit(c) => c.attention_biases = false,
+        }
+        self
     }
 
     /// Side of the square model input (the "frame" prompts are expressed in).

@@ -114,6 +114,29 @@ impl PatchMerging {
     }
 }
 
+/// TinyViT's relative-position bias index: offsets `(|dy|, |dx|)` between the cells of a
+/// `window × window` grid, numbered in order of first appearance. Returns the number of
+/// distinct offsets and the `[N, N]` index table (row-major, `N = window²`).
+pub fn relative_offset_index(window: usize) -> (usize, Vec<usize>) {
+    let points: Vec<(usize, usize)> = (0..window)
+        .flat_map(|y| (0..window).map(move |x| (y, x)))
+        .collect();
+    let mut number = vec![usize::MAX; window * window];
+    let mut count = 0;
+    let mut idxs = Vec::with_capacity(points.len() * points.len());
+    for p1 in &points {
+        for p2 in &points {
+            let key = p1.0.abs_diff(p2.0) * window + p1.1.abs_diff(p2.1);
+            if number[key] == usize::MAX {
+                number[key] = count;
+                count += 1;
+            }
+            idxs.push(number[key]);
+        }
+    }
+    (count, idxs)
+}
+
 /// Multi-head self-attention inside a window, with a learned bias per head and relative
 /// offset. Tokens `[B', N, C]` → `[B', N, C]` with `N = window²`.
 #[derive(Module, Debug)]
@@ -134,34 +157,17 @@ impl Attention {
         dim: usize,
         num_heads: usize,
         window: usize,
+        use_biases: bool,
         device: &Device,
     ) -> Result<Self> {
         let key_dim = dim / num_heads;
-        // Relative offsets (|dy|, |dx|) numbered in order of first appearance, as in TinyViT.
-        let points: Vec<(usize, usize)> = (0..window)
-            .flat_map(|y| (0..window).map(move |x| (y, x)))
-            .collect();
-        let n = points.len();
-        let mut offsets: Vec<(usize, usize)> = Vec::new();
-        let mut idxs = Vec::with_capacity(n * n);
-        for p1 in &points {
-            for p2 in &points {
-                let off = (p1.0.abs_diff(p2.0), p1.1.abs_diff(p2.1));
-                let i = match offsets.iter().position(|o| *o == off) {
-                    Some(i) => i,
-                    None => {
-                        offsets.push(off);
-                        offsets.len() - 1
-                    }
-                };
-                idxs.push(i);
-            }
-        }
-        let table = w.get(&format!("{p}.attention_biases"), &[num_heads, offsets.len()])?;
+        let (num_offsets, idxs) = relative_offset_index(window);
+        let n = window * window;
+        let table = w.get(&format!("{p}.attention_biases"), &[num_heads, num_offsets])?;
         let mut expanded = Vec::with_capacity(num_heads * n * n);
         for h in 0..num_heads {
-            let row = &table.data[h * offsets.len()..(h + 1) * offsets.len()];
-            expanded.extend(idxs.iter().map(|&i| row[i]));
+            let row = &table.data[h * num_offsets..(h + 1) * num_offsets];
+            expanded.extend(idxs.iter().map(|&i| if use_biases { row[i] } else { 0.0 }));
         }
         w.ignore(&format!("{p}.attention_bias_idxs"));
         let bias = Tensor::from_data(TensorData::new(expanded, [num_heads, n, n]), device);
@@ -245,6 +251,7 @@ impl TinyVitBlock {
                 dim,
                 c.num_heads[stage],
                 window,
+                c.attention_biases,
                 device,
             )?,
             local_conv: conv2d_bn(
@@ -474,5 +481,19 @@ impl TinyVit {
 
     pub fn img_size(&self) -> usize {
         self.img_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_offsets_follow_tinyvit_numbering() {
+        let (n, idx) = relative_offset_index(2);
+        assert_eq!(n, 4);
+        assert_eq!(idx, vec![0, 1, 2, 3, 1, 0, 3, 2, 2, 3, 0, 1, 3, 2, 1, 0]);
+        assert_eq!(relative_offset_index(7).0, 49);
+        assert_eq!(relative_offset_index(14).0, 196);
     }
 }

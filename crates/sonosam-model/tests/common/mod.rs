@@ -64,6 +64,15 @@ pub fn load_sam(device: &Device) -> Sam {
     Sam::load(manifest().config, &enc, &dec, device).unwrap()
 }
 
+/// The model as the golden fixtures were made: the PyTorch reference ran TinyViT with its
+/// cached attention-bias table `ab` still zero (computed before the checkpoint was loaded), so
+/// the fixtures are reproduced with `attention_biases = false`. See `reference_compat`.
+pub fn load_sam_reference(device: &Device) -> Sam {
+    let enc = component(Component::ImageEncoder, StoreDType::F32);
+    let dec = component(Component::Decoder, StoreDType::F32);
+    Sam::load(manifest().config.reference_compat(), &enc, &dec, device).unwrap()
+}
+
 pub fn load_decoder(device: &Device) -> SamDecoder {
     let dec = component(Component::Decoder, StoreDType::F32);
     SamDecoder::load(&manifest().config, &dec, device).unwrap()
