@@ -29,18 +29,23 @@ if [ "$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "
 fi
 
 # --- native build, weights, tests ------------------------------------------------------
-log "building (release)"
-cargo build --release --workspace --all-targets
+log "building"
+cargo build --workspace --all-targets
 log "weights"
-./target/release/sonosam weights
+./target/debug/sonosam weights
 # The software Vulkan driver (lavapipe) gives wgpu an adapter here: the wgpu tests must run.
 export SONOSAM_REQUIRE_WGPU="${SONOSAM_REQUIRE_WGPU:-1}"
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+  export XDG_RUNTIME_DIR="${TMPDIR:-/tmp}/sonosam-xdg-$(id -u)"; mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+fi
 log "native tests"
-cargo test --release --workspace
+cargo test --workspace
 
 # --- browser tests -----------------------------------------------------------------------
 log "browser tests (headless Chromium)"
 export CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}"
 export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-900}"
-cargo test --release --target wasm32-unknown-unknown --test browser
+# The image encoder in the browser (~8 min on SwiftShader + wasm CPU) runs on request.
+slow=(); [ "${SONOSAM_SLOW_BROWSER_TESTS:-0}" = 1 ] && slow=(--include-ignored)
+cargo test --target wasm32-unknown-unknown --test browser -- --nocapture "${slow[@]}"
 log "all tests passed"

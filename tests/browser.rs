@@ -64,3 +64,46 @@ async fn decoder_matches_reference_on_webgpu() {
 async fn decoder_matches_reference_on_cpu() {
     decoder_parity(BackendKind::Cpu).await;
 }
+
+static ENCODER_F32: &[u8] = include_bytes!("../weights/litemedsam.image_encoder.f32.safetensors");
+
+/// The image encoder (75 GFLOP) in the browser: parity of the embedding with the reference
+/// (reference-compat configuration, see the README), on WebGPU and on the wasm CPU backend.
+async fn encoder_parity(kind: BackendKind) {
+    let device = init_device_async(kind).await.expect("backend");
+    let manifest: WeightsManifest = serde_json::from_str(MANIFEST).unwrap();
+    let weights = manifest
+        .load_component(Component::ImageEncoder, StoreDType::F32, ENCODER_F32)
+        .unwrap();
+    let config = manifest.config.clone().reference_compat();
+    let encoder = sonosam_model::sam::ImageEncoder::load(&weights, &config.encoder, &device).unwrap();
+    let g = Golden::from_bytes(GOLDEN, "benign_93").unwrap();
+    let start = js_sys_now();
+    let embedding = encoder.forward(g.tensor::<4>("input", &device));
+    let got = read_f32_async(embedding).await.unwrap();
+    let (max, mean) = diff(&got, &g.f32("embedding"));
+    log(&format!(
+        "{kind} encoder: embedding max |Δ| {max:.3e} mean {mean:.3e} in {:.1} s",
+        (js_sys_now() - start) / 1e3
+    ));
+    assert!(max <= 5e-3 && mean <= 1e-4, "{kind} embedding: max {max}, mean {mean}");
+}
+
+fn js_sys_now() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map(|p| p.now())
+        .unwrap_or(0.0)
+}
+
+#[wasm_bindgen_test]
+#[ignore = "slow (~3 min on SwiftShader); scripts/test.sh runs it with SONOSAM_SLOW_BROWSER_TESTS=1"]
+async fn encoder_matches_reference_on_webgpu() {
+    encoder_parity(BackendKind::Wgpu).await;
+}
+
+#[wasm_bindgen_test]
+#[ignore = "slow (~5 min single-threaded wasm); scripts/test.sh runs it with SONOSAM_SLOW_BROWSER_TESTS=1"]
+async fn encoder_matches_reference_on_cpu() {
+    encoder_parity(BackendKind::Cpu).await;
+}

@@ -42,6 +42,7 @@ impl FromStr for BackendKind {
     }
 }
 
+#[cfg(not(target_family = "wasm"))]
 const NO_GPU_HELP: &str = "no usable GPU adapter. On Linux without a GPU, install a software \
 Vulkan driver (Debian/Ubuntu: `sudo apt-get install mesa-vulkan-drivers`), or use --backend cpu";
 

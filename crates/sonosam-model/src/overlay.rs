@@ -37,9 +37,9 @@ pub fn render_overlay(image: &RgbImage, masks: &[Mask], prompt: &Prompt, alpha: 
                 }
             }
         }
-        let line = color.map(|v| v / 2 + 127);
+        // The contour in the full, opaque colour stands out against the blended fill.
         for (x, y) in mask.contour() {
-            out.put_pixel(x as u32, y as u32, Rgb(line));
+            out.put_pixel(x as u32, y as u32, Rgb(color));
         }
     }
     let thickness = (w.max(h) / 300).max(2) as i64;
