@@ -1,8 +1,12 @@
 //! `sonosam`: the native companion tool.
 
 mod bench;
+mod dataset;
+mod eval;
 mod fetch;
+mod finetune;
 mod model_io;
+mod prepare;
 mod segment;
 
 use std::path::PathBuf;
@@ -55,6 +59,10 @@ enum Command {
     Segment(segment::SegmentArgs),
     /// Encoder and decoder latency (median of N runs) on each backend.
     Bench(bench::BenchArgs),
+    /// Dice, IoU, HD95 of decoders on a labelled split (tight and jittered boxes).
+    Eval(eval::EvalArgs),
+    /// Fine-tune the mask decoder on labelled data (frozen encoders, Dice loss, Adam).
+    Finetune(finetune::FinetuneArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +79,8 @@ fn main() -> ExitCode {
             .and_then(|config| fetch::convert(&checkpoint, &config, &out).map(|_| ())),
         Command::Segment(args) => segment::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Finetune(args) => finetune::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,6 +45,9 @@ pub struct SegmentArgs {
     /// biases, as the reference pipeline ran (see README, "Parity").
     #[arg(long)]
     pub reference_compat: bool,
+    /// Decoder: `base`, a fine-tuning run folder or a decoder .safetensors file.
+    #[arg(long, default_value = "base")]
+    pub decoder: String,
 }
 
 fn parse_numbers(s: &str, n: usize, what: &str) -> Result<Vec<f32>, String> {
@@ -105,7 +108,12 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
     let device = init_device(args.backend).map_err(|e| e.to_string())?;
     let dir = model_io::weights_dir(args.weights.clone());
     let t = Instant::now();
-    let sam = model_io::load_sam(&dir, DEFAULT_MODEL, args.dtype, args.reference_compat, &device)?;
+    let mut sam = model_io::load_sam(&dir, DEFAULT_MODEL, args.dtype, args.reference_compat, &device)?;
+    if args.decoder != "base" {
+        let (_, weights) = crate::eval::decoder_weights(&args.decoder, &dir)?;
+        sam.decoder = sonosam_model::SamDecoder::load(&sam.config, &weights, &device)
+            .map_err(|e| format!("{}: {e}", args.decoder))?;
+    }
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
 
     let input = preprocess(&image, &sam.config);

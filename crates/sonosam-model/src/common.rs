@@ -27,19 +27,9 @@ pub fn linear(
     d_out: usize,
     device: &Device,
 ) -> Result<Linear> {
-    let weight = w.get(&join(prefix, "weight"), &[d_out, d_in])?;
-    // burn stores linear weights as [d_in, d_out].
-    let mut transposed = vec![0f32; d_in * d_out];
-    for o in 0..d_out {
-        for i in 0..d_in {
-            transposed[i * d_out + o] = weight.data[o * d_in + i];
-        }
-    }
-    let weight = Tensor::from_data(TensorData::new(transposed, [d_in, d_out]), device);
-    let bias = w.tensor(&join(prefix, "bias"), [d_out], device)?;
     Ok(Linear {
-        weight: param(weight),
-        bias: Some(param(bias)),
+        weight: w.param_linear(&join(prefix, "weight"), d_in, d_out, device)?,
+        bias: Some(w.param(&join(prefix, "bias"), [d_out], device)?),
     })
 }
 
@@ -52,8 +42,8 @@ pub fn layer_norm(
     device: &Device,
 ) -> Result<LayerNorm> {
     let mut norm = LayerNormConfig::new(d).with_epsilon(eps).init(device);
-    norm.gamma = param(w.tensor(&join(prefix, "weight"), [d], device)?);
-    norm.beta = Some(param(w.tensor(&join(prefix, "bias"), [d], device)?));
+    norm.gamma = w.param(&join(prefix, "weight"), [d], device)?;
+    norm.beta = Some(w.param(&join(prefix, "bias"), [d], device)?);
     Ok(norm)
 }
 
@@ -167,15 +157,15 @@ pub fn conv_transpose2d(
     stride: usize,
     device: &Device,
 ) -> Result<ConvTranspose2d> {
-    let weight = w.tensor(
+    let weight = w.param(
         &join(prefix, "weight"),
         [in_chans, out_chans, kernel, kernel],
         device,
     )?;
-    let bias = w.tensor(&join(prefix, "bias"), [out_chans], device)?;
+    let bias = w.param(&join(prefix, "bias"), [out_chans], device)?;
     Ok(ConvTranspose2d {
-        weight: param(weight),
-        bias: Some(param(bias)),
+        weight,
+        bias: Some(bias),
         stride: [stride; 2],
         kernel_size: [kernel; 2],
         dilation: [1, 1],
@@ -203,8 +193,8 @@ impl LayerNorm2d {
         device: &Device,
     ) -> Result<Self> {
         Ok(Self {
-            weight: param(w.tensor(&join(prefix, "weight"), [channels], device)?),
-            bias: param(w.tensor(&join(prefix, "bias"), [channels], device)?),
+            weight: w.param(&join(prefix, "weight"), [channels], device)?,
+            bias: w.param(&join(prefix, "bias"), [channels], device)?,
             eps,
         })
     }
@@ -221,3 +211,4 @@ impl LayerNorm2d {
         normed * weight + bias
     }
 }
+

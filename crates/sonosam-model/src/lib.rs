@@ -27,8 +27,11 @@ pub mod overlay;
 pub mod postprocess;
 pub mod preprocess;
 pub mod prompt_encoder;
+pub mod rng;
 pub mod sam;
 pub mod segmentation;
+#[cfg(all(feature = "autodiff", not(target_family = "wasm")))]
+pub mod train;
 pub mod transformer;
 pub mod weights;
 

@@ -152,6 +152,23 @@ impl Mask {
         out
     }
 
+    /// 95th-percentile Hausdorff distance between the two masks' boundaries, in pixels
+    /// (MONAI's definition: the larger of the two directed 95th percentiles). `None` when
+    /// either mask is empty.
+    pub fn hd95(&self, other: &Mask) -> Result<Option<f64>> {
+        self.check_same_size(other)?;
+        let (a, b) = (self.contour(), other.contour());
+        if a.is_empty() || b.is_empty() {
+            return Ok(None);
+        }
+        let directed = |from: &[(usize, usize)], to: &[(usize, usize)]| {
+            let dt = distance_to(to, self.width, self.height);
+            let mut d: Vec<f64> = from.iter().map(|&(x, y)| dt[y * self.width + x]).collect();
+            percentile(&mut d, 95.0)
+        };
+        Ok(Some(directed(&a, &b).max(directed(&b, &a))))
+    }
+
     /// 8-bit grayscale PNG, 255 = foreground.
     pub fn to_png(&self) -> Result<Vec<u8>> {
         let img = GrayImage::from_fn(self.width as u32, self.height as u32, |x, y| {
@@ -162,6 +179,80 @@ impl Mask {
             .map_err(|e| SamError::Invalid(format!("encoding mask PNG: {e}")))?;
         Ok(out)
     }
+}
+
+/// Euclidean distance from every pixel to the nearest of `points` (exact, separable
+/// Felzenszwalb–Huttenlocher transform).
+fn distance_to(points: &[(usize, usize)], w: usize, h: usize) -> Vec<f64> {
+    const INF: f64 = 1e20;
+    let mut f = vec![INF; w * h];
+    for &(x, y) in points {
+        f[y * w + x] = 0.0;
+    }
+    let mut col = vec![0.0; h];
+    for x in 0..w {
+        for y in 0..h {
+            col[y] = f[y * w + x];
+        }
+        let d = edt_1d(&col);
+        for y in 0..h {
+            f[y * w + x] = d[y];
+        }
+    }
+    for y in 0..h {
+        let d = edt_1d(&f[y * w..(y + 1) * w]);
+        f[y * w..(y + 1) * w].copy_from_slice(&d);
+    }
+    f.into_iter().map(f64::sqrt).collect()
+}
+
+/// 1-D squared distance transform of a sampled function (lower envelope of parabolas).
+fn edt_1d(f: &[f64]) -> Vec<f64> {
+    let n = f.len();
+    let mut d = vec![0.0; n];
+    let mut v = vec![0usize; n];
+    let mut z = vec![0.0f64; n + 1];
+    let mut k = 0;
+    z[0] = f64::NEG_INFINITY;
+    z[1] = f64::INFINITY;
+    for q in 1..n {
+        let mut s;
+        loop {
+            let p = v[k];
+            s = ((f[q] + (q * q) as f64) - (f[p] + (p * p) as f64)) / (2.0 * (q - p) as f64);
+            // z[0] = -inf, so this never steps below the first parabola.
+            if s <= z[k] {
+                k -= 1;
+            } else {
+                break;
+            }
+        }
+        k += 1;
+        v[k] = q;
+        z[k] = s;
+        z[k + 1] = f64::INFINITY;
+    }
+    k = 0;
+    for (q, out) in d.iter_mut().enumerate() {
+        while z[k + 1] < q as f64 {
+            k += 1;
+        }
+        let p = v[k];
+        *out = (q as f64 - p as f64).powi(2) + f[p];
+    }
+    d
+}
+
+/// Percentile with linear interpolation between order statistics (NumPy's default).
+pub fn percentile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let pos = q / 100.0 * (v.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
 #[cfg(test)]
@@ -182,5 +273,29 @@ mod tests {
         assert_eq!(full.contour().len(), 8);
         let round = Mask::from_image_bytes(&a.to_png().unwrap()).unwrap();
         assert_eq!(round, a);
+    }
+
+    #[test]
+    fn hd95_of_shifted_squares() {
+        let sq = |x0: usize| Mask::from_fn(40, 40, |i| (10..20).contains(&(i / 40)) && (x0..x0 + 10).contains(&(i % 40)));
+        let a = sq(10);
+        assert_eq!(a.hd95(&a).unwrap(), Some(0.0));
+        let b = sq(13);
+        let d = a.hd95(&b).unwrap().unwrap();
+        assert!((d - 3.0).abs() < 1e-9, "{d}");
+        assert_eq!(a.hd95(&Mask::new(40, 40)).unwrap(), None);
+        // Brute-force check of the distance transform.
+        let pts = [(3, 4), (30, 7), (12, 33)];
+        let dt = distance_to(&pts, 40, 40);
+        for y in 0..40 {
+            for x in 0..40 {
+                let want = pts
+                    .iter()
+                    .map(|&(px, py)| ((px as f64 - x as f64).powi(2) + (py as f64 - y as f64).powi(2)).sqrt())
+                    .fold(f64::INFINITY, f64::min);
+                assert!((dt[y * 40 + x] - want).abs() < 1e-9);
+            }
+        }
+        assert_eq!(percentile(&mut [1.0, 2.0, 3.0, 4.0, 5.0], 50.0), 3.0);
     }
 }

@@ -95,12 +95,8 @@ impl MaskDecoder {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             transformer: TwoWayTransformer::load(w, &format!("{p}.transformer"), c, device)?,
-            iou_token: Param::from_tensor(w.tensor(&format!("{p}.iou_token.weight"), [1, d], device)?),
-            mask_tokens: Param::from_tensor(w.tensor(
-                &format!("{p}.mask_tokens.weight"),
-                [m, d],
-                device,
-            )?),
+            iou_token: w.param(&format!("{p}.iou_token.weight"), [1, d], device)?,
+            mask_tokens: w.param(&format!("{p}.mask_tokens.weight"), [m, d], device)?,
             upscale_conv1: conv_transpose2d(
                 w,
                 &format!("{p}.output_upscaling.0"),

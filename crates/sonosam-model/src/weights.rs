@@ -8,7 +8,8 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::module::Param;
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, SamError};
@@ -45,13 +46,39 @@ impl StoreDType {
     }
 }
 
+/// Reads the gradient of one parameter, flattened in PyTorch layout.
+#[cfg(feature = "autodiff")]
+pub type GradReader = Box<dyn Fn(&burn::tensor::Gradients) -> Option<Tensor<1>>>;
+
+/// A parameter built from a key while tracking was on (see [`TensorMap::track_params`]).
+#[cfg(feature = "autodiff")]
+pub struct TrackedParam {
+    pub key: String,
+    /// Shape in PyTorch layout.
+    pub shape: Vec<usize>,
+    pub grad: GradReader,
+}
+
 /// Named tensors from one source, with bookkeeping of which keys the model consumed.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct TensorMap {
     source: String,
     tensors: BTreeMap<String, RawTensor>,
     metadata: BTreeMap<String, String>,
     used: RefCell<BTreeSet<String>>,
+    /// Precision of the tensors built from this map (default f32).
+    precision: std::cell::Cell<Option<FloatDType>>,
+    #[cfg(feature = "autodiff")]
+    tracked: RefCell<Option<Vec<TrackedParam>>>,
+}
+
+impl std::fmt::Debug for TensorMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TensorMap")
+            .field("source", &self.source)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
 }
 
 impl TensorMap {
@@ -154,6 +181,21 @@ impl TensorMap {
         Ok(t)
     }
 
+    /// Build tensors from this map in `dtype` (e.g. f64 for reference-grade gradients on the
+    /// CPU backend); `None` = f32.
+    pub fn set_precision(&self, dtype: Option<FloatDType>) {
+        self.precision.set(dtype);
+    }
+
+    /// `data` on `device`, in this map's precision.
+    pub fn to_device<const D: usize>(&self, data: TensorData, device: &Device) -> Tensor<D> {
+        let t: Tensor<D> = Tensor::from_data(data, device);
+        match self.precision.get() {
+            Some(dtype) => t.cast(dtype),
+            None => t,
+        }
+    }
+
     /// Look a tensor up and put it on `device`.
     pub fn tensor<const D: usize>(
         &self,
@@ -162,10 +204,101 @@ impl TensorMap {
         device: &Device,
     ) -> Result<Tensor<D>> {
         let t = self.get(key, &shape)?;
-        Ok(Tensor::from_data(
-            TensorData::new(t.data.clone(), shape),
-            device,
-        ))
+        Ok(self.to_device(TensorData::new(t.data.clone(), shape), device))
+    }
+
+    /// A trainable parameter from `key`. With tracking on, its gradient can be read back by
+    /// key after a backward pass.
+    pub fn param<const D: usize>(
+        &self,
+        key: &str,
+        shape: [usize; D],
+        device: &Device,
+    ) -> Result<Param<Tensor<D>>> {
+        let param = Param::from_tensor(self.tensor(key, shape, device)?);
+        self.track(key, &shape, &param, false);
+        Ok(param)
+    }
+
+    /// A `[d_out, d_in]` PyTorch linear weight as burn's `[d_in, d_out]` parameter.
+    pub fn param_linear(
+        &self,
+        key: &str,
+        d_in: usize,
+        d_out: usize,
+        device: &Device,
+    ) -> Result<Param<Tensor<2>>> {
+        let weight = self.get(key, &[d_out, d_in])?;
+        let mut transposed = vec![0f32; d_in * d_out];
+        for o in 0..d_out {
+            for i in 0..d_in {
+                transposed[i * d_out + o] = weight.data[o * d_in + i];
+            }
+        }
+        let t = self.to_device(TensorData::new(transposed, [d_in, d_out]), device);
+        let param = Param::from_tensor(t);
+        self.track(key, &[d_out, d_in], &param, true);
+        Ok(param)
+    }
+
+    #[cfg(feature = "autodiff")]
+    fn track<const D: usize>(
+        &self,
+        key: &str,
+        shape: &[usize],
+        param: &Param<Tensor<D>>,
+        transposed: bool,
+    ) {
+        if let Some(list) = self.tracked.borrow_mut().as_mut() {
+            let value = param.val();
+            let n: usize = shape.iter().product();
+            list.push(TrackedParam {
+                key: key.to_string(),
+                shape: shape.to_vec(),
+                grad: Box::new(move |grads| {
+                    value.grad(grads).map(|g| {
+                        if transposed {
+                            g.swap_dims(0, D - 1).reshape([n])
+                        } else {
+                            g.reshape([n])
+                        }
+                    })
+                }),
+            });
+        }
+    }
+
+    #[cfg(not(feature = "autodiff"))]
+    fn track<const D: usize>(&self, _: &str, _: &[usize], _: &Param<Tensor<D>>, _: bool) {}
+
+    /// Start recording every parameter built through [`param`](Self::param) and
+    /// [`param_linear`](Self::param_linear).
+    #[cfg(feature = "autodiff")]
+    pub fn track_params(&self) {
+        *self.tracked.borrow_mut() = Some(Vec::new());
+    }
+
+    /// Stop recording and return the parameters recorded since [`track_params`](Self::track_params).
+    #[cfg(feature = "autodiff")]
+    pub fn take_tracked(&self) -> Vec<TrackedParam> {
+        self.tracked.borrow_mut().take().unwrap_or_default()
+    }
+
+    /// Replace a tensor's values (same shape), e.g. after an optimiser step.
+    pub fn set_data(&mut self, key: &str, data: Vec<f32>) -> Result<()> {
+        let t = self
+            .tensors
+            .get_mut(key)
+            .ok_or_else(|| SamError::Invalid(format!("no tensor `{key}` to update")))?;
+        if t.data.len() != data.len() {
+            return Err(SamError::Invalid(format!(
+                "`{key}`: {} values for a tensor of {}",
+                data.len(),
+                t.data.len()
+            )));
+        }
+        t.data = data;
+        Ok(())
     }
 
     /// Mark keys as deliberately unused (e.g. BatchNorm's `num_batches_tracked`).

@@ -1,0 +1,417 @@
+//! `sonosam eval`: Dice, IoU and HD95 per instance at the original resolution, summaries by
+//! class, a box-jitter robustness curve, and side-by-side comparison of two decoders.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use sonosam_model::backend::{BackendKind, init_device};
+use sonosam_model::burn::tensor::{Device, Tensor, TensorData};
+use sonosam_model::rng::Rng;
+use sonosam_model::sam::Component;
+use sonosam_model::segmentation::read_f32;
+use sonosam_model::train::{jitter_box, tight_box};
+use sonosam_model::{Prompt, SamDecoder, Segmentation, StoreDType, TensorMap};
+
+use crate::CliResult;
+use crate::dataset::Dataset;
+use crate::fetch::write_atomic;
+use crate::model_io::{self, DEFAULT_MODEL};
+use crate::prepare::{EmbeddingCache, Prepared, cache_root, model_key, prepare};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Data folder (BUSI layout with splits.csv, or images/ + masks/).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Splits file [default: DATA/splits.csv].
+    #[arg(long)]
+    pub splits: Option<PathBuf>,
+    /// Split to evaluate (train, val, test, all).
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Decoder to evaluate: `base`, a fine-tuning run folder or a decoder .safetensors file.
+    /// Give it twice to compare two decoders side by side.
+    #[arg(long = "decoder", default_value = "base")]
+    pub decoders: Vec<String>,
+    /// Box jitter levels (px per side at the model frame) for the robustness curve.
+    #[arg(long, default_value = "0,5,10,20", value_delimiter = ',')]
+    pub jitter: Vec<f32>,
+    /// Seed of the box jitter.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Per-instance CSV [default: eval_<split>.csv].
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Also write the summary as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Only the first N images of the split (quick checks).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, default_value = "cpu", value_parser = crate::parse_backend)]
+    pub backend: BackendKind,
+    /// Weights folder [env: SONOSAM_WEIGHTS; default: ./weights].
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Cache folder for embeddings [env: SONOSAM_CACHE; default: ~/.cache/sonosam].
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Run the encoder as the PyTorch reference did (see README, "Parity").
+    #[arg(long)]
+    pub reference_compat: bool,
+}
+
+/// Scores of one instance under one decoder.
+#[derive(Debug, Clone)]
+pub struct Scores {
+    pub dice: f64,
+    pub iou: f64,
+    pub hd95: Option<f64>,
+    pub predicted_iou: f32,
+    /// Dice at each jitter level.
+    pub jitter_dice: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassSummary {
+    pub n: usize,
+    pub dice_mean: f64,
+    pub dice_median: f64,
+    pub iou_mean: f64,
+    pub iou_median: f64,
+    pub hd95_mean: f64,
+    /// Instances whose prediction was empty (no HD95).
+    pub empty_predictions: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub model: String,
+    pub split: String,
+    pub n: usize,
+    pub dice_mean: f64,
+    pub dice_median: f64,
+    pub iou_mean: f64,
+    pub iou_median: f64,
+    pub hd95_mean: f64,
+    pub empty_predictions: usize,
+    pub by_class: BTreeMap<String, ClassSummary>,
+    /// Mean Dice at each box-jitter level (px per side at the model frame).
+    pub jitter: BTreeMap<String, f64>,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    sonosam_model::mask::percentile(&mut v, 50.0)
+}
+
+fn class_summary(scores: &[&Scores]) -> ClassSummary {
+    let dice: Vec<f64> = scores.iter().map(|s| s.dice).collect();
+    let iou: Vec<f64> = scores.iter().map(|s| s.iou).collect();
+    let hd: Vec<f64> = scores.iter().filter_map(|s| s.hd95).collect();
+    ClassSummary {
+        n: scores.len(),
+        dice_mean: mean(&dice),
+        dice_median: median(&dice),
+        iou_mean: mean(&iou),
+        iou_median: median(&iou),
+        hd95_mean: mean(&hd),
+        empty_predictions: scores.len() - hd.len(),
+    }
+}
+
+/// Summarise scores of `prepared`'s instances.
+pub fn summarise(
+    model: &str,
+    split: &str,
+    prepared: &Prepared,
+    scores: &[Scores],
+    jitter: &[f32],
+) -> Summary {
+    let all: Vec<&Scores> = scores.iter().collect();
+    let overall = class_summary(&all);
+    let mut by_class = BTreeMap::new();
+    let mut labels: Vec<&str> = prepared
+        .instances
+        .iter()
+        .map(|i| prepared.images[i.image].entry.label.as_str())
+        .collect();
+    labels.sort();
+    labels.dedup();
+    for label in labels.into_iter().filter(|l| !l.is_empty()) {
+        let sel: Vec<&Scores> = prepared
+            .instances
+            .iter()
+            .zip(scores)
+            .filter(|(i, _)| prepared.images[i.image].entry.label == label)
+            .map(|(_, s)| s)
+            .collect();
+        by_class.insert(label.to_string(), class_summary(&sel));
+    }
+    let jitter = jitter
+        .iter()
+        .enumerate()
+        .map(|(k, j)| {
+            let d: Vec<f64> = scores.iter().map(|s| s.jitter_dice[k]).collect();
+            (format!("{j}"), mean(&d))
+        })
+        .collect();
+    Summary {
+        model: model.to_string(),
+        split: split.to_string(),
+        n: overall.n,
+        dice_mean: overall.dice_mean,
+        dice_median: overall.dice_median,
+        iou_mean: overall.iou_mean,
+        iou_median: overall.iou_median,
+        hd95_mean: overall.hd95_mean,
+        empty_predictions: overall.empty_predictions,
+        by_class,
+        jitter,
+    }
+}
+
+/// Resolve `--decoder`: `base`, a run folder (its exported decoder) or a file.
+pub fn decoder_weights(spec: &str, weights_dir: &Path) -> CliResult<(String, TensorMap)> {
+    if spec == "base" {
+        let manifest = model_io::manifest(weights_dir, DEFAULT_MODEL)?;
+        let entry = manifest
+            .file(Component::Decoder, StoreDType::F32)
+            .ok_or("manifest lists no f32 decoder")?;
+        let bytes = model_io::read(&weights_dir.join(&entry.file))?;
+        let map = manifest
+            .load_component(Component::Decoder, StoreDType::F32, &bytes)
+            .map_err(|e| e.to_string())?;
+        return Ok(("base".into(), map));
+    }
+    let path = PathBuf::from(spec);
+    let file = if path.is_dir() {
+        path.join("decoder.f32.safetensors")
+    } else {
+        path.clone()
+    };
+    let bytes = model_io::read(&file)?;
+    let map = TensorMap::from_safetensors(&bytes, file.display().to_string())
+        .map_err(|e| e.to_string())?;
+    Ok((spec.to_string(), map))
+}
+
+/// Decode every instance with tight and jittered boxes; score at the original resolution.
+pub fn score(
+    decoder: &SamDecoder,
+    prepared: &Prepared,
+    jitter: &[f32],
+    seed: u64,
+    device: &Device,
+    what: &str,
+) -> CliResult<Vec<Scores>> {
+    let lr = decoder.prompt_encoder.mask_input_size();
+    let bar = ProgressBar::new(prepared.instances.len() as u64).with_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} instances, ETA {eta}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    let mut out = Vec::new();
+    for (n, inst) in prepared.instances.iter().enumerate() {
+        bar.inc(1);
+        let img = &prepared.images[inst.image];
+        let g = img.geometry;
+        let tight = g
+            .box_to_frame(tight_box(&inst.mask).expect("instances have foreground"))
+            .map_err(|e| e.to_string())?;
+        let mut rng = Rng::derive(seed, n as u64);
+        let mut boxes = vec![tight];
+        for &j in jitter.iter().filter(|j| **j > 0.0) {
+            boxes.push(jitter_box(tight, j, &g, &mut rng));
+        }
+        let prompts: Vec<Prompt> = boxes.iter().map(|b| Prompt::from_box(*b)).collect();
+        let e = decoder.prompt_encoder.embedding_size();
+        let emb = Tensor::<4>::from_data(
+            TensorData::new(img.embedding.clone(), [1, 256, e, e]),
+            device,
+        );
+        let res = decoder
+            .decode(emb, &prompts, None, false)
+            .map_err(|err| err.to_string())?;
+        let logits = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
+        let ious = read_f32(res.iou).map_err(|e| e.to_string())?;
+        let mut dices = Vec::new();
+        let mut first = None;
+        for (k, chunk) in logits.chunks_exact(lr * lr).enumerate() {
+            let seg = Segmentation::from_outputs(chunk, &ious[k..=k], lr, &g);
+            let d = seg.masks[0].dice(&inst.mask).map_err(|e| e.to_string())?;
+            dices.push(d);
+            if k == 0 {
+                first = Some(seg);
+            }
+        }
+        let seg = first.unwrap();
+        // Jitter 0 is the tight box itself.
+        let jitter_dice = jitter
+            .iter()
+            .map(|&j| {
+                if j <= 0.0 {
+                    dices[0]
+                } else {
+                    dices[1 + jitter.iter().filter(|x| **x > 0.0).position(|x| *x == j).unwrap()]
+                }
+            })
+            .collect();
+        out.push(Scores {
+            dice: dices[0],
+            iou: seg.masks[0].iou(&inst.mask).map_err(|e| e.to_string())?,
+            hd95: seg.masks[0].hd95(&inst.mask).map_err(|e| e.to_string())?,
+            predicted_iou: ious[0],
+            jitter_dice,
+        });
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+fn print_table(summaries: &[Summary], jitter: &[f32]) {
+    let w = 14;
+    print!("{:<22}", "");
+    for s in summaries {
+        print!("{:>w$}", truncate(&s.model, w - 1));
+    }
+    println!();
+    let row = |name: &str, f: &dyn Fn(&Summary) -> String| {
+        print!("{name:<22}");
+        for s in summaries {
+            print!("{:>w$}", f(s));
+        }
+        println!();
+    };
+    row("instances", &|s| s.n.to_string());
+    row("Dice mean", &|s| format!("{:.4}", s.dice_mean));
+    row("Dice median", &|s| format!("{:.4}", s.dice_median));
+    row("IoU mean", &|s| format!("{:.4}", s.iou_mean));
+    row("IoU median", &|s| format!("{:.4}", s.iou_median));
+    row("HD95 mean (px)", &|s| format!("{:.2}", s.hd95_mean));
+    let classes: Vec<String> = summaries[0].by_class.keys().cloned().collect();
+    for c in &classes {
+        row(&format!("{c}: n"), &|s| s.by_class.get(c).map_or("-".into(), |x| x.n.to_string()));
+        row(&format!("{c}: Dice mean"), &|s| {
+            s.by_class.get(c).map_or("-".into(), |x| format!("{:.4}", x.dice_mean))
+        });
+        row(&format!("{c}: IoU mean"), &|s| {
+            s.by_class.get(c).map_or("-".into(), |x| format!("{:.4}", x.iou_mean))
+        });
+        row(&format!("{c}: HD95 mean"), &|s| {
+            s.by_class.get(c).map_or("-".into(), |x| format!("{:.2}", x.hd95_mean))
+        });
+    }
+    for j in jitter {
+        row(&format!("Dice, jitter {j} px"), &|s| {
+            format!("{:.4}", s.jitter.get(&format!("{j}")).copied().unwrap_or(f64::NAN))
+        });
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let tail: String = s.chars().rev().take(n - 1).collect::<Vec<_>>().into_iter().rev().collect();
+        format!("…{tail}")
+    }
+}
+
+pub fn run(args: EvalArgs) -> CliResult<()> {
+    if args.decoders.len() > 2 {
+        return Err("give at most two --decoder to compare".into());
+    }
+    let data = Dataset::open(&args.data, args.splits.as_deref())?;
+    let mut entries = data.split(&args.split);
+    if entries.is_empty() {
+        return Err(format!("split `{}` has no images in {}", args.split, args.data.display()));
+    }
+    if let Some(n) = args.limit {
+        entries.truncate(n);
+    }
+    let device = init_device(args.backend).map_err(|e| e.to_string())?;
+    let dir = model_io::weights_dir(args.weights.clone());
+    let manifest = model_io::manifest(&dir, DEFAULT_MODEL)?;
+    let sam = model_io::load_sam(&dir, DEFAULT_MODEL, StoreDType::F32, args.reference_compat, &device)?;
+    let encoder_sha = &manifest
+        .file(Component::ImageEncoder, StoreDType::F32)
+        .ok_or("manifest lists no f32 encoder")?
+        .sha256;
+    let e = sam.config.decoder.embedding_size;
+    let cache = EmbeddingCache::new(
+        &cache_root(args.cache.clone()),
+        &model_key(encoder_sha, args.reference_compat),
+        sam.config.decoder.embed_dim * e * e,
+    )?;
+    let prepared = prepare(&data, &entries, &sam, &cache, &args.split)?;
+    prepared.report_skipped(&args.split);
+    if prepared.instances.is_empty() {
+        return Err("no instance to evaluate".into());
+    }
+
+    let mut summaries = Vec::new();
+    let mut all_scores = Vec::new();
+    for spec in &args.decoders {
+        let (name, weights) = decoder_weights(spec, &dir)?;
+        let decoder = SamDecoder::load(&sam.config, &weights, &device).map_err(|e| e.to_string())?;
+        let scores = score(&decoder, &prepared, &args.jitter, args.seed, &device, &name)?;
+        summaries.push(summarise(&name, &args.split, &prepared, &scores, &args.jitter));
+        all_scores.push((name, scores));
+    }
+    println!(
+        "\n{} split of {}: tight ground-truth boxes, scores at the original resolution{}",
+        args.split,
+        args.data.display(),
+        if args.reference_compat { " (reference-compat encoder)" } else { "" }
+    );
+    print_table(&summaries, &args.jitter);
+
+    let csv_path = args
+        .csv
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("eval_{}.csv", args.split)));
+    let mut csv = String::from("model,image,mask,label,dice,iou,hd95,predicted_iou");
+    for j in &args.jitter {
+        csv.push_str(&format!(",dice_jitter_{j}"));
+    }
+    csv.push('\n');
+    for (name, scores) in &all_scores {
+        for (inst, s) in prepared.instances.iter().zip(scores) {
+            let img = &prepared.images[inst.image].entry;
+            csv.push_str(&format!(
+                "{},\"{}\",\"{}\",{},{:.6},{:.6},{},{:.6}",
+                name,
+                img.image,
+                inst.mask_path,
+                img.label,
+                s.dice,
+                s.iou,
+                s.hd95.map_or(String::new(), |h| format!("{h:.4}")),
+                s.predicted_iou
+            ));
+            for d in &s.jitter_dice {
+                csv.push_str(&format!(",{d:.6}"));
+            }
+            csv.push('\n');
+        }
+    }
+    write_atomic(&csv_path, csv.as_bytes())?;
+    println!("\nper-instance scores: {}", csv_path.display());
+    if let Some(path) = &args.json {
+        let mut json = serde_json::to_value(&summaries[0]).map_err(|e| e.to_string())?;
+        json["models"] = serde_json::to_value(&summaries).map_err(|e| e.to_string())?;
+        json["reference_compat"] = serde_json::Value::Bool(args.reference_compat);
+        write_atomic(path, &serde_json::to_vec_pretty(&json).map_err(|e| e.to_string())?)?;
+        println!("summary: {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! Reading labelled images, and their image embeddings through an on-disk cache keyed by
+//! model and image hash. The encoder is frozen for evaluation and fine-tuning, so each image
+//! is encoded once, ever; an interrupted run keeps everything already encoded.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sonosam_model::weights::sha256_hex;
+use sonosam_model::{Geometry, Mask, Sam, decode_image, preprocess};
+
+use crate::CliResult;
+use crate::dataset::{Dataset, ImageEntry};
+
+/// Root of caches: `--cache`, `$SONOSAM_CACHE`, `$XDG_CACHE_HOME/sonosam`, `~/.cache/sonosam`.
+pub fn cache_root(cli: Option<PathBuf>) -> PathBuf {
+    cli.or_else(|| std::env::var_os("SONOSAM_CACHE").map(PathBuf::from))
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("sonosam")))
+        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/sonosam")))
+        .unwrap_or_else(|| PathBuf::from(".cache/sonosam"))
+}
+
+const MAGIC: &[u8; 8] = b"SONOEMB1";
+
+/// Embeddings on disk, one file per image, under a folder per model.
+pub struct EmbeddingCache {
+    dir: PathBuf,
+    len: usize,
+}
+
+impl EmbeddingCache {
+    /// `model_key` identifies the encoder weights and configuration.
+    pub fn new(root: &Path, model_key: &str, len: usize) -> CliResult<Self> {
+        let dir = root.join("embeddings").join(model_key);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(Self { dir, len })
+    }
+
+    fn path(&self, image_sha: &str) -> PathBuf {
+        self.dir.join(format!("{}.emb", &image_sha[..32]))
+    }
+
+    /// A cached embedding; a damaged file is removed and reported as absent.
+    pub fn get(&self, image_sha: &str) -> Option<Vec<f32>> {
+        let path = self.path(image_sha);
+        let bytes = std::fs::read(&path).ok()?;
+        if bytes.len() != 8 + 4 * self.len || &bytes[..8] != MAGIC {
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        Some(
+            bytes[8..]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        )
+    }
+
+    pub fn put(&self, image_sha: &str, embedding: &[f32]) -> CliResult<()> {
+        let mut bytes = Vec::with_capacity(8 + 4 * embedding.len());
+        bytes.extend_from_slice(MAGIC);
+        for v in embedding {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        crate::fetch::write_atomic(&self.path(image_sha), &bytes)
+    }
+}
+
+/// Cache key of a model's encoder: its weights hash and whether it runs in reference mode.
+pub fn model_key(encoder_sha256: &str, reference_compat: bool) -> String {
+    let tag = format!("{encoder_sha256}:{}", if reference_compat { "ref" } else { "std" });
+    sha256_hex(tag.as_bytes())[..16].to_string()
+}
+
+/// One lesion: an image, one of its masks.
+#[derive(Clone)]
+pub struct Instance {
+    /// Index into [`Prepared::images`].
+    pub image: usize,
+    pub mask_path: String,
+    pub mask: Mask,
+}
+
+/// An image ready for the decoder.
+pub struct PreparedImage {
+    pub entry: ImageEntry,
+    pub geometry: Geometry,
+    pub embedding: Vec<f32>,
+}
+
+/// Images and instances of one split, with every skipped item explained.
+pub struct Prepared {
+    pub images: Vec<PreparedImage>,
+    pub instances: Vec<Instance>,
+    pub skipped: Vec<String>,
+}
+
+impl Prepared {
+    pub fn report_skipped(&self, what: &str) {
+        if self.skipped.is_empty() {
+            return;
+        }
+        println!("{what}: {} item(s) skipped:", self.skipped.len());
+        let mut normal = 0;
+        for s in &self.skipped {
+            if s.contains("no lesion mask") {
+                normal += 1;
+            } else {
+                println!("  - {s}");
+            }
+        }
+        if normal > 0 {
+            println!("  - {normal} image(s) without a lesion (normal or empty masks)");
+        }
+    }
+}
+
+/// Read the split's images and masks, and their embeddings (from the cache or the encoder).
+pub fn prepare(
+    data: &Dataset,
+    entries: &[&ImageEntry],
+    sam: &Sam,
+    cache: &EmbeddingCache,
+    what: &str,
+) -> CliResult<Prepared> {
+    let mut images = Vec::new();
+    let mut instances = Vec::new();
+    let mut skipped = Vec::new();
+    let bar = ProgressBar::new(entries.len() as u64).with_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} images, {elapsed} elapsed, ETA {eta}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    let (mut encoded, mut cached) = (0, 0);
+    let mut encode_time = 0.0;
+    for entry in entries {
+        bar.inc(1);
+        if entry.label == "normal" || entry.masks.is_empty() {
+            skipped.push(format!("{}: no lesion mask", entry.image));
+            continue;
+        }
+        let bytes = match std::fs::read(data.path(&entry.image)) {
+            Ok(b) => b,
+            Err(e) => {
+                skipped.push(format!("{}: unreadable ({e})", entry.image));
+                continue;
+            }
+        };
+        let img = match decode_image(&bytes) {
+            Ok(i) => i,
+            Err(e) => {
+                skipped.push(format!("{}: {e}", entry.image));
+                continue;
+            }
+        };
+        let mut masks = Vec::new();
+        for m in &entry.masks {
+            match std::fs::read(data.path(m)).map_err(|e| e.to_string()).and_then(|b| {
+                Mask::from_image_bytes(&b).map_err(|e| e.to_string())
+            }) {
+                Ok(mask) if (mask.width, mask.height) != (img.width() as usize, img.height() as usize) => {
+                    skipped.push(format!(
+                        "{m}: mask is {}×{} but its image is {}×{}",
+                        mask.width,
+                        mask.height,
+                        img.width(),
+                        img.height()
+                    ));
+                }
+                Ok(mask) if mask.is_empty() => skipped.push(format!("{m}: no lesion mask (empty)")),
+                Ok(mask) => masks.push((m.clone(), mask)),
+                Err(e) => skipped.push(format!("{m}: unreadable mask ({e})")),
+            }
+        }
+        if masks.is_empty() {
+            continue;
+        }
+        let input = preprocess(&img, &sam.config);
+        let sha = sha256_hex(&bytes);
+        let embedding = match cache.get(&sha) {
+            Some(e) => {
+                cached += 1;
+                e
+            }
+            None => {
+                let t = Instant::now();
+                let e = sonosam_model::segmentation::read_f32(sam.encode(&[&input]))
+                    .map_err(|e| e.to_string())?;
+                encode_time += t.elapsed().as_secs_f64();
+                encoded += 1;
+                cache.put(&sha, &e)?;
+                e
+            }
+        };
+        let index = images.len();
+        images.push(PreparedImage {
+            entry: (*entry).clone(),
+            geometry: input.geometry,
+            embedding,
+        });
+        for (mask_path, mask) in masks {
+            instances.push(Instance {
+                image: index,
+                mask_path,
+                mask,
+            });
+        }
+    }
+    bar.finish_and_clear();
+    println!(
+        "{what}: {} images, {} instances; embeddings: {cached} cached, {encoded} encoded{}",
+        images.len(),
+        instances.len(),
+        if encoded > 0 {
+            format!(" ({:.2} s/image)", encode_time / encoded as f64)
+        } else {
+            String::new()
+        }
+    );
+    Ok(Prepared {
+        images,
+        instances,
+        skipped,
+    })
+}

@@ -1,0 +1,396 @@
+//! Fine-tuning the mask decoder with frozen image and prompt encoders: targets, box jitter,
+//! Dice (+BCE) loss, gradients by PyTorch parameter name, and Adam with PyTorch's update rule.
+//!
+//! Parameters live on the host as a [`TensorMap`] in PyTorch layout; each step builds the mask
+//! decoder from them on an autodiff device, runs forward and backward, reads the gradients back
+//! by key and applies Adam on the host. Checkpoints are therefore plain safetensors files with
+//! the original key names, loadable everywhere the base decoder is.
+
+use std::collections::BTreeMap;
+
+use burn::module::Module;
+use burn::tensor::activation::sigmoid;
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::config::SamConfig;
+use crate::error::{Result, SamError};
+use crate::mask::Mask;
+use crate::mask_decoder::MaskDecoder;
+use crate::preprocess::Geometry;
+use crate::prompt_encoder::{Prompt, PromptEncoder};
+use crate::rng::Rng;
+use crate::segmentation::read_f32;
+use crate::weights::{RawTensor, TensorMap};
+
+/// Key prefix of the trainable part.
+pub const TRAINABLE_PREFIX: &str = "mask_decoder.";
+
+/// Training loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// Soft Dice on sigmoid probabilities (MONAI `DiceLoss(sigmoid=True)`).
+    Dice,
+    /// Dice + binary cross-entropy on the logits.
+    DiceBce,
+}
+
+impl std::str::FromStr for LossKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "dice" => Ok(LossKind::Dice),
+            "dice+bce" | "dice-bce" => Ok(LossKind::DiceBce),
+            _ => Err(format!("unknown loss `{s}` (dice, dice+bce)")),
+        }
+    }
+}
+
+/// `mean_b [1 − (2 Σ p·t + 1e-5) / (Σ p + Σ t + 1e-5)]`, `p = sigmoid(logits)`;
+/// `logits`, `target`: `[B, 1, H, W]` → `[1]`.
+pub fn dice_loss(logits: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
+    let [b, c, h, w] = logits.dims();
+    let p = sigmoid(logits).reshape([b, c * h * w]);
+    let t = target.reshape([b, c * h * w]);
+    let inter = (p.clone() * t.clone()).sum_dim(1);
+    let denom = p.sum_dim(1) + t.sum_dim(1);
+    let dice = (inter * 2.0 + 1e-5) / (denom + 1e-5);
+    (dice.neg() + 1.0).mean()
+}
+
+/// Mean binary cross-entropy with logits (numerically stable form) → `[1]`.
+pub fn bce_with_logits(logits: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
+    let relu = logits.clone().clamp_min(0.0);
+    let log_term = (logits.clone().abs().neg().exp() + 1.0).log();
+    (relu - logits * target + log_term).mean()
+}
+
+/// The ground truth as a training target: nearest-neighbour resize to the resized extent
+/// (`new_h × new_w`), zero-padded to `lr × lr` (the low-res logits' frame).
+pub fn target_low_res(mask: &Mask, g: &Geometry, lr: usize) -> Result<Vec<f32>> {
+    if (mask.width, mask.height) != (g.orig_w, g.orig_h) {
+        return Err(SamError::Invalid(format!(
+            "mask is {}×{} but the image is {}×{}",
+            mask.width, mask.height, g.orig_w, g.orig_h
+        )));
+    }
+    // Targets live in the frame of the low-res logits (= the input frame for LiteMedSAM).
+    let s = lr as f64 / g.frame as f64;
+    let nh = ((g.new_h as f64 * s).round() as usize).min(lr);
+    let nw = ((g.new_w as f64 * s).round() as usize).min(lr);
+    let mut out = vec![0f32; lr * lr];
+    let (sy, sx) = (
+        g.orig_h as f64 / nh as f64,
+        g.orig_w as f64 / nw as f64,
+    );
+    for y in 0..nh {
+        let src_y = ((y as f64 * sy) as usize).min(g.orig_h - 1);
+        for x in 0..nw {
+            let src_x = ((x as f64 * sx) as usize).min(g.orig_w - 1);
+            out[y * lr + x] = f32::from(u8::from(mask.get(src_x, src_y)));
+        }
+    }
+    Ok(out)
+}
+
+/// The tight box `[x0, y0, x1, y1]` of a mask in original pixels, if it has any foreground.
+pub fn tight_box(mask: &Mask) -> Option<[f32; 4]> {
+    mask.bbox()
+        .map(|[x0, y0, x1, y1]| [x0 as f32, y0 as f32, x1 as f32, y1 as f32])
+}
+
+/// Push each side of a frame box outwards by `U[0, max_px)` pixels, clipped to the resized
+/// image extent. `max_px = 0` returns the box unchanged.
+pub fn jitter_box(b: [f32; 4], max_px: f32, g: &Geometry, rng: &mut Rng) -> [f32; 4] {
+    if max_px <= 0.0 {
+        return b;
+    }
+    let mut d = || rng.uniform(0.0, f64::from(max_px)) as f32;
+    let (w, h) = ((g.new_w - 1) as f32, (g.new_h - 1) as f32);
+    [
+        (b[0] - d()).max(0.0),
+        (b[1] - d()).max(0.0),
+        (b[2] + d()).min(w),
+        (b[3] + d()).min(h),
+    ]
+}
+
+/// One training batch: embeddings `[B, 256, 64, 64]`, one box prompt each (model frame),
+/// targets `[B, 1, lr, lr]`.
+pub struct Batch {
+    pub embeddings: Vec<f32>,
+    pub prompts: Vec<Prompt>,
+    pub targets: Vec<f32>,
+}
+
+/// Adam hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdamConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// Adam with PyTorch's update rule (`torch.optim.Adam`, L2 weight decay), state by key.
+#[derive(Debug, Clone, Default)]
+pub struct Adam {
+    pub config: AdamConfig,
+    pub step: u64,
+    m: BTreeMap<String, Vec<f32>>,
+    v: BTreeMap<String, Vec<f32>>,
+}
+
+impl Adam {
+    pub fn new(config: AdamConfig) -> Self {
+        Self {
+            config,
+            ..Default::default()
+        }
+    }
+
+    /// Apply one step with learning rate `lr` to `params`.
+    pub fn update(
+        &mut self,
+        params: &mut TensorMap,
+        grads: &BTreeMap<String, Vec<f32>>,
+        lr: f64,
+    ) -> Result<()> {
+        self.step += 1;
+        let c = self.config;
+        let t = self.step as i32;
+        let bc1 = 1.0 - c.beta1.powi(t);
+        let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+        let step_size = (lr / bc1) as f32;
+        let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
+        for (key, g) in grads {
+            let p = params
+                .raw(key)
+                .ok_or_else(|| SamError::Invalid(format!("gradient for unknown `{key}`")))?;
+            let mut data = p.data.clone();
+            let m = self
+                .m
+                .entry(key.clone())
+                .or_insert_with(|| vec![0.0; g.len()]);
+            let v = self
+                .v
+                .entry(key.clone())
+                .or_insert_with(|| vec![0.0; g.len()]);
+            for i in 0..g.len() {
+                let gi = if c.weight_decay > 0.0 {
+                    g[i] + c.weight_decay as f32 * data[i]
+                } else {
+                    g[i]
+                };
+                m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                let denom = v[i].sqrt() / bc2_sqrt as f32 + c.eps as f32;
+                data[i] -= step_size * m[i] / denom;
+            }
+            params.set_data(key, data)?;
+        }
+        Ok(())
+    }
+
+    /// The state as tensors (`adam.m.<key>`, `adam.v.<key>`) plus the step in metadata.
+    pub fn to_map(&self, params: &TensorMap) -> TensorMap {
+        let mut map = TensorMap::new("adam state");
+        for (prefix, states) in [("adam.m.", &self.m), ("adam.v.", &self.v)] {
+            for (k, v) in states {
+                let shape = params
+                    .raw(k)
+                    .map(|t| t.shape.clone())
+                    .unwrap_or_else(|| vec![v.len()]);
+                map.insert(format!("{prefix}{k}"), RawTensor::new(shape, v.clone()));
+            }
+        }
+        map.set_metadata("adam.step", self.step.to_string());
+        map.set_metadata(
+            "adam.config",
+            serde_json::to_string(&self.config).unwrap_or_default(),
+        );
+        map
+    }
+
+    /// Restore a state written by [`to_map`](Self::to_map).
+    pub fn from_map(map: &TensorMap) -> Result<Self> {
+        let bad = |m: &str| SamError::WeightsFormat {
+            source_name: map.source().to_string(),
+            message: m.to_string(),
+        };
+        let step = map
+            .metadata()
+            .get("adam.step")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("no adam.step in the optimiser state"))?;
+        let config = map
+            .metadata()
+            .get("adam.config")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .ok_or_else(|| bad("no adam.config in the optimiser state"))?;
+        let mut adam = Adam {
+            config,
+            step,
+            ..Default::default()
+        };
+        for key in map.keys() {
+            let data = map.raw(key).unwrap().data.clone();
+            if let Some(k) = key.strip_prefix("adam.m.") {
+                adam.m.insert(k.to_string(), data);
+            } else if let Some(k) = key.strip_prefix("adam.v.") {
+                adam.v.insert(k.to_string(), data);
+            }
+        }
+        Ok(adam)
+    }
+}
+
+/// Trains the mask decoder of a SAM.
+pub struct DecoderTrainer {
+    pub config: SamConfig,
+    /// The trainable parameters (`mask_decoder.*`).
+    pub params: TensorMap,
+    /// The frozen prompt encoder's weights (`prompt_encoder.*`).
+    frozen: TensorMap,
+    prompt_encoder: PromptEncoder,
+    pub adam: Adam,
+    device: Device,
+    /// Computation precision (`None` = f32).
+    precision: Option<FloatDType>,
+}
+
+/// Loss value, gradients by key, and the batch's low-res logits.
+pub struct StepOutput {
+    pub loss: f32,
+    pub grads: BTreeMap<String, Vec<f32>>,
+    pub logits: Vec<f32>,
+}
+
+impl DecoderTrainer {
+    /// `decoder_weights`: prompt encoder + mask decoder (PyTorch keys). `device` is made an
+    /// autodiff device.
+    pub fn new(
+        config: SamConfig,
+        decoder_weights: &TensorMap,
+        device: &Device,
+        adam: Adam,
+    ) -> Result<Self> {
+        let device = device.clone().autodiff();
+        let frozen = decoder_weights.subset(&["prompt_encoder."], "prompt encoder");
+        let params = decoder_weights.subset(&[TRAINABLE_PREFIX], "mask decoder");
+        let prompt_encoder = PromptEncoder::load(
+            &frozen,
+            "prompt_encoder",
+            &config.decoder,
+            config.img_size(),
+            &device,
+        )?
+        .no_grad();
+        // Build once to validate every key and shape before training starts.
+        MaskDecoder::load(&params, "mask_decoder", &config.decoder, &device)?;
+        params.check_all_used(TRAINABLE_PREFIX)?;
+        Ok(Self {
+            config,
+            params,
+            frozen,
+            prompt_encoder,
+            adam,
+            device,
+            precision: None,
+        })
+    }
+
+    /// Compute in f64 (CPU backend): gradients then agree with the f32 PyTorch reference to
+    /// its own rounding, at about twice the cost. Default f32.
+    pub fn with_precision(mut self, dtype: Option<FloatDType>) -> Self {
+        self.precision = dtype;
+        self
+    }
+
+    /// Loss and gradients of one batch (no update).
+    pub fn loss_and_grads(&self, batch: &Batch, loss: LossKind) -> Result<StepOutput> {
+        let b = batch.prompts.len();
+        let lr = self.config.low_res_size();
+        let e = self.config.decoder.embedding_size;
+        let d = self.config.decoder.embed_dim;
+        if batch.embeddings.len() != b * d * e * e || batch.targets.len() != b * lr * lr {
+            return Err(SamError::Invalid("batch sizes do not match".into()));
+        }
+        self.params.set_precision(self.precision);
+        self.params.track_params();
+        let decoder = MaskDecoder::load(&self.params, "mask_decoder", &self.config.decoder, &self.device);
+        let tracked = self.params.take_tracked();
+        self.params.set_precision(None);
+        let decoder = decoder?;
+        let cast = |t: Tensor<4>| match self.precision {
+            Some(dtype) => t.cast(dtype),
+            None => t,
+        };
+        let emb = cast(Tensor::<4>::from_data(
+            TensorData::new(batch.embeddings.clone(), [b, d, e, e]),
+            &self.device,
+        ));
+        let target = cast(Tensor::<4>::from_data(
+            TensorData::new(batch.targets.clone(), [b, 1, lr, lr]),
+            &self.device,
+        ));
+        let sparse = self.prompt_encoder.embed_sparse(&batch.prompts, &self.device)?;
+        let sparse = match self.precision {
+            Some(dtype) => sparse.cast(dtype),
+            None => sparse,
+        };
+        let dense = cast(self.prompt_encoder.embed_dense(None, b));
+        let out = decoder.forward(emb, cast(self.prompt_encoder.dense_pe()), sparse, dense, false)?;
+        let logits = out.low_res_logits;
+        let value = match loss {
+            LossKind::Dice => dice_loss(logits.clone(), target),
+            LossKind::DiceBce => {
+                dice_loss(logits.clone(), target.clone()) + bce_with_logits(logits.clone(), target)
+            }
+        };
+        let grads = value.backward();
+        let mut by_key = BTreeMap::new();
+        for t in tracked {
+            if let Some(g) = (t.grad)(&grads) {
+                by_key.insert(t.key, read_f32(g)?);
+            }
+        }
+        Ok(StepOutput {
+            loss: read_f32(value.inner())?[0],
+            grads: by_key,
+            logits: read_f32(logits.inner())?,
+        })
+    }
+
+    /// One optimisation step; returns the loss before the update.
+    pub fn step(&mut self, batch: &Batch, loss: LossKind, lr: f64) -> Result<f32> {
+        let out = self.loss_and_grads(batch, loss)?;
+        if !out.loss.is_finite() {
+            return Err(SamError::Invalid(format!(
+                "loss became {} — lower the learning rate",
+                out.loss
+            )));
+        }
+        self.adam.update(&mut self.params, &out.grads, lr)?;
+        Ok(out.loss)
+    }
+
+    /// Prompt encoder + current mask decoder weights, in the layout of a decoder file.
+    pub fn decoder_weights(&self) -> TensorMap {
+        let mut map = self.frozen.subset(&["prompt_encoder."], "fine-tuned decoder");
+        map.extend(self.params.subset(&[TRAINABLE_PREFIX], ""));
+        map
+    }
+}
