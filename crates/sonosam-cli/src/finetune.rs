@@ -355,6 +355,9 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
         state.best_val_dice = base_dice;
         state.base_val_dice = base_dice;
         println!("validation Dice before fine-tuning: {base_dice:.4}");
+        // The starting decoder is the best until an epoch beats it on validation.
+        let files = checkpoint_files(&trainer, &mut state)?;
+        write_checkpoint(&best_dir, &files)?;
     }
     let base_dice = state.base_val_dice;
 
@@ -437,13 +440,10 @@ fn export(
     rows: &[EpochMetrics],
     base_dice: f64,
 ) -> CliResult<()> {
-    let best = args.out.join("best");
-    let source = if best.exists() { best } else { args.out.join("last") };
-    if !source.exists() {
-        println!("fine-tuning never beat the starting decoder on validation: nothing to export");
-        return Ok(());
+    let (_, decoder, _) = read_checkpoint(&args.out.join("best"))?;
+    if state.best_epoch == 0 {
+        println!("no epoch beat the starting decoder on validation: exporting the starting decoder");
     }
-    let (_, decoder, _) = read_checkpoint(&source)?;
     let mut files = Vec::new();
     for dtype in [StoreDType::F32, StoreDType::F16] {
         let mut map = decoder.subset(&["prompt_encoder.", "mask_decoder."], "fine-tuned decoder");

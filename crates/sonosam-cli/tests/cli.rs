@@ -1,0 +1,264 @@
+//! The `sonosam` binary end to end on real BUSI data: segmentation, bad inputs, evaluation and
+//! fine-tuning on a small subset. Needs converted weights (`sonosam weights`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sonosam_model::Mask;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn busi() -> PathBuf {
+    repo().join("../shared/data/busi")
+}
+
+/// A scratch folder under target/ (kept between runs: the embedding cache lives there too).
+fn scratch(name: &str) -> PathBuf {
+    let dir = repo().join("target/cli-tests").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn cache() -> PathBuf {
+    repo().join("target/cli-tests-cache")
+}
+
+fn sonosam(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_sonosam"))
+        .args(args)
+        .current_dir(repo())
+        .env("SONOSAM_CACHE", cache())
+        .output()
+        .expect("run sonosam");
+    eprintln!(
+        "$ sonosam {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = sonosam(args);
+    assert!(out.status.success(), "sonosam {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fails with a message containing every one of `needles`.
+fn fails_with(args: &[&str], needles: &[&str]) {
+    let out = sonosam(args);
+    assert!(!out.status.success(), "sonosam {args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for n in needles {
+        assert!(err.contains(n), "error of {args:?} should mention `{n}`: {err}");
+    }
+    assert!(!err.contains("panicked"), "a panic instead of an error: {err}");
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn segment_benign_93_and_write_overlay() {
+    let dir = scratch("segment");
+    let (mask, overlay) = (dir.join("mask.png"), dir.join("overlay.png"));
+    let out = ok(&[
+        "segment",
+        "www/samples/benign_93.png",
+        "--box",
+        "41,44,176,119",
+        "--out",
+        &s(&mask),
+        "--overlay",
+        &s(&overlay),
+    ]);
+    assert!(out.contains("predicted IoU") && out.contains("encoder") && out.contains("area"));
+    let gt = Mask::from_image_bytes(&std::fs::read(repo().join("www/samples/benign_93_mask.png")).unwrap()).unwrap();
+    let got = Mask::from_image_bytes(&std::fs::read(&mask).unwrap()).unwrap();
+    let dice = got.dice(&gt).unwrap();
+    eprintln!("Dice vs ground truth: {dice:.4}");
+    assert!(dice >= 0.89, "Dice {dice}");
+    // The overlay is the image with the mask painted in: same size, and changed inside the box.
+    let img = image::open(repo().join("www/samples/benign_93.png")).unwrap().to_rgb8();
+    let ov = image::open(&overlay).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), ov.dimensions());
+    assert_ne!(img.get_pixel(100, 80), ov.get_pixel(100, 80), "mask not drawn");
+    assert_eq!(img.get_pixel(400, 400), ov.get_pixel(400, 400), "outside the lesion untouched");
+    // Points and multimask.
+    let out = ok(&[
+        "segment",
+        "www/samples/benign_93.png",
+        "--point",
+        "110,80,1",
+        "--point",
+        "20,20,0",
+        "--multimask",
+        "--out",
+        &s(&dir.join("points.png")),
+    ]);
+    assert_eq!(out.matches("predicted IoU").count(), 3);
+    assert!(dir.join("points.2.png").exists());
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let dir = scratch("bad");
+    let out = s(&dir.join("m.png"));
+    let img = "www/samples/benign_93.png";
+    fails_with(&["segment", "no/such/file.png", "--box", "1,1,5,5", "--out", &out], &["cannot read"]);
+    std::fs::write(dir.join("text.png"), b"this is not an image").unwrap();
+    fails_with(
+        &["segment", &s(&dir.join("text.png")), "--box", "1,1,5,5", "--out", &out],
+        &["not a PNG, JPEG or BMP"],
+    );
+    let png = std::fs::read(repo().join(img)).unwrap();
+    std::fs::write(dir.join("truncated.png"), &png[..png.len() / 3]).unwrap();
+    fails_with(
+        &["segment", &s(&dir.join("truncated.png")), "--box", "1,1,5,5", "--out", &out],
+        &["cannot decode"],
+    );
+    fails_with(&["segment", img, "--box", "50,50,50,90", "--out", &out], &["zero or negative area"]);
+    fails_with(&["segment", img, "--box", "900,900,950,950", "--out", &out], &["outside"]);
+    fails_with(&["segment", img, "--point", "10,10,7", "--out", &out], &["label must be 1"]);
+    fails_with(&["segment", img, "--out", &out], &["--box"]);
+    fails_with(&["segment", img, "--box", "1,2,3", "--out", &out], &["4 comma-separated"]);
+    // Weights: a missing folder, a wrong file as decoder, a truncated decoder file.
+    fails_with(
+        &["segment", img, "--box", "41,44,176,119", "--out", &out, "--weights", &s(&dir)],
+        &["sonosam weights"],
+    );
+    let enc = repo().join("weights/litemedsam.image_encoder.f32.safetensors");
+    fails_with(
+        &["segment", img, "--box", "41,44,176,119", "--out", &out, "--decoder", &s(&enc)],
+        &["missing tensor", "prompt_encoder"],
+    );
+    let dec = std::fs::read(repo().join("weights/litemedsam.decoder.f32.safetensors")).unwrap();
+    std::fs::write(dir.join("short.safetensors"), &dec[..dec.len() / 2]).unwrap();
+    fails_with(
+        &["segment", img, "--box", "41,44,176,119", "--out", &out, "--decoder", &s(&dir.join("short.safetensors"))],
+        &["short.safetensors", "not a valid safetensors"],
+    );
+    // A damaged converted file is caught by its manifest hash.
+    let wdir = dir.join("weights");
+    std::fs::create_dir_all(&wdir).unwrap();
+    for f in ["litemedsam.json", "litemedsam.image_encoder.f32.safetensors"] {
+        std::fs::copy(repo().join("weights").join(f), wdir.join(f)).unwrap();
+    }
+    let mut damaged = dec.clone();
+    damaged[dec.len() - 10] ^= 0xff;
+    std::fs::write(wdir.join("litemedsam.decoder.f32.safetensors"), damaged).unwrap();
+    fails_with(
+        &["segment", img, "--box", "41,44,176,119", "--out", &out, "--weights", &s(&wdir)],
+        &["sha256", "litemedsam.decoder.f32.safetensors"],
+    );
+    // A checkpoint that is not LiteMedSAM's.
+    std::fs::write(dir.join("fake.pth"), b"PK\x03\x04 not really").unwrap();
+    fails_with(&["weights", "--dir", &s(&dir.join("w2")), "--from", &s(&dir.join("fake.pth"))], &["sha256"]);
+}
+
+#[test]
+fn eval_reports_and_writes_json() {
+    let dir = scratch("eval");
+    let json = dir.join("summary.json");
+    let out = ok(&[
+        "eval", "--data", &s(&busi()), "--split", "val", "--limit", "3",
+        "--json", &s(&json), "--csv", &s(&dir.join("scores.csv")),
+    ]);
+    assert!(out.contains("Dice mean") && out.contains("jitter 20"));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for key in ["n", "dice_mean", "dice_median", "iou_mean", "hd95_mean", "by_class", "jitter"] {
+        assert!(v.get(key).is_some(), "summary lacks {key}");
+    }
+    assert!(v["dice_mean"].as_f64().unwrap() > 0.85);
+    let csv = std::fs::read_to_string(dir.join("scores.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + v["n"].as_u64().unwrap() as usize);
+    fails_with(&["eval", "--data", &s(&busi()), "--split", "nope"], &["no images"]);
+}
+
+/// A small data set in the images/ + masks/ layout with every kind of problem.
+fn messy_dataset(dir: &Path) -> PathBuf {
+    let root = dir.join("data");
+    std::fs::create_dir_all(root.join("images")).unwrap();
+    std::fs::create_dir_all(root.join("masks")).unwrap();
+    let copy = |from: &str, to: &str| std::fs::copy(busi().join(from), root.join(to)).unwrap();
+    for k in [1, 2, 4, 5] {
+        copy(&format!("benign/benign ({k}).png"), &format!("images/b{k}.png"));
+        copy(&format!("benign/benign ({k})_mask.png"), &format!("masks/b{k}_mask.png"));
+    }
+    // An image without a mask, an empty mask, a mask of another size, an unreadable image.
+    copy("benign/benign (6).png", "images/nomask.png");
+    copy("normal/normal (1).png", "images/empty.png");
+    copy("normal/normal (1)_mask.png", "masks/empty_mask.png");
+    copy("benign/benign (7).png", "images/wrongsize.png");
+    copy("malignant/malignant (1)_mask.png", "masks/wrongsize_mask.png");
+    std::fs::write(root.join("images/broken.png"), b"garbage").unwrap();
+    std::fs::write(root.join("masks/broken_mask.png"), b"garbage").unwrap();
+    root
+}
+
+#[test]
+fn finetune_small_subset_learns_saves_reloads_and_resumes() {
+    let dir = scratch("finetune");
+    let data = messy_dataset(&dir);
+    let splits = dir.join("splits.csv");
+    std::fs::write(
+        &splits,
+        "image,masks,label,split,dup_group\n\
+         images/b1.png,masks/b1_mask.png,benign,train,0\n\
+         images/b2.png,masks/b2_mask.png,benign,train,1\n\
+         images/b4.png,masks/b4_mask.png,benign,train,2\n\
+         images/nomask.png,,benign,train,3\n\
+         images/empty.png,masks/empty_mask.png,normal,train,4\n\
+         images/wrongsize.png,masks/wrongsize_mask.png,benign,train,5\n\
+         images/broken.png,masks/broken_mask.png,benign,train,6\n\
+         images/b5.png,masks/b5_mask.png,benign,val,7\n",
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let base = [
+        "finetune", "--data", &s(&data), "--splits", &s(&splits), "--out", &s(&run),
+        "--batch-size", "2", "--jitter", "0", "--lr", "1e-4", "--seed", "3",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--epochs", "2"]);
+    let out = ok(&args);
+    // Every problem is reported.
+    assert!(out.contains("wrongsize_mask.png: mask is"), "size mismatch not reported");
+    assert!(out.contains("broken.png"), "unreadable image not reported");
+    assert!(out.contains("without a lesion"), "image without mask not reported");
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let losses: Vec<f64> = metrics.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    assert_eq!(losses.len(), 2);
+    assert!(losses[1] < losses[0], "training loss should decrease: {losses:?}");
+    for f in ["decoder.f32.safetensors", "decoder.f16.safetensors", "model.json", "curves.svg", "best/state.json", "last/adam.safetensors"] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    let card: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("model.json")).unwrap()).unwrap();
+    assert_eq!(card["epochs"], 2);
+    // The exported decoder loads in the CLI.
+    ok(&["segment", "www/samples/benign_93.png", "--box", "41,44,176,119", "--out", &s(&dir.join("m.png")), "--decoder", &s(&run)]);
+    // Resume: one more epoch continues after epoch 2.
+    let mut args = base.to_vec();
+    args.extend(["--epochs", "3", "--resume"]);
+    let out = ok(&args);
+    assert!(out.contains("resuming") && out.contains("epoch 3/3"));
+    assert_eq!(std::fs::read_to_string(run.join("metrics.csv")).unwrap().lines().count(), 4);
+    // A corrupt checkpoint is refused with a clear message, and left in place.
+    let adam = run.join("last/adam.safetensors");
+    let mut bytes = std::fs::read(&adam).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&adam, &bytes).unwrap();
+    let mut args = base.to_vec();
+    args.extend(["--epochs", "4", "--resume"]);
+    fails_with(&args, &["cannot resume", "corrupt"]);
+    assert!(run.join("best/decoder.safetensors").exists());
+    // Never the test split.
+    let mut args = base.to_vec();
+    args.extend(["--val-split", "test"]);
+    fails_with(&args, &["test split"]);
+}
