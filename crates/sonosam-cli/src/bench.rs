@@ -9,7 +9,7 @@ use sonosam_model::segmentation::read_f32;
 use sonosam_model::{Prompt, StoreDType, decode_image, preprocess};
 
 use crate::CliResult;
-use crate::model_io::{self, DEFAULT_MODEL};
+use crate::model_io::{self, ModelArgs};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -22,9 +22,8 @@ pub struct BenchArgs {
     /// Image to encode [default: a BUSI sample].
     #[arg(long)]
     pub image: Option<PathBuf>,
-    /// Weights folder [env: SONOSAM_WEIGHTS; default: ./weights].
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -54,10 +53,14 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("www/samples/benign_93.png"));
     let image = decode_image(&model_io::read(&image_path)?).map_err(|e| e.to_string())?;
-    let dir = model_io::weights_dir(args.weights.clone());
+    let model_name = args
+        .model
+        .checkpoint
+        .as_ref()
+        .map_or_else(|| args.model.model.clone().unwrap_or_else(|| model_io::DEFAULT_MODEL.into()), |p| p.display().to_string());
     let runs = args.runs.max(1);
     println!(
-        "sonosam bench: {DEFAULT_MODEL}, image {} ({}×{}), median of {runs} runs after 1 warm-up",
+        "sonosam bench: {model_name}, image {} ({}×{}), median of {runs} runs after 1 warm-up",
         image_path.display(),
         image.width(),
         image.height()
@@ -74,7 +77,7 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
                 continue;
             }
         };
-        let sam = model_io::load_sam(&dir, DEFAULT_MODEL, StoreDType::F32, false, &device)?;
+        let sam = args.model.load(StoreDType::F32, &device)?.sam;
         let input = preprocess(&image, &sam.config);
         let g = input.geometry;
         let bbox = [

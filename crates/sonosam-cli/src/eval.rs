@@ -2,7 +2,7 @@
 //! class, a box-jitter robustness curve, and side-by-side comparison of two decoders.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,7 +10,7 @@ use serde::Serialize;
 use sonosam_model::backend::{BackendKind, init_device};
 use sonosam_model::burn::tensor::{Device, Tensor, TensorData};
 use sonosam_model::rng::Rng;
-use sonosam_model::sam::Component;
+use sonosam_model::sam::DECODER_PREFIXES;
 use sonosam_model::segmentation::read_f32;
 use sonosam_model::train::{jitter_box, tight_box};
 use sonosam_model::{Prompt, SamDecoder, Segmentation, StoreDType, TensorMap};
@@ -18,7 +18,7 @@ use sonosam_model::{Prompt, SamDecoder, Segmentation, StoreDType, TensorMap};
 use crate::CliResult;
 use crate::dataset::Dataset;
 use crate::fetch::write_atomic;
-use crate::model_io::{self, DEFAULT_MODEL};
+use crate::model_io::{self, ModelArgs};
 use crate::prepare::{EmbeddingCache, Prepared, cache_root, model_key, prepare};
 
 #[derive(Args)]
@@ -53,15 +53,11 @@ pub struct EvalArgs {
     pub limit: Option<usize>,
     #[arg(long, default_value = "cpu", value_parser = crate::parse_backend)]
     pub backend: BackendKind,
-    /// Weights folder [env: SONOSAM_WEIGHTS; default: ./weights].
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Cache folder for embeddings [env: SONOSAM_CACHE; default: ~/.cache/sonosam].
     #[arg(long)]
     pub cache: Option<PathBuf>,
-    /// Run the encoder as the PyTorch reference did (see README, "Parity").
-    #[arg(long)]
-    pub reference_compat: bool,
 }
 
 /// Scores of one instance under one decoder.
@@ -178,21 +174,27 @@ pub fn summarise(
     }
 }
 
-/// Resolve `--decoder`: `base`, a run folder (its exported decoder) or a file.
-pub fn decoder_weights(spec: &str, weights_dir: &Path) -> CliResult<(String, TensorMap)> {
+/// Resolve `--decoder`: `base` (the model's own), a fine-tuning run folder (its exported
+/// decoder, which must come from the same base model) or a decoder .safetensors file.
+pub fn decoder_weights(spec: &str, model_id: &str, base: &TensorMap) -> CliResult<(String, TensorMap)> {
     if spec == "base" {
-        let manifest = model_io::manifest(weights_dir, DEFAULT_MODEL)?;
-        let entry = manifest
-            .file(Component::Decoder, StoreDType::F32)
-            .ok_or("manifest lists no f32 decoder")?;
-        let bytes = model_io::read(&weights_dir.join(&entry.file))?;
-        let map = manifest
-            .load_component(Component::Decoder, StoreDType::F32, &bytes)
-            .map_err(|e| e.to_string())?;
-        return Ok(("base".into(), map));
+        return Ok(("base".into(), base.subset(&DECODER_PREFIXES, "base decoder")));
     }
     let path = PathBuf::from(spec);
     let file = if path.is_dir() {
+        let card = path.join("model.json");
+        if let Ok(bytes) = std::fs::read(&card) {
+            let card: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{} is not valid JSON: {e}", card.display()))?;
+            if let Some(b) = card["base_model"].as_str()
+                && b != model_id
+            {
+                return Err(format!(
+                    "{spec} was fine-tuned on {b} embeddings: it cannot decode {model_id} \
+                     embeddings (pass --model {b})"
+                ));
+            }
+        }
         path.join("decoder.f32.safetensors")
     } else {
         path.clone()
@@ -339,20 +341,15 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
         entries.truncate(n);
     }
     let device = init_device(args.backend).map_err(|e| e.to_string())?;
-    let dir = model_io::weights_dir(args.weights.clone());
-    let manifest = model_io::manifest(&dir, DEFAULT_MODEL)?;
-    let sam = model_io::load_sam(&dir, DEFAULT_MODEL, StoreDType::F32, args.reference_compat, &device)?;
-    let encoder_sha = &manifest
-        .file(Component::ImageEncoder, StoreDType::F32)
-        .ok_or("manifest lists no f32 encoder")?
-        .sha256;
+    let loaded = args.model.load(StoreDType::F32, &device)?;
+    let sam = &loaded.sam;
     let e = sam.config.decoder.embedding_size;
     let cache = EmbeddingCache::new(
         &cache_root(args.cache.clone()),
-        &model_key(encoder_sha, args.reference_compat),
+        &model_key(&loaded.encoder_sha256, args.model.reference_compat),
         sam.config.decoder.embed_dim * e * e,
     )?;
-    let prepared = prepare(&data, &entries, &sam, &cache, &args.split)?;
+    let prepared = prepare(&data, &entries, sam, &cache, &args.split)?;
     prepared.report_skipped(&args.split);
     if prepared.instances.is_empty() {
         return Err("no instance to evaluate".into());
@@ -361,7 +358,7 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
     let mut summaries = Vec::new();
     let mut all_scores = Vec::new();
     for spec in &args.decoders {
-        let (name, weights) = decoder_weights(spec, &dir)?;
+        let (name, weights) = decoder_weights(spec, &loaded.id, &loaded.base_decoder)?;
         let decoder = SamDecoder::load(&sam.config, &weights, &device).map_err(|e| e.to_string())?;
         let scores = score(&decoder, &prepared, &args.jitter, args.seed, &device, &name)?;
         summaries.push(summarise(&name, &args.split, &prepared, &scores, &args.jitter));
@@ -371,7 +368,7 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
         "\n{} split of {}: tight ground-truth boxes, scores at the original resolution{}",
         args.split,
         args.data.display(),
-        if args.reference_compat { " (reference-compat encoder)" } else { "" }
+        if args.model.reference_compat { " (reference-compat encoder)" } else { "" }
     );
     print_table(&summaries, &args.jitter);
 
@@ -409,7 +406,8 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
     if let Some(path) = &args.json {
         let mut json = serde_json::to_value(&summaries[0]).map_err(|e| e.to_string())?;
         json["models"] = serde_json::to_value(&summaries).map_err(|e| e.to_string())?;
-        json["reference_compat"] = serde_json::Value::Bool(args.reference_compat);
+        json["reference_compat"] = serde_json::Value::Bool(args.model.reference_compat);
+        json["base_model"] = serde_json::Value::String(loaded.id.clone());
         write_atomic(path, &serde_json::to_vec_pretty(&json).map_err(|e| e.to_string())?)?;
         println!("summary: {}", path.display());
     }

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sonosam_model::burn::tensor::Device;
-use sonosam_model::sam::{WeightsManifest, convert_checkpoint};
+use sonosam_model::sam::{WeightsManifest, convert_checkpoint, detect_config};
 use sonosam_model::weights::{sha256_hex, verify_sha256};
-use sonosam_model::{SamConfig, TensorMap};
+
 
 use crate::CliResult;
 use crate::model_io::{self, DEFAULT_MODEL};
@@ -48,7 +48,7 @@ pub fn weights(dir: &Path, from: Option<&Path>, force: bool) -> CliResult<Weight
             }
         }
     }
-    convert(&checkpoint, &SamConfig::lite_medsam(), dir)
+    convert(&checkpoint, Some(DEFAULT_MODEL), dir)
 }
 
 fn files_valid(dir: &Path, manifest: &WeightsManifest) -> bool {
@@ -134,11 +134,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> CliResult<()> {
 }
 
 /// Convert a `.pth` checkpoint into per-component files and a manifest in `out`.
-pub fn convert(checkpoint: &Path, config: &SamConfig, out: &Path) -> CliResult<WeightsManifest> {
-    let bytes = model_io::read(checkpoint)?;
-    let sha = sha256_hex(&bytes);
-    drop(bytes);
-    let map = TensorMap::from_pth_file(checkpoint).map_err(|e| e.to_string())?;
+/// The model is detected from the checkpoint's keys and shapes; `model` must agree if given.
+pub fn convert(checkpoint: &Path, model: Option<&str>, out: &Path) -> CliResult<WeightsManifest> {
+    let sha = model_io::sha256_file(checkpoint)?;
+    let map = model_io::read_checkpoint(checkpoint)?;
+    let config = detect_config(&map).map_err(|e| e.to_string())?;
+    if let Some(name) = model {
+        model_io::config_by_name(name)?;
+        if name != config.id {
+            return Err(format!("{} holds a {} model, not {name}", checkpoint.display(), config.id));
+        }
+    }
+    let config = &config;
     let device = Device::flex();
     let (files, manifest) =
         convert_checkpoint(&map, config, &sha, &device).map_err(|e| e.to_string())?;

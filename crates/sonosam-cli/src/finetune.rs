@@ -10,7 +10,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sonosam_model::backend::{BackendKind, init_device};
 use sonosam_model::rng::Rng;
-use sonosam_model::sam::Component;
 use sonosam_model::train::{
     Adam, AdamConfig, Batch, DecoderTrainer, LossKind, jitter_box, target_low_res, tight_box,
 };
@@ -21,7 +20,7 @@ use crate::CliResult;
 use crate::dataset::Dataset;
 use crate::eval::{decoder_weights, score, summarise};
 use crate::fetch::write_atomic;
-use crate::model_io::{self, DEFAULT_MODEL};
+use crate::model_io::{self, LoadedModel, ModelArgs};
 use crate::prepare::{EmbeddingCache, Prepared, cache_root, model_key, prepare};
 
 #[derive(Args, Clone, Serialize, Deserialize)]
@@ -75,15 +74,11 @@ pub struct FinetuneArgs {
     /// Start from this decoder (`base`, a run folder or a .safetensors file).
     #[arg(long, default_value = "base")]
     pub init: String,
-    /// Weights folder [env: SONOSAM_WEIGHTS; default: ./weights].
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Cache folder for embeddings [env: SONOSAM_CACHE; default: ~/.cache/sonosam].
     #[arg(long)]
     pub cache: Option<PathBuf>,
-    /// Run the encoder as the PyTorch reference did (see README, "Parity").
-    #[arg(long)]
-    pub reference_compat: bool,
 }
 
 /// What `last/state.json` and `best/state.json` record.
@@ -271,18 +266,12 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
     let data = Dataset::open(&args.data, args.splits.as_deref())?;
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let device = init_device(args.backend).map_err(|e| e.to_string())?;
-    let dir = model_io::weights_dir(args.weights.clone());
-    let manifest = model_io::manifest(&dir, DEFAULT_MODEL)?;
-    let sam = model_io::load_sam(&dir, DEFAULT_MODEL, StoreDType::F32, args.reference_compat, &device)?;
-    let encoder_sha = manifest
-        .file(Component::ImageEncoder, StoreDType::F32)
-        .ok_or("manifest lists no f32 encoder")?
-        .sha256
-        .clone();
+    let loaded = args.model.load(StoreDType::F32, &device)?;
+    let sam = &loaded.sam;
     let e = sam.config.decoder.embedding_size;
     let cache = EmbeddingCache::new(
         &cache_root(args.cache.clone()),
-        &model_key(&encoder_sha, args.reference_compat),
+        &model_key(&loaded.encoder_sha256, args.model.reference_compat),
         sam.config.decoder.embed_dim * e * e,
     )?;
     let mut train_entries = data.split(&args.train_split);
@@ -299,14 +288,13 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
             args.train_split, args.val_split
         ));
     }
-    let train = prepare(&data, &train_entries, &sam, &cache, &args.train_split)?;
+    let train = prepare(&data, &train_entries, sam, &cache, &args.train_split)?;
     train.report_skipped(&args.train_split);
-    let val = prepare(&data, &val_entries, &sam, &cache, &args.val_split)?;
+    let val = prepare(&data, &val_entries, sam, &cache, &args.val_split)?;
     val.report_skipped(&args.val_split);
     if train.instances.is_empty() || val.instances.is_empty() {
         return Err("no usable training or validation instance".into());
     }
-    drop(sam);
 
     let lr_size = 4 * e;
     let d = 256 * e * e;
@@ -320,7 +308,7 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
 
     let last_dir = args.out.join("last");
     let best_dir = args.out.join("best");
-    let config = manifest.config.clone();
+    let config = sam.config.clone();
     let (mut trainer, mut state, mut rows) = if args.resume {
         let from = if last_dir.exists() { last_dir.clone() } else { last_dir.with_extension("old") };
         let (state, decoder, adam) = read_checkpoint(&from)?;
@@ -329,7 +317,7 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
         let rows = read_metrics(&args.out.join("metrics.csv"), state.epoch);
         (trainer, state, rows)
     } else {
-        let (_, init) = decoder_weights(&args.init, &dir)?;
+        let (_, init) = decoder_weights(&args.init, &loaded.id, &loaded.base_decoder)?;
         let adam = Adam::new(AdamConfig {
             weight_decay: args.weight_decay,
             ..Default::default()
@@ -429,13 +417,13 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
         write_metrics(&args.out.join("metrics.csv"), &rows)?;
         plot(&args.out.join("curves.svg"), &rows, base_dice)?;
     }
-    export(&args, &manifest, &state, &rows, base_dice)
+    export(&args, &loaded, &state, &rows, base_dice)
 }
 
 /// The best decoder in the browser's weight format (f32, f16) and a model card.
 fn export(
     args: &FinetuneArgs,
-    manifest: &sonosam_model::sam::WeightsManifest,
+    loaded: &LoadedModel,
     state: &State,
     rows: &[EpochMetrics],
     base_dice: f64,
@@ -447,7 +435,7 @@ fn export(
     let mut files = Vec::new();
     for dtype in [StoreDType::F32, StoreDType::F16] {
         let mut map = decoder.subset(&["prompt_encoder.", "mask_decoder."], "fine-tuned decoder");
-        map.set_metadata("model", format!("{DEFAULT_MODEL}-finetuned"));
+        map.set_metadata("model", format!("{}-finetuned", loaded.id));
         map.set_metadata("component", "decoder");
         let bytes = map.to_safetensors(dtype).map_err(|e| e.to_string())?;
         let name = format!("decoder.{}.safetensors", dtype.suffix());
@@ -458,10 +446,11 @@ fn export(
         write_atomic(&args.out.join(&name), &bytes)?;
     }
     let card = serde_json::json!({
-        "model": format!("{DEFAULT_MODEL}-finetuned"),
-        "base_model": DEFAULT_MODEL,
-        "base_sha256": manifest.source_sha256,
-        "config": manifest.config,
+        "model": format!("{}-finetuned", loaded.id),
+        "base_model": loaded.id,
+        "base_sha256": loaded.source_sha256,
+        "encoder_sha256": loaded.encoder_sha256,
+        "config": loaded.sam.config,
         "data": args.data.display().to_string(),
         "splits": { "train": args.train_split, "val": args.val_split },
         "recipe": {
@@ -469,7 +458,7 @@ fn export(
             "loss": args.loss, "optimizer": "Adam", "lr": args.lr, "cosine": args.cosine,
             "weight_decay": args.weight_decay, "batch_size": args.batch_size,
             "box_jitter_px": args.jitter, "seed": args.seed, "init": args.init,
-            "reference_compat": args.reference_compat,
+            "reference_compat": args.model.reference_compat,
         },
         "epochs": state.epoch,
         "metrics": {

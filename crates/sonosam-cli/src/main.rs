@@ -44,16 +44,19 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Convert a SAM-family PyTorch checkpoint into per-component safetensors files.
+    /// Convert a SAM-family PyTorch checkpoint (LiteMedSAM, MobileSAM, SAM ViT-B/L/H) into
+    /// per-component safetensors files (f32, f16) and a manifest, for `--model NAME` and the
+    /// browser.
     Convert {
         /// The `.pth` checkpoint.
         checkpoint: PathBuf,
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
-        /// Model configuration of the checkpoint.
-        #[arg(long, default_value = "litemedsam")]
-        model: String,
+        /// Model of the checkpoint (litemedsam, mobilesam, sam-vit-b, sam-vit-l, sam-vit-h)
+        /// [default: detected from its keys and shapes].
+        #[arg(long)]
+        model: Option<String>,
     },
     /// Segment a lesion: box and/or points in original image pixels.
     Segment(segment::SegmentArgs),
@@ -75,8 +78,7 @@ fn main() -> ExitCode {
             checkpoint,
             out,
             model,
-        } => model_io::config_by_name(&model)
-            .and_then(|config| fetch::convert(&checkpoint, &config, &out).map(|_| ())),
+        } => fetch::convert(&checkpoint, model.as_deref(), &out).map(|_| ()),
         Command::Segment(args) => segment::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),

@@ -1,15 +1,127 @@
-//! Finding and loading converted weights.
+//! Choosing and loading a model: converted weights (`sonosam weights` / `sonosam convert`) or
+//! an official PyTorch checkpoint given with `--checkpoint`.
 
 use std::path::{Path, PathBuf};
 
+use clap::Args;
 use sonosam_model::burn::tensor::Device;
-use sonosam_model::sam::{Component, WeightsManifest};
-use sonosam_model::{Sam, SamConfig, StoreDType};
+use sonosam_model::config::MODEL_NAMES;
+use sonosam_model::sam::{Component, DECODER_PREFIXES, WeightsManifest, detect_config};
+use sonosam_model::{Sam, SamConfig, StoreDType, TensorMap};
 
 use crate::CliResult;
 
 /// The default model.
 pub const DEFAULT_MODEL: &str = "litemedsam";
+
+/// Which model to run, shared by the commands that run one.
+#[derive(Args, Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ModelArgs {
+    /// Model: litemedsam, mobilesam, sam-vit-b, sam-vit-l, sam-vit-h [default: litemedsam, or
+    /// what --checkpoint holds].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// An official PyTorch checkpoint to run directly (sam_vit_b_01ec64.pth,
+    /// sam_vit_l_0b3195.pth, sam_vit_h_4b8939.pth, mobile_sam.pt, lite_medsam.pth); the model
+    /// is detected from its keys and shapes. Without it, converted weights are loaded from the
+    /// weights folder.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Weights folder [env: SONOSAM_WEIGHTS; default: ./weights].
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Reproduce the PyTorch reference outputs exactly: TinyViT without its learned attention
+    /// biases, as the reference pipeline ran (see README, "Parity").
+    #[arg(long)]
+    pub reference_compat: bool,
+}
+
+/// A loaded model and what identifies it.
+pub struct LoadedModel {
+    pub sam: Sam,
+    /// Model id (`litemedsam`, `sam-vit-b`, …).
+    pub id: String,
+    /// SHA-256 of the encoder weights (converted file or checkpoint): keys embedding caches.
+    pub encoder_sha256: String,
+    /// SHA-256 of the source checkpoint.
+    pub source_sha256: String,
+    /// The model's own prompt encoder + mask decoder weights (`--decoder base`).
+    pub base_decoder: TensorMap,
+}
+
+impl ModelArgs {
+    pub fn weights_dir(&self) -> PathBuf {
+        weights_dir(self.weights.clone())
+    }
+
+    /// Load the model on `device` (`dtype` applies to converted weights).
+    pub fn load(&self, dtype: StoreDType, device: &Device) -> CliResult<LoadedModel> {
+        let mut loaded = match &self.checkpoint {
+            Some(path) => {
+                let sha = sha256_file(path)?;
+                let map = read_checkpoint(path)?;
+                let config = detect_config(&map).map_err(|e| e.to_string())?;
+                if let Some(name) = &self.model
+                    && *name != config.id
+                {
+                    return Err(format!(
+                        "{} holds a {} model, not {name}",
+                        path.display(),
+                        config.id
+                    ));
+                }
+                let config = self.adjust(config);
+                let sam = Sam::load(config, &map, &map, device).map_err(|e| e.to_string())?;
+                LoadedModel {
+                    id: sam.config.id.clone(),
+                    encoder_sha256: sha.clone(),
+                    source_sha256: sha,
+                    base_decoder: map.subset(&DECODER_PREFIXES, path.display().to_string()),
+                    sam,
+                }
+            }
+            None => {
+                let model = self.model.as_deref().unwrap_or(DEFAULT_MODEL);
+                let dir = self.weights_dir();
+                let manifest = manifest(&dir, model)?;
+                let load = |component| -> CliResult<(TensorMap, String)> {
+                    let entry = manifest.file(component, dtype).ok_or_else(|| {
+                        format!("manifest lists no {} {:?} file", dtype.suffix(), component)
+                    })?;
+                    let bytes = read(&dir.join(&entry.file))?;
+                    let map = manifest
+                        .load_component(component, dtype, &bytes)
+                        .map_err(|e| e.to_string())?;
+                    Ok((map, entry.sha256.clone()))
+                };
+                let (encoder, encoder_sha256) = load(Component::ImageEncoder)?;
+                let (decoder, _) = load(Component::Decoder)?;
+                let config = self.adjust(manifest.config.clone());
+                let sam = Sam::load(config, &encoder, &decoder, device).map_err(|e| e.to_string())?;
+                LoadedModel {
+                    id: sam.config.id.clone(),
+                    encoder_sha256,
+                    source_sha256: manifest.source_sha256.clone(),
+                    base_decoder: decoder.subset(&DECODER_PREFIXES, "base decoder"),
+                    sam,
+                }
+            }
+        };
+        // Keys and shapes of the base decoder were checked when the model was built; the
+        // copy kept for `--decoder base` starts with fresh use-tracking.
+        loaded.base_decoder.set_metadata("model", loaded.id.clone());
+        Ok(loaded)
+    }
+
+    fn adjust(&self, config: SamConfig) -> SamConfig {
+        if self.reference_compat {
+            config.reference_compat()
+        } else {
+            config
+        }
+    }
+}
 
 /// `--dir`, else `$SONOSAM_WEIGHTS`, else `./weights`.
 pub fn weights_dir(dir: Option<PathBuf>) -> PathBuf {
@@ -18,56 +130,64 @@ pub fn weights_dir(dir: Option<PathBuf>) -> PathBuf {
 }
 
 pub fn config_by_name(name: &str) -> CliResult<SamConfig> {
-    match name {
-        "litemedsam" => Ok(SamConfig::lite_medsam()),
-        "mobilesam" => Ok(SamConfig::mobile_sam()),
-        other => Err(format!("unknown model `{other}` (litemedsam, mobilesam)")),
-    }
+    SamConfig::by_name(name)
+        .ok_or_else(|| format!("unknown model `{name}` ({})", MODEL_NAMES.join(", ")))
 }
 
 pub fn read(path: &Path) -> CliResult<Vec<u8>> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
+/// SHA-256 of a file, streamed (checkpoints reach several GB).
+pub fn sha256_file(path: &Path) -> CliResult<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A PyTorch checkpoint (`.pth`, `.pt`) or a safetensors file holding a whole model.
+pub fn read_checkpoint(path: &Path) -> CliResult<TensorMap> {
+    if !path.exists() {
+        return Err(format!("checkpoint {} does not exist", path.display()));
+    }
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        return TensorMap::from_safetensors(&read(path)?, path.display().to_string())
+            .map_err(|e| e.to_string());
+    }
+    TensorMap::from_pth_file(path).map_err(|e| e.to_string())
+}
+
 /// Read the manifest of `model` in `dir`.
 pub fn manifest(dir: &Path, model: &str) -> CliResult<WeightsManifest> {
     let path = dir.join(WeightsManifest::file_name(model));
     if !path.exists() {
+        let hint = if model == DEFAULT_MODEL {
+            "run `sonosam weights` first".to_string()
+        } else if SamConfig::by_name(model).is_none() {
+            format!("known models: {}", MODEL_NAMES.join(", "))
+        } else {
+            format!(
+                "convert the official checkpoint with `sonosam convert CHECKPOINT --out {}` or \
+                 pass it with --checkpoint",
+                dir.display()
+            )
+        };
         return Err(format!(
-            "no converted weights in {} (missing {}): run `sonosam weights` first",
+            "no converted {model} weights in {} (missing {}): {hint}",
             dir.display(),
             path.display()
         ));
     }
     serde_json::from_slice(&read(&path)?)
         .map_err(|e| format!("{} is not a valid weights manifest: {e}", path.display()))
-}
-
-/// Load the whole model from converted files, verifying sizes and hashes. With
-/// `reference_compat`, the model reproduces the PyTorch reference outputs exactly (see
-/// [`SamConfig::reference_compat`]).
-pub fn load_sam(
-    dir: &Path,
-    model: &str,
-    dtype: StoreDType,
-    reference_compat: bool,
-    device: &Device,
-) -> CliResult<Sam> {
-    let manifest = manifest(dir, model)?;
-    let load = |component| -> CliResult<_> {
-        let entry = manifest.file(component, dtype).ok_or_else(|| {
-            format!("manifest lists no {} {:?} file", dtype.suffix(), component)
-        })?;
-        let bytes = read(&dir.join(&entry.file))?;
-        manifest
-            .load_component(component, dtype, &bytes)
-            .map_err(|e| e.to_string())
-    };
-    let encoder = load(Component::ImageEncoder)?;
-    let decoder = load(Component::Decoder)?;
-    let mut config = manifest.config.clone();
-    if reference_compat {
-        config = config.reference_compat();
-    }
-    Sam::load(config, &encoder, &decoder, device).map_err(|e| e.to_string())
 }

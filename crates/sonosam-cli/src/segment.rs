@@ -11,7 +11,7 @@ use sonosam_model::{Point, PointLabel, Prompt, Segmentation, StoreDType, decode_
 
 use crate::CliResult;
 use crate::fetch::write_atomic;
-use crate::model_io::{self, DEFAULT_MODEL};
+use crate::model_io::{self, ModelArgs};
 
 #[derive(Args)]
 pub struct SegmentArgs {
@@ -35,16 +35,11 @@ pub struct SegmentArgs {
     /// cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu", value_parser = crate::parse_backend)]
     pub backend: BackendKind,
-    /// Weights folder [env: SONOSAM_WEIGHTS; default: ./weights].
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Weights precision: f32 or f16 (computation is f32 either way).
     #[arg(long, default_value = "f32", value_parser = parse_dtype)]
     pub dtype: StoreDType,
-    /// Reproduce the PyTorch reference outputs exactly: TinyViT without its learned attention
-    /// biases, as the reference pipeline ran (see README, "Parity").
-    #[arg(long)]
-    pub reference_compat: bool,
     /// Decoder: `base`, a fine-tuning run folder or a decoder .safetensors file.
     #[arg(long, default_value = "base")]
     pub decoder: String,
@@ -106,11 +101,11 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
     let image = decode_image(&bytes).map_err(|e| format!("{}: {e}", args.image.display()))?;
 
     let device = init_device(args.backend).map_err(|e| e.to_string())?;
-    let dir = model_io::weights_dir(args.weights.clone());
     let t = Instant::now();
-    let mut sam = model_io::load_sam(&dir, DEFAULT_MODEL, args.dtype, args.reference_compat, &device)?;
+    let loaded = args.model.load(args.dtype, &device)?;
+    let mut sam = loaded.sam;
     if args.decoder != "base" {
-        let (_, weights) = crate::eval::decoder_weights(&args.decoder, &dir)?;
+        let (_, weights) = crate::eval::decoder_weights(&args.decoder, &loaded.id, &loaded.base_decoder)?;
         sam.decoder = sonosam_model::SamDecoder::load(&sam.config, &weights, &device)
             .map_err(|e| format!("{}: {e}", args.decoder))?;
     }
@@ -138,10 +133,11 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
     let seg = Segmentation::from_outputs(&logits, &iou, sam.config.low_res_size(), &input.geometry);
 
     println!(
-        "image {} ({}×{}), backend {}, weights {} ({load_ms:.0} ms to load)",
+        "image {} ({}×{}), model {}, backend {}, weights {} ({load_ms:.0} ms to load)",
         args.image.display(),
         image.width(),
         image.height(),
+        loaded.id,
         args.backend,
         args.dtype.suffix()
     );

@@ -262,3 +262,60 @@ fn finetune_small_subset_learns_saves_reloads_and_resumes() {
     args.extend(["--val-split", "test"]);
     fails_with(&args, &["test split"]);
 }
+
+/// Official-layout SAM checkpoints: a tiny ViT with random weights (`../shared/golden`) runs
+/// through `--checkpoint` (detected), converts with `convert`, loads back by `--model`, and a
+/// mismatched model name or a decoder fine-tuned for another model is refused.
+#[test]
+fn sam_vit_checkpoint_segment_convert_and_mismatch() {
+    let dir = scratch("sam-vit");
+    let tiny = repo().join("../shared/golden/sam_vit_tiny/sam_vit_tiny_random.pth");
+    let mask = dir.join("mask.png");
+    let out = ok(&[
+        "segment", "www/samples/benign_93.png", "--checkpoint", &s(&tiny),
+        "--box", "41,44,176,119", "--multimask", "--out", &s(&mask),
+    ]);
+    assert!(out.contains("model sam-vit-64x4"), "{out}");
+    let m = Mask::from_image_bytes(&std::fs::read(&mask).unwrap()).unwrap();
+    let img = image::open(repo().join("www/samples/benign_93.png")).unwrap();
+    assert_eq!((m.width, m.height), (img.width() as usize, img.height() as usize));
+
+    let weights = dir.join("weights");
+    let out = ok(&["convert", &s(&tiny), "--out", &s(&weights)]);
+    assert!(out.contains("sam-vit-64x4 converted"), "{out}");
+    for f in [
+        "sam-vit-64x4.json",
+        "sam-vit-64x4.image_encoder.f32.safetensors",
+        "sam-vit-64x4.decoder.f16.safetensors",
+    ] {
+        assert!(weights.join(f).exists(), "{f}");
+    }
+    let mask2 = dir.join("mask2.png");
+    ok(&[
+        "segment", "www/samples/benign_93.png", "--model", "sam-vit-64x4", "--weights", &s(&weights),
+        "--box", "41,44,176,119", "--multimask", "--out", &s(&mask2),
+    ]);
+    assert_eq!(std::fs::read(&mask).unwrap(), std::fs::read(&mask2).unwrap(), "converted = checkpoint");
+
+    fails_with(
+        &["segment", "www/samples/benign_93.png", "--model", "sam-vit-b", "--checkpoint", &s(&tiny),
+          "--box", "41,44,176,119", "--out", &s(&mask)],
+        &["holds a sam-vit-64x4 model, not sam-vit-b"],
+    );
+    fails_with(
+        &["convert", &s(&tiny), "--model", "mobilesam", "--out", &s(&weights)],
+        &["not mobilesam"],
+    );
+    fails_with(
+        &["segment", "www/samples/benign_93.png", "--model", "sam-vit-h", "--weights", &s(&weights),
+          "--box", "41,44,176,119", "--out", &s(&mask)],
+        &["no converted sam-vit-h weights", "--checkpoint"],
+    );
+    let not_sam = dir.join("not_sam.pth");
+    std::fs::write(&not_sam, b"PK\x03\x04 definitely not a checkpoint").unwrap();
+    fails_with(
+        &["segment", "www/samples/benign_93.png", "--checkpoint", &s(&not_sam),
+          "--box", "41,44,176,119", "--out", &s(&mask)],
+        &["not_sam.pth"],
+    );
+}

@@ -89,18 +89,95 @@ impl TinyVitConfig {
     }
 }
 
+/// SAM's plain ViT image encoder configuration (`ImageEncoderViT`: ViT-B/L/H).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VitConfig {
+    pub img_size: usize,
+    pub patch_size: usize,
+    pub in_chans: usize,
+    pub embed_dim: usize,
+    pub depth: usize,
+    pub num_heads: usize,
+    pub mlp_ratio: usize,
+    /// Side of the attention windows of the non-global blocks.
+    pub window_size: usize,
+    /// Blocks that attend over the whole 64×64 grid.
+    pub global_attn_indexes: Vec<usize>,
+    /// Channels of the neck output (the embedding).
+    pub out_chans: usize,
+}
+
+impl VitConfig {
+    fn sam(embed_dim: usize, depth: usize, num_heads: usize, global: [usize; 4]) -> Self {
+        Self {
+            img_size: 1024,
+            patch_size: 16,
+            in_chans: 3,
+            embed_dim,
+            depth,
+            num_heads,
+            mlp_ratio: 4,
+            window_size: 14,
+            global_attn_indexes: global.to_vec(),
+            out_chans: 256,
+        }
+    }
+
+    /// SAM ViT-B (`sam_vit_b_01ec64.pth`).
+    pub fn vit_b() -> Self {
+        Self::sam(768, 12, 12, [2, 5, 8, 11])
+    }
+
+    /// SAM ViT-L (`sam_vit_l_0b3195.pth`).
+    pub fn vit_l() -> Self {
+        Self::sam(1024, 24, 16, [5, 11, 17, 23])
+    }
+
+    /// SAM ViT-H (`sam_vit_h_4b8939.pth`).
+    pub fn vit_h() -> Self {
+        Self::sam(1280, 32, 16, [7, 15, 23, 31])
+    }
+
+    /// Side of the patch grid (64 for every released SAM).
+    pub fn grid_size(&self) -> usize {
+        self.img_size / self.patch_size
+    }
+
+    /// Attention window side of block `i` (the whole grid for global blocks).
+    pub fn block_window(&self, i: usize) -> usize {
+        if self.global_attn_indexes.contains(&i) {
+            self.grid_size()
+        } else {
+            self.window_size
+        }
+    }
+}
+
 /// Which image encoder a model uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EncoderConfig {
     TinyVit(TinyVitConfig),
+    Vit(VitConfig),
 }
 
 impl EncoderConfig {
     pub fn img_size(&self) -> usize {
         match self {
             EncoderConfig::TinyVit(c) => c.img_size,
+            EncoderConfig::Vit(c) => c.img_size,
         }
     }
+}
+
+/// How the image is resized so its longest side fits the frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeKind {
+    /// OpenCV `INTER_AREA` (MedSAM / LiteMedSAM).
+    #[default]
+    Area,
+    /// PIL bilinear with antialiasing (SAM's `ResizeLongestSide`, MobileSAM).
+    PilBilinear,
 }
 
 /// Pixel normalisation applied to the resized image before padding.
@@ -152,8 +229,19 @@ pub struct SamConfig {
     pub id: String,
     pub encoder: EncoderConfig,
     pub decoder: DecoderConfig,
+    #[serde(default)]
+    pub resize: ResizeKind,
     pub normalization: Normalization,
 }
+
+/// SAM's pixel statistics (ImageNet, 0..=255 scale).
+pub const SAM_PIXEL_NORM: Normalization = Normalization::MeanStd {
+    mean: [123.675, 116.28, 103.53],
+    std: [58.395, 57.12, 57.375],
+};
+
+/// Names accepted by [`SamConfig::by_name`].
+pub const MODEL_NAMES: [&str; 5] = ["litemedsam", "mobilesam", "sam-vit-b", "sam-vit-l", "sam-vit-h"];
 
 impl SamConfig {
     pub fn lite_medsam() -> Self {
@@ -161,19 +249,54 @@ impl SamConfig {
             id: "litemedsam".into(),
             encoder: EncoderConfig::TinyVit(TinyVitConfig::lite_medsam()),
             decoder: DecoderConfig::default(),
+            resize: ResizeKind::Area,
             normalization: Normalization::MinMax,
         }
     }
 
+    /// MobileSAM (`mobile_sam.pt`): TinyViT at 1024 with SAM's preprocessing.
     pub fn mobile_sam() -> Self {
         Self {
             id: "mobilesam".into(),
             encoder: EncoderConfig::TinyVit(TinyVitConfig::mobile_sam()),
             decoder: DecoderConfig::default(),
-            normalization: Normalization::MeanStd {
-                mean: [123.675, 116.28, 103.53],
-                std: [58.395, 57.12, 57.375],
-            },
+            resize: ResizeKind::PilBilinear,
+            normalization: SAM_PIXEL_NORM,
+        }
+    }
+
+    /// A SAM with a plain ViT encoder and SAM's preprocessing.
+    pub fn sam_vit(id: &str, vit: VitConfig) -> Self {
+        Self {
+            id: id.into(),
+            encoder: EncoderConfig::Vit(vit),
+            decoder: DecoderConfig::default(),
+            resize: ResizeKind::PilBilinear,
+            normalization: SAM_PIXEL_NORM,
+        }
+    }
+
+    pub fn sam_vit_b() -> Self {
+        Self::sam_vit("sam-vit-b", VitConfig::vit_b())
+    }
+
+    pub fn sam_vit_l() -> Self {
+        Self::sam_vit("sam-vit-l", VitConfig::vit_l())
+    }
+
+    pub fn sam_vit_h() -> Self {
+        Self::sam_vit("sam-vit-h", VitConfig::vit_h())
+    }
+
+    /// One of [`MODEL_NAMES`].
+    pub fn by_name(name: &str) -> Option<Self> {
+        match name {
+            "litemedsam" => Some(Self::lite_medsam()),
+            "mobilesam" => Some(Self::mobile_sam()),
+            "sam-vit-b" => Some(Self::sam_vit_b()),
+            "sam-vit-l" => Some(Self::sam_vit_l()),
+            "sam-vit-h" => Some(Self::sam_vit_h()),
+            _ => None,
         }
     }
 
@@ -185,6 +308,7 @@ impl SamConfig {
     pub fn reference_compat(mut self) -> Self {
         match &mut self.encoder {
             EncoderConfig::TinyVit(c) => c.attention_biases = false,
+            EncoderConfig::Vit(_) => {}
         }
         self
     }

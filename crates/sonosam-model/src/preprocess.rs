@@ -6,7 +6,7 @@ use std::io::Cursor;
 
 use image::{ImageReader, Limits, RgbImage};
 
-use crate::config::{Normalization, SamConfig};
+use crate::config::{Normalization, ResizeKind, SamConfig};
 use crate::error::{Result, SamError};
 use crate::prompt_encoder::{Point, PointLabel, Prompt};
 
@@ -158,17 +158,30 @@ pub struct ModelInput {
     pub geometry: Geometry,
 }
 
+/// Resize an RGB image so its longest side fits `config`'s frame, with the model's resize
+/// kind: interleaved RGB `u8`, `new_h × new_w` (see [`Geometry`]).
+pub fn resize_for_model(img: &RgbImage, config: &SamConfig) -> (Vec<u8>, Geometry) {
+    let g = Geometry::new(img.height() as usize, img.width() as usize, config.img_size());
+    let resized = match config.resize {
+        ResizeKind::Area => resize_area(img.as_raw(), g.orig_w, g.orig_h, g.new_w, g.new_h),
+        ResizeKind::PilBilinear => {
+            resize_pil_bilinear(img.as_raw(), g.orig_w, g.orig_h, g.new_w, g.new_h)
+        }
+    };
+    (resized, g)
+}
+
 /// Resize, normalise and pad an RGB image for `config`.
 pub fn preprocess(img: &RgbImage, config: &SamConfig) -> ModelInput {
+    let (resized, geometry) = resize_for_model(img, config);
+    preprocess_resized(&resized, geometry, config)
+}
+
+/// Normalise and pad an image already resized to `geometry`'s `new_h × new_w` (interleaved
+/// RGB `u8`).
+pub fn preprocess_resized(resized: &[u8], geometry: Geometry, config: &SamConfig) -> ModelInput {
     let frame = config.img_size();
-    let geometry = Geometry::new(img.height() as usize, img.width() as usize, frame);
-    let resized = resize_area(
-        img.as_raw(),
-        geometry.orig_w,
-        geometry.orig_h,
-        geometry.new_w,
-        geometry.new_h,
-    );
+    assert_eq!(resized.len(), geometry.new_h * geometry.new_w * 3, "resized image size");
     let (nw, nh) = (geometry.new_w, geometry.new_h);
     let mut data = vec![0f32; 3 * frame * frame];
     match &config.normalization {
@@ -320,6 +333,83 @@ pub fn resize_area(src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize) -> Ve
     out
 }
 
+/// Fixed-point precision of PIL's 8-bit resampling coefficients.
+const PIL_PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// PIL's `precompute_coeffs` for the bilinear (triangle) filter: per output sample the first
+/// source index and its fixed-point weights. Downscaling widens the filter (antialiasing).
+fn pil_bilinear_coeffs(src: usize, dst: usize) -> Vec<(usize, Vec<i32>)> {
+    let scale = src as f64 / dst as f64;
+    let filterscale = scale.max(1.0);
+    let support = filterscale; // the triangle filter's support is 1
+    let triangle = |x: f64| {
+        let x = x.abs();
+        if x < 1.0 { 1.0 - x } else { 0.0 }
+    };
+    (0..dst)
+        .map(|d| {
+            let center = (d as f64 + 0.5) * scale;
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(src as i64) as usize;
+            let w: Vec<f64> = (xmin..xmax)
+                .map(|x| triangle((x as f64 - center + 0.5) / filterscale))
+                .collect();
+            let total: f64 = w.iter().sum();
+            let one = f64::from(1u32 << PIL_PRECISION_BITS);
+            let k = w
+                .iter()
+                .map(|&v| {
+                    let v = if total != 0.0 { v / total } else { v };
+                    if v < 0.0 { (-0.5 + v * one) as i32 } else { (0.5 + v * one) as i32 }
+                })
+                .collect();
+            (xmin, k)
+        })
+        .collect()
+}
+
+/// PIL's `Image.resize(..., BILINEAR)` of interleaved RGB `u8` pixels (the resize of SAM's
+/// `ResizeLongestSide`): a horizontal then a vertical pass, each rounding to `u8`, with
+/// PIL's fixed-point arithmetic.
+pub fn resize_pil_bilinear(src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<u8> {
+    const CN: usize = 3;
+    let pass = |k: &[i32], sample: &dyn Fn(usize) -> u8| -> u8 {
+        let mut ss: i64 = 1 << (PIL_PRECISION_BITS - 1);
+        for (i, &w) in k.iter().enumerate() {
+            ss += i64::from(sample(i)) * i64::from(w);
+        }
+        (ss >> PIL_PRECISION_BITS).clamp(0, 255) as u8
+    };
+    let horizontal = if dw == sw {
+        src.to_vec()
+    } else {
+        let xs = pil_bilinear_coeffs(sw, dw);
+        let mut out = vec![0u8; sh * dw * CN];
+        for y in 0..sh {
+            for (x, (x0, k)) in xs.iter().enumerate() {
+                for c in 0..CN {
+                    out[(y * dw + x) * CN + c] =
+                        pass(k, &|i| src[(y * sw + x0 + i) * CN + c]);
+                }
+            }
+        }
+        out
+    };
+    if dh == sh {
+        return horizontal;
+    }
+    let ys = pil_bilinear_coeffs(sh, dh);
+    let mut out = vec![0u8; dh * dw * CN];
+    for (y, (y0, k)) in ys.iter().enumerate() {
+        for x in 0..dw {
+            for c in 0..CN {
+                out[(y * dw + x) * CN + c] = pass(k, &|i| horizontal[((y0 + i) * dw + x) * CN + c]);
+            }
+        }
+    }
+    out
+}
+
 /// `saturate_cast<uchar>(float)`: round half to even, clamp to 0..=255.
 fn round_u8(v: f32) -> u8 {
     v.round_ties_even().clamp(0.0, 255.0) as u8
@@ -367,6 +457,17 @@ mod tests {
         let out = resize_area(&src, 4, 4, 9, 9);
         assert_eq!(out.len(), 9 * 9 * 3);
         assert!(out.iter().all(|&v| v <= 235));
+    }
+
+    #[test]
+    fn pil_bilinear_keeps_constants_and_interpolates() {
+        let src = vec![9u8; 5 * 4 * 3];
+        assert!(resize_pil_bilinear(&src, 5, 4, 13, 11).iter().all(|&v| v == 9));
+        assert!(resize_pil_bilinear(&src, 5, 4, 2, 3).iter().all(|&v| v == 9));
+        // 2 → 4 px upscale of [0, 200]: centres at 0.25, 0.75 → 0, 50, 150, 200.
+        let src = [0u8, 0, 0, 200, 200, 200];
+        let out = resize_pil_bilinear(&src, 2, 1, 4, 1);
+        assert_eq!(out.iter().step_by(3).copied().collect::<Vec<_>>(), vec![0, 50, 150, 200]);
     }
 
     #[test]

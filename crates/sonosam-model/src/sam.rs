@@ -5,48 +5,16 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{EncoderConfig, SamConfig};
+use crate::config::{SamConfig, VitConfig};
 use crate::error::{Result, SamError};
-use crate::image_encoder::{EncoderTrace, TinyVit};
+pub use crate::image_encoder::{ENCODER_PREFIX, ImageEncoder};
 use crate::mask_decoder::{DecoderOutput, MaskDecoder};
 use crate::preprocess::ModelInput;
 use crate::prompt_encoder::{Prompt, PromptEncoder};
 use crate::weights::{StoreDType, TensorMap, sha256_hex, verify_sha256};
 
-/// Key prefix of the image encoder in checkpoints.
-pub const ENCODER_PREFIX: &str = "image_encoder.";
 /// Key prefixes of the prompt encoder and mask decoder in checkpoints.
 pub const DECODER_PREFIXES: [&str; 2] = ["prompt_encoder.", "mask_decoder."];
-
-/// An image encoder of any supported architecture.
-#[derive(Debug)]
-pub enum ImageEncoder {
-    TinyVit(TinyVit),
-}
-
-impl ImageEncoder {
-    pub fn load(w: &TensorMap, config: &EncoderConfig, device: &Device) -> Result<Self> {
-        let enc = match config {
-            EncoderConfig::TinyVit(c) => ImageEncoder::TinyVit(TinyVit::load(w, "image_encoder", c, device)?),
-        };
-        w.check_all_used(ENCODER_PREFIX)?;
-        Ok(enc)
-    }
-
-    /// `[B, 3, S, S]` → `[B, 256, 64, 64]`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        match self {
-            ImageEncoder::TinyVit(m) => m.forward(x),
-        }
-    }
-
-    /// Forward pass keeping stage outputs (parity checks, debugging).
-    pub fn forward_trace(&self, x: Tensor<4>) -> EncoderTrace {
-        match self {
-            ImageEncoder::TinyVit(m) => m.forward_trace(x),
-        }
-    }
-}
 
 /// Prompt encoder + mask decoder: everything that runs per prompt. The browser can load this
 /// part alone and take embeddings from elsewhere.
@@ -289,4 +257,78 @@ pub fn convert_checkpoint(
         files,
     };
     Ok((outputs, manifest))
+}
+
+/// Work out which SAM a checkpoint holds from its keys and shapes: SAM ViT (any size; the
+/// released B/L/H get their names), MobileSAM or LiteMedSAM. The model is then built from the
+/// same map, which checks every tensor.
+pub fn detect_config(w: &TensorMap) -> Result<SamConfig> {
+    let shape = |key: &str| w.raw(key).map(|t| t.shape.clone());
+    let bad = |message: String| SamError::WeightsFormat {
+        source_name: w.source().to_string(),
+        message,
+    };
+    if let Some(pe) = shape("image_encoder.patch_embed.proj.weight") {
+        let [d, in_chans, patch, _] = pe[..] else {
+            return Err(bad(format!("patch embedding weight has shape {pe:?}")));
+        };
+        let grid = shape("image_encoder.pos_embed")
+            .and_then(|s| s.get(1).copied())
+            .ok_or_else(|| bad("ViT checkpoint without image_encoder.pos_embed".into()))?;
+        let depth = (0..)
+            .take_while(|i| w.contains(&format!("image_encoder.blocks.{i}.norm1.weight")))
+            .count();
+        if depth == 0 {
+            return Err(bad("ViT checkpoint without image_encoder.blocks.*".into()));
+        }
+        let windows: Vec<usize> = (0..depth)
+            .map(|i| {
+                shape(&format!("image_encoder.blocks.{i}.attn.rel_pos_h"))
+                    .map(|s| s[0].div_ceil(2))
+                    .ok_or_else(|| bad(format!("block {i} has no relative position table")))
+            })
+            .collect::<Result<_>>()?;
+        let head_dim = shape("image_encoder.blocks.0.attn.rel_pos_h").map_or(0, |s| s[1]);
+        let hidden = shape("image_encoder.blocks.0.mlp.lin1.weight").map_or(0, |s| s[0]);
+        let out_chans = shape("image_encoder.neck.0.weight").map_or(0, |s| s[0]);
+        if head_dim == 0 || d % head_dim != 0 || hidden % d != 0 {
+            return Err(bad(format!(
+                "inconsistent ViT shapes: embed {d}, head dim {head_dim}, MLP {hidden}"
+            )));
+        }
+        let vit = VitConfig {
+            img_size: grid * patch,
+            patch_size: patch,
+            in_chans,
+            embed_dim: d,
+            depth,
+            num_heads: d / head_dim,
+            mlp_ratio: hidden / d,
+            window_size: windows.iter().copied().find(|&s| s != grid).unwrap_or(grid),
+            global_attn_indexes: (0..depth).filter(|&i| windows[i] == grid).collect(),
+            out_chans,
+        };
+        let id = [
+            ("sam-vit-b", VitConfig::vit_b()),
+            ("sam-vit-l", VitConfig::vit_l()),
+            ("sam-vit-h", VitConfig::vit_h()),
+        ]
+        .into_iter()
+        .find(|(_, c)| *c == vit)
+        .map_or_else(|| format!("sam-vit-{d}x{depth}"), |(id, _)| id.to_string());
+        return Ok(SamConfig::sam_vit(&id, vit));
+    }
+    if let Some(s) = shape("image_encoder.patch_embed.seq.0.c.weight") {
+        let config = match s.get(2) {
+            Some(1) => SamConfig::lite_medsam(),
+            Some(3) => SamConfig::mobile_sam(),
+            _ => return Err(bad(format!("TinyViT patch embedding with shape {s:?}"))),
+        };
+        return Ok(config);
+    }
+    Err(bad(
+        "not a SAM checkpoint: no image_encoder.patch_embed tensor (expected SAM ViT-B/L/H, \
+         MobileSAM or LiteMedSAM)"
+            .into(),
+    ))
 }

@@ -1,4 +1,4 @@
-//! Image encoder: TinyViT (MobileSAM, LiteMedSAM). Image `[B, 3, S, S]` → embedding
+//! TinyViT image encoder (MobileSAM, LiteMedSAM). Image `[B, 3, S, S]` → embedding
 //! `[B, 256, 64, 64]`.
 //!
 //! Stage 0 is convolutional (MBConv blocks), stages 1–3 are windowed-attention transformer
@@ -11,7 +11,8 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::common::{ConvSpec, LayerNorm2d, conv2d, conv2d_bn, layer_norm, linear};
+use super::{Neck, window_partition, window_unpartition};
+use crate::common::{ConvSpec, conv2d_bn, layer_norm, linear};
 use crate::config::{PatchEmbedKind, TinyVitConfig};
 use crate::error::Result;
 use crate::weights::TensorMap;
@@ -273,31 +274,9 @@ impl TinyVitBlock {
         let x = if hw == ws {
             self.attn.forward(x)
         } else {
-            let pad = (ws - hw % ws) % ws;
-            let ph = hw + pad;
-            let nw = ph / ws;
-            let mut grid = x.reshape([b, hw, hw, c]);
-            if pad > 0 {
-                let device = grid.device();
-                let right = Tensor::zeros([b, hw, pad, c], &device);
-                grid = Tensor::cat(vec![grid, right], 2);
-                let bottom = Tensor::zeros([b, pad, ph, c], &device);
-                grid = Tensor::cat(vec![grid, bottom], 1);
-            }
-            // Window partition: [B, nH, ws, nW, ws, C] → [B·nH·nW, ws², C].
-            let windows = grid
-                .reshape([b, nw, ws, nw, ws, c])
-                .swap_dims(2, 3)
-                .reshape([b * nw * nw, ws * ws, c]);
+            let (windows, padded) = window_partition(x.reshape([b, hw, hw, c]), ws);
             let out = self.attn.forward(windows);
-            let mut grid = out
-                .reshape([b, nw, nw, ws, ws, c])
-                .swap_dims(2, 3)
-                .reshape([b, ph, ph, c]);
-            if pad > 0 {
-                grid = grid.slice([0..b, 0..hw, 0..hw, 0..c]);
-            }
-            grid.reshape([b, l, c])
+            window_unpartition(out, ws, padded, (hw, hw)).reshape([b, l, c])
         };
         let x = shortcut + x;
         let x = x.swap_dims(1, 2).reshape([b, c, hw, hw]);
@@ -338,43 +317,12 @@ impl AttentionStage {
     }
 }
 
-/// Projection of the last stage to the embedding: 1×1 conv, LayerNorm2d, 3×3 conv,
-/// LayerNorm2d. `[B, C3, 64, 64]` → `[B, 256, 64, 64]`.
-#[derive(Module, Debug)]
-pub struct Neck {
-    conv1: Conv2d,
-    norm1: LayerNorm2d,
-    conv2: Conv2d,
-    norm2: LayerNorm2d,
-}
-
-impl Neck {
-    fn load(w: &TensorMap, p: &str, dim: usize, out: usize, device: &Device) -> Result<Self> {
-        Ok(Self {
-            conv1: conv2d(w, &format!("{p}.0"), ConvSpec::new(dim, out, 1), false, device)?,
-            norm1: LayerNorm2d::load(w, &format!("{p}.1"), out, 1e-6, device)?,
-            conv2: conv2d(
-                w,
-                &format!("{p}.2"),
-                ConvSpec::new(out, out, 3).padding(1),
-                false,
-                device,
-            )?,
-            norm2: LayerNorm2d::load(w, &format!("{p}.3"), out, 1e-6, device)?,
-        })
-    }
-
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.norm1.forward(self.conv1.forward(x));
-        self.norm2.forward(self.conv2.forward(x))
-    }
-}
-
 /// Intermediate activations of the encoder, for parity checks against the reference.
 pub struct EncoderTrace {
-    /// `[B, C0, P, P]`.
+    /// `[B, C0, P, P]` (TinyViT) or `[B, C, 64, 64]` with the absolute position embedding
+    /// added (ViT).
     pub patch_embed: Tensor<4>,
-    /// Output tokens of each stage, `[B, L_i, C_i]`.
+    /// Output tokens of each stage (TinyViT) or block (ViT), `[B, L_i, C_i]`.
     pub layers: Vec<Tensor<3>>,
     /// `[B, 256, 64, 64]`.
     pub embedding: Tensor<4>,
