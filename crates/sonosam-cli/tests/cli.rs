@@ -240,6 +240,19 @@ fn finetune_small_subset_learns_saves_reloads_and_resumes() {
     }
     let card: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("model.json")).unwrap()).unwrap();
     assert_eq!(card["epochs"], 2);
+    // Deterministic for a seed and backend: a fresh run repeats epoch 1 exactly.
+    let run2 = dir.join("run2");
+    let mut args2: Vec<&str> = base.to_vec();
+    let run2_s = s(&run2);
+    args2[6] = &run2_s;
+    args2.extend(["--epochs", "1"]);
+    ok(&args2);
+    // epoch, train loss, val Dice, val IoU, lr (not the seconds).
+    let first = |p: &Path| {
+        let m = std::fs::read_to_string(p.join("metrics.csv")).unwrap();
+        m.lines().nth(1).unwrap().split(',').take(5).collect::<Vec<_>>().join(",")
+    };
+    assert_eq!(first(&run), first(&run2), "same seed, same epoch-1 metrics");
     // The exported decoder loads in the CLI.
     ok(&["segment", "www/samples/benign_93.png", "--box", "41,44,176,119", "--out", &s(&dir.join("m.png")), "--decoder", &s(&run)]);
     // Resume: one more epoch continues after epoch 2.
