@@ -57,7 +57,7 @@ impl ModelArgs {
 
     /// Load the model on `device` (`dtype` applies to converted weights).
     pub fn load(&self, dtype: StoreDType, device: &Device) -> CliResult<LoadedModel> {
-        let mut loaded = match &self.checkpoint {
+        let loaded = match &self.checkpoint {
             Some(path) => {
                 let sha = sha256_file(path)?;
                 let map = read_checkpoint(path)?;
@@ -108,9 +108,6 @@ impl ModelArgs {
                 }
             }
         };
-        // Keys and shapes of the base decoder were checked when the model was built; the
-        // copy kept for `--decoder base` starts with fresh use-tracking.
-        loaded.base_decoder.set_metadata("model", loaded.id.clone());
         Ok(loaded)
     }
 

@@ -269,7 +269,7 @@ impl ImageEncoderViT {
 }
 
 /// Every tensor of a ViT encoder under `prefix` with its shape, in the official checkpoint
-/// layout (for random initialisation, and to explain mismatches).
+/// layout (the model zoo tests build ViT-B/L/H from random weights with it).
 pub fn checkpoint_shapes(c: &VitConfig, prefix: &str) -> Vec<(String, Vec<usize>)> {
     let (d, g, hd) = (c.embed_dim, c.grid_size(), c.embed_dim / c.num_heads);
     let mut v = vec![
