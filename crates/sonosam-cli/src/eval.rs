@@ -87,13 +87,9 @@ pub struct ClassSummary {
 pub struct Summary {
     pub model: String,
     pub split: String,
-    pub n: usize,
-    pub dice_mean: f64,
-    pub dice_median: f64,
-    pub iou_mean: f64,
-    pub iou_median: f64,
-    pub hd95_mean: f64,
-    pub empty_predictions: usize,
+    /// All instances (its fields appear at the top level of the JSON summary).
+    #[serde(flatten)]
+    pub overall: ClassSummary,
     pub by_class: BTreeMap<String, ClassSummary>,
     /// Mean Dice at each box-jitter level (px per side at the model frame).
     pub jitter: BTreeMap<String, f64>,
@@ -162,13 +158,7 @@ pub fn summarise(
     Summary {
         model: model.to_string(),
         split: split.to_string(),
-        n: overall.n,
-        dice_mean: overall.dice_mean,
-        dice_median: overall.dice_median,
-        iou_mean: overall.iou_mean,
-        iou_median: overall.iou_median,
-        hd95_mean: overall.hd95_mean,
-        empty_predictions: overall.empty_predictions,
+        overall,
         by_class,
         jitter,
     }
@@ -293,12 +283,12 @@ fn print_table(summaries: &[Summary], jitter: &[f32]) {
         }
         println!();
     };
-    row("instances", &|s| s.n.to_string());
-    row("Dice mean", &|s| format!("{:.4}", s.dice_mean));
-    row("Dice median", &|s| format!("{:.4}", s.dice_median));
-    row("IoU mean", &|s| format!("{:.4}", s.iou_mean));
-    row("IoU median", &|s| format!("{:.4}", s.iou_median));
-    row("HD95 mean (px)", &|s| format!("{:.2}", s.hd95_mean));
+    row("instances", &|s| s.overall.n.to_string());
+    row("Dice mean", &|s| format!("{:.4}", s.overall.dice_mean));
+    row("Dice median", &|s| format!("{:.4}", s.overall.dice_median));
+    row("IoU mean", &|s| format!("{:.4}", s.overall.iou_mean));
+    row("IoU median", &|s| format!("{:.4}", s.overall.iou_median));
+    row("HD95 mean (px)", &|s| format!("{:.2}", s.overall.hd95_mean));
     let classes: Vec<String> = summaries[0].by_class.keys().cloned().collect();
     for c in &classes {
         row(&format!("{c}: n"), &|s| s.by_class.get(c).map_or("-".into(), |x| x.n.to_string()));

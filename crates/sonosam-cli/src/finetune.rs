@@ -252,7 +252,7 @@ fn validate(
         .map_err(|e| e.to_string())?;
     let scores = score(&decoder, val, &[0.0], 0, device, "validate")?;
     let s = summarise("", split, val, &scores, &[0.0]);
-    Ok((s.dice_mean, s.iou_mean))
+    Ok((s.overall.dice_mean, s.overall.iou_mean))
 }
 
 pub fn run(args: FinetuneArgs) -> CliResult<()> {

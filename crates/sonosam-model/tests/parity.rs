@@ -217,12 +217,7 @@ fn end_to_end(device: &Device, name: &str, cases: &[&str]) {
             sam.config.low_res_size(),
             &input.geometry,
         );
-        let shape = g.shape("box.mask");
-        let reference = Mask {
-            width: shape[1],
-            height: shape[0],
-            data: g.u8("box.mask"),
-        };
+        let reference = golden_mask(&g, "box.mask");
         let agreement = seg.masks[0].agreement(&reference).unwrap();
         let dice = seg.masks[0].dice(&gt).unwrap();
         let want_dice = info["dice_box_mask_vs_first_mask"].as_f64().unwrap();
@@ -310,12 +305,7 @@ fn wgpu_encoder_and_mask() {
     let orig = g.i64("orig_hw");
     let geometry = sonosam_model::Geometry::new(orig[0] as usize, orig[1] as usize, 256);
     let seg = Segmentation::from_outputs(&read(out.low_res_logits), &read(out.iou), 256, &geometry);
-    let shape = g.shape("box.mask");
-    let reference = Mask {
-        width: shape[1],
-        height: shape[0],
-        data: g.u8("box.mask"),
-    };
+    let reference = golden_mask(&g, "box.mask");
     let agreement = seg.masks[0].agreement(&reference).unwrap();
     eprintln!("wgpu {case}: mask agreement {agreement:.5}");
     assert!(agreement >= 0.999, "{case}: only {agreement} of pixels agree");

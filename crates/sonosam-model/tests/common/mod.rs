@@ -112,3 +112,13 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], max_tol: f32, mean_to
 pub fn every_97th(v: &[f32]) -> Vec<f32> {
     v.iter().step_by(97).copied().collect()
 }
+
+/// A golden `u8` mask (`[H, W]`, 0/1) as a [`sonosam_model::Mask`].
+pub fn golden_mask(g: &Golden, key: &str) -> sonosam_model::Mask {
+    let shape = g.shape(key);
+    sonosam_model::Mask {
+        width: shape[1],
+        height: shape[0],
+        data: g.u8(key),
+    }
+}
