@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of sonosam: native unit and parity tests (CPU and wgpu), and the browser tests
-# (wasm-bindgen-test in headless Chromium, WebGPU and CPU). Installs what it needs when missing:
+# Runs every test of sonosam: native unit and parity tests (CPU and wgpu), the browser tests
+# (wasm-bindgen-test in headless Chromium, WebGPU and CPU: model parity and the app's
+# components) and the end-to-end test of the built app driven through ChromeDriver. Installs what it needs when missing:
 # Debian packages (chromium, chromium-driver, mesa-vulkan-drivers), the wasm32 target,
 # wasm-bindgen-cli at the version in Cargo.lock, and the LiteMedSAM weights.
 set -euo pipefail
@@ -38,12 +39,16 @@ export SONOSAM_REQUIRE_WGPU="${SONOSAM_REQUIRE_WGPU:-1}"
 if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
   export XDG_RUNTIME_DIR="${TMPDIR:-/tmp}/sonosam-xdg-$(id -u)"; mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 fi
-log "native tests"
+log "building the browser app for the end-to-end test"
+# Without Trunk here: installing it takes 10–30 min on 2 cores (the demo installs it).
+SONOSAM_NO_TRUNK=1 ./scripts/build-web.sh target/e2e-dist
+export SONOSAM_E2E_DIST=target/e2e-dist
+export CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}"
+log "native tests (with the end-to-end browser test)"
 cargo test --workspace
 
 # --- browser tests -----------------------------------------------------------------------
 log "browser tests (headless Chromium)"
-export CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}"
 export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-900}"
 # The image encoder in the browser (~8 min on SwiftShader + wasm CPU) runs on request.
 slow=(); [ "${SONOSAM_SLOW_BROWSER_TESTS:-0}" = 1 ] && slow=(--include-ignored)

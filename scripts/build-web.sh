@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds the browser app into dist/ (or $1): with Trunk when it is installed (the demo does
+# this), otherwise with cargo + wasm-bindgen doing what Trunk does for index.html (CI: Trunk
+# takes 10–30 min to install on 2 cores). Set PROFILE=release for an optimised build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-dist}"
+profile="${PROFILE:-dev}"
+[ -f weights/litemedsam.json ] || { echo "no weights: run \`sonosam weights\` first" >&2; exit 1; }
+if command -v trunk >/dev/null && [ "${SONOSAM_NO_TRUNK:-0}" != 1 ]; then
+  flags=(); [ "$profile" = release ] && flags+=(--release)
+  exec trunk build --dist "$out" "${flags[@]}"
+fi
+cargo_flags=(); dir=debug
+[ "$profile" = release ] && { cargo_flags+=(--release); dir=release; }
+cargo build --target wasm32-unknown-unknown --bin sonosam-web "${cargo_flags[@]}"
+rm -rf "$out"; mkdir -p "$out/weights"
+wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name sonosam-web \
+  "target/wasm32-unknown-unknown/$dir/sonosam-web.wasm"
+cp www/style.css www/sw.js "$out/"
+cp -r www/samples "$out/samples"
+cp weights/litemedsam.json weights/litemedsam.decoder.f16.safetensors \
+   weights/litemedsam.image_encoder.f16.safetensors "$out/weights/"
+# index.html: Trunk's asset lines become a stylesheet link and the module that starts the app.
+awk '
+  /data-trunk rel="rust"/ { print "    <script type=\"module\">import init from \"./sonosam-web.js\"; init();</script>"; next }
+  /data-trunk rel="css"/  { print "    <link rel=\"stylesheet\" href=\"style.css\" />"; next }
+  /data-trunk/ { next }
+  { print }
+' index.html > "$out/index.html"
+echo "built the app into $out/ (without Trunk)"

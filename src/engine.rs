@@ -1,0 +1,307 @@
+//! The model in the browser: weights fetched (with progress), verified against the manifest's
+//! SHA-256 and cached; the prompt encoder + mask decoder loaded at start; the image encoder
+//! loaded on first need (a cached or server-computed embedding never needs it); embeddings
+//! cached per image in the browser.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use image::RgbImage;
+use sonosam_model::backend::{BackendKind, init_device_async};
+use sonosam_model::burn::tensor::{Device, Tensor, TensorData};
+use sonosam_model::image_encoder::ImageEncoder;
+use sonosam_model::preprocess::{Geometry, preprocess};
+use sonosam_model::sam::{Component, WeightsManifest, input_tensor};
+use sonosam_model::segmentation::read_f32_async;
+use sonosam_model::weights::sha256_hex;
+use sonosam_model::{Prompt, SamDecoder, Segmentation, StoreDType};
+
+use crate::storage;
+
+/// Name of the default model's manifest under the weights URL.
+pub const DEFAULT_MODEL: &str = "litemedsam";
+
+/// Where weight files come from: the server (cached in the browser), or bytes already in
+/// memory (tests, embedding the app).
+#[derive(Clone)]
+pub enum WeightSource {
+    /// Base URL of the weights folder (e.g. `weights`).
+    Url(String),
+    /// Manifest JSON and files by name.
+    Bytes {
+        manifest: String,
+        files: Rc<HashMap<String, Vec<u8>>>,
+    },
+}
+
+/// Progress of a long step, for the UI: what, and the fraction done (`None`: unknown).
+pub type Progress = Rc<dyn Fn(String, Option<f64>)>;
+
+/// Precision of downloaded weights: f16 halves the download; the math runs in f32 either way.
+pub const DOWNLOAD_DTYPE: StoreDType = StoreDType::F16;
+
+/// Cache key of an image's embedding: the encoder weights' hash and the image bytes' hash.
+pub fn embedding_cache_key(manifest: &WeightsManifest, image_sha256: &str) -> String {
+    let encoder = manifest
+        .file(Component::ImageEncoder, DOWNLOAD_DTYPE)
+        .map(|f| f.sha256.as_str())
+        .unwrap_or("unknown");
+    let compat = serde_json::to_string(&manifest.config.encoder).unwrap_or_default();
+    let config = &sha256_hex(compat.as_bytes())[..12];
+    format!("/sonosam-cache/embeddings/{}-{config}/{image_sha256}.f32", &encoder[..encoder.len().min(16)])
+}
+
+fn to_le_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn from_le_bytes(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// An image embedding `[1, 256, 64, 64]` as host data.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    pub data: Rc<Vec<f32>>,
+    pub geometry: Geometry,
+    /// Whether it came from the browser cache.
+    pub cached: bool,
+}
+
+pub struct Engine {
+    pub kind: BackendKind,
+    pub manifest: WeightsManifest,
+    source: WeightSource,
+    device: Device,
+    decoder: SamDecoder,
+    encoder: RefCell<Option<Rc<ImageEncoder>>>,
+    /// The embedding on the device, with the cache key of its image.
+    current: RefCell<Option<(String, Tensor<4>)>>,
+}
+
+impl Engine {
+    /// The backend to try when the user asked for none: WebGPU when `navigator.gpu` exists.
+    pub fn auto_backend() -> BackendKind {
+        let has_gpu = web_sys::window()
+            .map(|w| {
+                let gpu = js_sys::Reflect::get(&w.navigator(), &"gpu".into());
+                gpu.map(|g| !g.is_undefined() && !g.is_null()).unwrap_or(false)
+            })
+            .unwrap_or(false);
+        if has_gpu { BackendKind::Wgpu } else { BackendKind::Cpu }
+    }
+
+    /// Initialise `kind`; WebGPU failing falls back to the CPU (the second value says why).
+    pub async fn init_backend(kind: BackendKind) -> (BackendKind, Device, Option<String>) {
+        if kind == BackendKind::Wgpu {
+            match init_device_async(BackendKind::Wgpu).await {
+                Ok(d) => return (BackendKind::Wgpu, d, None),
+                Err(e) => {
+                    let why = format!("WebGPU is not usable here ({e}): running on the CPU, slower");
+                    let d = init_device_async(BackendKind::Cpu).await.expect("the CPU backend");
+                    return (BackendKind::Cpu, d, Some(why));
+                }
+            }
+        }
+        let d = init_device_async(BackendKind::Cpu).await.expect("the CPU backend");
+        (BackendKind::Cpu, d, None)
+    }
+
+    /// Load the manifest and the decoder on `device`.
+    pub async fn load(
+        source: WeightSource,
+        kind: BackendKind,
+        device: Device,
+        progress: Progress,
+    ) -> Result<Engine, String> {
+        let manifest_text = match &source {
+            WeightSource::Bytes { manifest, .. } => manifest.clone(),
+            WeightSource::Url(base) => {
+                let url = format!("{base}/{DEFAULT_MODEL}.json");
+                match storage::fetch_text(&url).await {
+                    Ok(t) => {
+                        let _ = storage::cache_put(&url, t.as_bytes()).await;
+                        t
+                    }
+                    Err(e) => match storage::cache_get(&url).await {
+                        Some(b) => String::from_utf8_lossy(&b).into_owned(),
+                        None => return Err(format!("cannot load the model description: {e}")),
+                    },
+                }
+            }
+        };
+        let manifest: WeightsManifest = serde_json::from_str(&manifest_text)
+            .map_err(|e| format!("the model description is invalid: {e}"))?;
+        let bytes = file_bytes(&source, &manifest, Component::Decoder, &progress).await?;
+        let weights = manifest
+            .load_component(Component::Decoder, DOWNLOAD_DTYPE, &bytes)
+            .map_err(|e| e.to_string())?;
+        let decoder =
+            SamDecoder::load(&manifest.config, &weights, &device).map_err(|e| e.to_string())?;
+        Ok(Engine {
+            kind,
+            manifest,
+            source,
+            device,
+            decoder,
+            encoder: RefCell::new(None),
+            current: RefCell::new(None),
+        })
+    }
+
+    /// The image encoder, loading its weights on first use.
+    async fn encoder(&self, progress: &Progress) -> Result<Rc<ImageEncoder>, String> {
+        if let Some(e) = self.encoder.borrow().as_ref() {
+            return Ok(e.clone());
+        }
+        let bytes = file_bytes(&self.source, &self.manifest, Component::ImageEncoder, progress).await?;
+        let weights = self
+            .manifest
+            .load_component(Component::ImageEncoder, DOWNLOAD_DTYPE, &bytes)
+            .map_err(|e| e.to_string())?;
+        let enc = ImageEncoder::load(&weights, &self.manifest.config.encoder, &self.device)
+            .map_err(|e| e.to_string())?;
+        let enc = Rc::new(enc);
+        *self.encoder.borrow_mut() = Some(enc.clone());
+        Ok(enc)
+    }
+
+    fn embedding_len(&self) -> usize {
+        let d = &self.manifest.config.decoder;
+        d.embed_dim * d.embedding_size * d.embedding_size
+    }
+
+    /// The embedding of `image` (whose file hashes to `image_sha256`): from the browser cache,
+    /// else computed here and cached. It becomes the current embedding for decoding.
+    pub async fn embed(
+        &self,
+        image: &RgbImage,
+        image_sha256: &str,
+        progress: &Progress,
+    ) -> Result<Embedding, String> {
+        let config = &self.manifest.config;
+        let geometry = Geometry::new(image.height() as usize, image.width() as usize, config.img_size());
+        let key = embedding_cache_key(&self.manifest, image_sha256);
+        if let Some(bytes) = storage::cache_get(&key).await {
+            if bytes.len() == self.embedding_len() * 4 {
+                let data = Rc::new(from_le_bytes(&bytes));
+                self.set_current(&key, &data);
+                return Ok(Embedding { data, geometry, cached: true });
+            }
+            storage::cache_delete(&key).await;
+        }
+        let encoder = self.encoder(progress).await?;
+        progress("computing the image embedding".into(), None);
+        let input = preprocess(image, config);
+        let x = input_tensor(&[&input], config.img_size(), &self.device);
+        let out = encoder.forward(x);
+        let data = read_f32_async(out.clone()).await.map_err(|e| e.to_string())?;
+        if data.len() != self.embedding_len() || data.iter().any(|v| !v.is_finite()) {
+            return Err("the encoder produced an invalid embedding (GPU error?)".into());
+        }
+        if let Err(e) = storage::cache_put(&key, &to_le_bytes(&data)).await {
+            web_sys::console::warn_1(&e.into());
+        }
+        *self.current.borrow_mut() = Some((key, out));
+        Ok(Embedding { data: Rc::new(data), geometry, cached: false })
+    }
+
+    /// Make `data` (an embedding from elsewhere) the current one.
+    pub fn set_current(&self, key: &str, data: &[f32]) {
+        let d = &self.manifest.config.decoder;
+        let t = Tensor::<4>::from_data(
+            TensorData::new(data.to_vec(), [1, d.embed_dim, d.embedding_size, d.embedding_size]),
+            &self.device,
+        );
+        *self.current.borrow_mut() = Some((key.to_string(), t));
+    }
+
+    /// Decode `prompt` (original-image pixels) against the current embedding.
+    pub async fn decode(
+        &self,
+        geometry: &Geometry,
+        prompt: &Prompt,
+        mask_input: Option<&[f32]>,
+        multimask: bool,
+    ) -> Result<Segmentation, String> {
+        let embedding = self
+            .current
+            .borrow()
+            .as_ref()
+            .map(|(_, t)| t.clone())
+            .ok_or("the image embedding is not ready yet")?;
+        let frame_prompt = geometry.prompt_to_frame(prompt).map_err(|e| e.to_string())?;
+        let lr = self.manifest.config.low_res_size();
+        let mask = match mask_input {
+            Some(m) if m.len() == lr * lr => Some(Tensor::<4>::from_data(
+                TensorData::new(m.to_vec(), [1, 1, lr, lr]),
+                &self.device,
+            )),
+            _ => None,
+        };
+        let out = self
+            .decoder
+            .decode(embedding, &[frame_prompt], mask, multimask)
+            .map_err(|e| e.to_string())?;
+        let logits = read_f32_async(out.low_res_logits).await.map_err(|e| e.to_string())?;
+        let iou = read_f32_async(out.iou).await.map_err(|e| e.to_string())?;
+        if logits.iter().any(|v| v.is_nan()) {
+            return Err("the decoder produced NaN (GPU error?): try the CPU backend".into());
+        }
+        Ok(Segmentation::from_outputs(&logits, &iou, lr, geometry))
+    }
+}
+
+/// Bytes of `component` (the download dtype): from memory, the browser cache (verified), or
+/// the network with progress (then cached).
+async fn file_bytes(
+    source: &WeightSource,
+    manifest: &WeightsManifest,
+    component: Component,
+    progress: &Progress,
+) -> Result<Vec<u8>, String> {
+    let entry = manifest
+        .file(component, DOWNLOAD_DTYPE)
+        .ok_or_else(|| format!("the model lists no {} weights", component.name()))?;
+    let what = format!("{} weights", component.name().replace('_', " "));
+    match source {
+        WeightSource::Bytes { files, .. } => files
+            .get(&entry.file)
+            .cloned()
+            .ok_or_else(|| format!("{} is missing", entry.file)),
+        WeightSource::Url(base) => {
+            let url = format!("{base}/{}", entry.file);
+            if let Some(b) = storage::cache_get(&url).await {
+                if b.len() as u64 == entry.bytes && sha256_hex(&b) == entry.sha256 {
+                    progress(format!("{what}: from the browser cache"), Some(1.0));
+                    return Ok(b);
+                }
+                storage::cache_delete(&url).await;
+            }
+            let p = progress.clone();
+            let expected = entry.bytes;
+            let mb = |v: u64| v as f64 / 1e6;
+            let b = storage::fetch_with_progress(&url, move |got, total| {
+                let total = if total == 0 { expected } else { total };
+                p(
+                    format!("downloading {what}: {:.1} / {:.1} MB", mb(got), mb(total)),
+                    (total > 0).then(|| got as f64 / total as f64),
+                )
+            })
+            .await?;
+            if b.len() as u64 != entry.bytes || sha256_hex(&b) != entry.sha256 {
+                return Err(format!(
+                    "{url}: the download does not match the model description (size or SHA-256): \
+                     a truncated or wrong file"
+                ));
+            }
+            if let Err(e) = storage::cache_put(&url, &b).await {
+                web_sys::console::warn_1(&e.into());
+            }
+            Ok(b)
+        }
+    }
+}

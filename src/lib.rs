@@ -1,0 +1,53 @@
+//! sonosam in the browser: a Yew app that runs Segment Anything (LiteMedSAM) on WebGPU, or on
+//! the CPU with wasm SIMD, entirely client-side.
+//!
+//! - [`state`]: the document model (lesions, prompts, undo/redo, exports) — plain Rust, also
+//!   unit-tested natively;
+//! - `engine`: weights (download, verification, cache) and inference;
+//! - `storage`: fetch with progress and the Cache API;
+//! - `app` / `draw`: the UI and the canvas.
+
+pub mod state;
+
+#[cfg(target_arch = "wasm32")]
+pub mod app;
+#[cfg(target_arch = "wasm32")]
+pub mod draw;
+#[cfg(target_arch = "wasm32")]
+pub mod engine;
+#[cfg(target_arch = "wasm32")]
+pub mod storage;
+
+/// Start the app in `<body>`, reading options from the page URL (`?backend=cpu|wgpu`).
+#[cfg(target_arch = "wasm32")]
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = format!("sonosam stopped on an internal error: {info}. Reload the page; if it \
+                           happens again, choose the CPU backend.");
+        web_sys::console::error_1(&msg.clone().into());
+        if let Some(doc) = web_sys::window().and_then(|w| w.document()) {
+            if let Ok(div) = doc.create_element("div") {
+                div.set_id("fatal");
+                div.set_class_name("error");
+                div.set_text_content(Some(&msg));
+                if let Some(body) = doc.body() {
+                    let _ = body.prepend_with_node_1(&div);
+                }
+            }
+        }
+    }));
+    let search = web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .unwrap_or_default();
+    let backend = search
+        .trim_start_matches('?')
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("backend="))
+        .and_then(|v| v.parse().ok());
+    let props = app::AppProps {
+        weights: engine::WeightSource::Url("weights".into()),
+        samples_url: "samples".into(),
+        backend,
+    };
+    yew::Renderer::<app::App>::with_props(props).render();
+}

@@ -1,0 +1,369 @@
+//! End-to-end test of the built app in real headless Chromium, driven through ChromeDriver
+//! (W3C WebDriver over plain HTTP; the client and the static file server are below, std only).
+//!
+//! Pick the `benign_93` sample, drag the box of its lesion, wait for the mask (the embedding
+//! computed in the browser, CPU backend), export it, and compare it with the native pipeline's
+//! mask (the CLI's) for the same image and box: Dice ≥ 0.99. Then cut the server and reload
+//! on WebGPU: the app must start from its service worker and caches (weights, embedding) and
+//! segment again. A screenshot is saved to `target/e2e/`.
+//!
+//! Needs the built app (`scripts/build-web.sh target/e2e-dist`) and chromedriver; runs when
+//! `SONOSAM_E2E_DIST` names the built folder (scripts/test.sh does this), else it says why it
+//! did not run.
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sonosam_model::backend::{BackendKind, init_device};
+use sonosam_model::sam::{Component, WeightsManifest};
+use sonosam_model::segmentation::read_f32;
+use sonosam_model::{Mask, Prompt, Sam, Segmentation, StoreDType, decode_image, preprocess};
+
+// --- a static file server that can be cut -------------------------------------------------
+
+struct Server {
+    port: u16,
+    offline: Arc<AtomicBool>,
+}
+
+fn content_type(p: &Path) -> &'static str {
+    match p.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "js" => "text/javascript",
+        "wasm" => "application/wasm",
+        "css" => "text/css",
+        "json" => "application/json",
+        "png" => "image/png",
+        _ => "application/octet-stream",
+    }
+}
+
+fn serve(dist: PathBuf) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let offline = Arc::new(AtomicBool::new(false));
+    let off = offline.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (dist, off) = (dist.clone(), off.clone());
+            std::thread::spawn(move || {
+                let _ = handle(stream, &dist, &off);
+            });
+        }
+    });
+    Server { port, offline }
+}
+
+fn handle(mut stream: TcpStream, dist: &Path, offline: &AtomicBool) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" {
+            break;
+        }
+    }
+    if offline.load(Ordering::SeqCst) {
+        return Ok(()); // the network is "cut": close without an answer
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("/");
+    let path = path.split('?').next().unwrap_or("/");
+    let rel = if path == "/" { "index.html".to_string() } else { path.trim_start_matches('/').to_string() };
+    let file = dist.join(&rel);
+    let (status, body, ctype) = if rel.contains("..") || !file.is_file() {
+        ("404 Not Found", b"not found".to_vec(), "text/plain")
+    } else {
+        ("200 OK", std::fs::read(&file)?, content_type(&file))
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(&body)
+}
+
+// --- a minimal W3C WebDriver client --------------------------------------------------------
+
+struct Driver {
+    port: u16,
+    session: String,
+    child: Child,
+}
+
+fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("chromedriver");
+    let head = match body {
+        Some(b) => format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.to_string().len()),
+        None => String::new(),
+    };
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}Connection: close\r\n\r\n{body}").unwrap();
+    // ChromeDriver keeps the connection open: read the headers, then Content-Length bytes.
+    let mut reader = BufReader::new(s);
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).unwrap();
+    serde_json::from_slice(&body).unwrap_or(Value::Null)
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {chromedriver}: {e}"));
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {"args": [
+            "--headless=new", "--enable-unsafe-webgpu", "--no-sandbox", "--disable-dev-shm-usage",
+            "--window-size=1400,1000", "--disable-background-networking", "--no-first-run",
+            "--disable-component-update", "--disable-sync"
+        ]}}}});
+        let r = http(port, "POST", "/session", Some(&caps));
+        let session = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {r}")).to_string();
+        Driver { port, session, child }
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
+        let body = (!body.is_null()).then_some(&body);
+        let r = http(self.port, method, &format!("/session/{}{path}", self.session), body);
+        if let Some(err) = r["value"]["error"].as_str() {
+            panic!("webdriver {path}: {err}: {}", r["value"]["message"]);
+        }
+        r["value"].clone()
+    }
+
+    fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", json!({ "url": url }));
+    }
+
+    fn js(&self, script: &str, args: Value) -> Value {
+        self.cmd("POST", "/execute/sync", json!({ "script": script, "args": args }))
+    }
+
+    fn js_async(&self, script: &str) -> Value {
+        self.cmd("POST", "/execute/async", json!({ "script": script, "args": [] }))
+    }
+
+    /// Poll `script` (returning a value) until it is truthy.
+    fn wait_for(&self, what: &str, script: &str, timeout: Duration) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let v = self.js(script, json!([]));
+            if !(v.is_null() || v == json!(false) || v == json!("")) {
+                eprintln!("e2e: {what} after {:.1} s", t0.elapsed().as_secs_f64());
+                return v;
+            }
+            let err = self.js("const e = document.querySelector('#error, #fatal'); return e ? e.textContent : null", json!([]));
+            assert!(err.is_null(), "the app reports an error while waiting for {what}: {err}");
+            if t0.elapsed() >= timeout {
+                let page = self.js(
+                    "return location.href + ' | ' + document.body.innerText.slice(0, 600)",
+                    json!([]),
+                );
+                panic!("timed out waiting for {what}; the page shows: {page}");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn screenshot(&self, path: &Path) {
+        let b64 = self.cmd("GET", "/screenshot", json!(null));
+        if let Some(s) = b64.as_str() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, base64_decode(s)).unwrap();
+            eprintln!("e2e: screenshot {}", path.display());
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = http(self.port, "DELETE", &format!("/session/{}", self.session), None);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|c| !matches!(c, b'=' | b'\n' | b'\r')).collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &c)| acc | (u32::from(val(c)) << (18 - 6 * i)));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
+
+// --- the test ------------------------------------------------------------------------------
+
+const SAMPLE: &str = "benign_93";
+
+/// Drag from `a` to `b` (image pixels) on the canvas with real pointer input.
+fn drag_box(d: &Driver, a: (f64, f64), b: (f64, f64)) {
+    let rect = d.js(
+        "const c = document.getElementById('image-canvas'); c.scrollIntoView(); const r = c.getBoundingClientRect(); \
+         return [r.left, r.top, r.width, r.height, c.width, c.height];",
+        json!([]),
+    );
+    let r: Vec<f64> = rect.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let to_screen = |p: (f64, f64)| {
+        (
+            (r[0] + p.0 * r[2] / r[4]).round() as i64,
+            (r[1] + p.1 * r[3] / r[5]).round() as i64,
+        )
+    };
+    let (sa, sb) = (to_screen(a), to_screen(b));
+    let mid = ((sa.0 + sb.0) / 2, (sa.1 + sb.1) / 2);
+    d.cmd("POST", "/actions", json!({ "actions": [{
+        "type": "pointer", "id": "mouse", "parameters": { "pointerType": "mouse" },
+        "actions": [
+            { "type": "pointerMove", "x": sa.0, "y": sa.1, "origin": "viewport", "duration": 0 },
+            { "type": "pointerDown", "button": 0 },
+            { "type": "pointerMove", "x": mid.0, "y": mid.1, "origin": "viewport", "duration": 50 },
+            { "type": "pointerMove", "x": sb.0, "y": sb.1, "origin": "viewport", "duration": 50 },
+            { "type": "pointerUp", "button": 0 }
+        ]
+    }]}));
+}
+
+/// Export the mask PNG through the app's button and read the downloaded blob back.
+fn exported_mask(d: &Driver) -> Mask {
+    d.js("document.getElementById('export-mask-button').click(); return true;", json!([]));
+    d.wait_for("the mask export", "const a = document.getElementById('export-mask'); return a && a.href;", Duration::from_secs(20));
+    let bytes = d.js_async(
+        "const done = arguments[arguments.length - 1]; \
+         fetch(document.getElementById('export-mask').href).then(r => r.arrayBuffer()) \
+           .then(b => done(Array.from(new Uint8Array(b)))).catch(e => done(String(e)));",
+    );
+    let bytes: Vec<u8> = bytes
+        .as_array()
+        .unwrap_or_else(|| panic!("cannot read the export: {bytes}"))
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u8)
+        .collect();
+    Mask::from_image_bytes(&bytes).expect("the exported mask is a PNG")
+}
+
+/// The native pipeline (what `sonosam segment` runs) on the same image and box.
+fn native_mask(root: &Path, image: &[u8], bbox: [f32; 4]) -> Segmentation {
+    let manifest: WeightsManifest =
+        serde_json::from_slice(&std::fs::read(root.join("weights/litemedsam.json")).unwrap()).unwrap();
+    let load = |c: Component| {
+        let f = manifest.file(c, StoreDType::F32).unwrap();
+        manifest.load_component(c, StoreDType::F32, &std::fs::read(root.join("weights").join(&f.file)).unwrap()).unwrap()
+    };
+    let device = init_device(BackendKind::Cpu).unwrap();
+    let sam = Sam::load(manifest.config.clone(), &load(Component::ImageEncoder), &load(Component::Decoder), &device).unwrap();
+    let input = preprocess(&decode_image(image).unwrap(), &sam.config);
+    let g = input.geometry;
+    let out = sam
+        .decoder
+        .decode(sam.encode(&[&input]), &[g.prompt_to_frame(&Prompt::from_box(bbox)).unwrap()], None, false)
+        .unwrap();
+    let logits = read_f32(out.low_res_logits).unwrap();
+    let iou = read_f32(out.iou).unwrap();
+    Segmentation::from_outputs(&logits, &iou, sam.config.low_res_size(), &g)
+}
+
+#[test]
+fn app_segments_a_sample_exports_it_and_works_offline() {
+    let Ok(dist) = std::env::var("SONOSAM_E2E_DIST") else {
+        eprintln!("e2e: not run — build the app (scripts/build-web.sh DIR) and set SONOSAM_E2E_DIST=DIR");
+        return;
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dist = root.join(dist);
+    assert!(dist.join("index.html").is_file(), "{} has no built app", dist.display());
+    let server = serve(dist);
+    // First visit on the CPU backend (wasm SIMD): SwiftShader's software WebGPU needs > 5 min
+    // for the encoder on 2 cores, the CPU backend much less. The offline visit below decodes
+    // on WebGPU from the cached embedding, so the app runs on both backends.
+    let url = format!("http://127.0.0.1:{}/", server.port);
+    let driver = Driver::start();
+    driver.goto(&format!("{url}?backend=cpu"));
+    let backend = driver.wait_for(
+        "the model",
+        "const e = document.querySelector('#engine-status[data-state=ready]'); return e && e.dataset.backend;",
+        Duration::from_secs(180),
+    );
+    eprintln!("e2e: backend {backend}");
+
+    // The lesion's box: the tight box of the sample's first ground-truth mask.
+    let image = std::fs::read(root.join(format!("www/samples/{SAMPLE}.png"))).unwrap();
+    let gt = Mask::from_image_bytes(&std::fs::read(root.join(format!("www/samples/{SAMPLE}_mask.png"))).unwrap()).unwrap();
+    let [x0, y0, x1, y1] = gt.bbox().unwrap();
+    driver.wait_for("the gallery", &format!("return !!document.querySelector('[data-sample={SAMPLE}]')"), Duration::from_secs(30));
+    driver.js(&format!("document.querySelector('[data-sample={SAMPLE}]').click(); return true;"), json!([]));
+    driver.wait_for("the image embedding", "return /embedding computed|embedding from the browser cache/.test(document.getElementById('status').textContent)", Duration::from_secs(900));
+    drag_box(&driver, (x0 as f64, y0 as f64), (x1 as f64, y1 as f64));
+    let area = driver.wait_for("the mask", "const o = document.querySelector('.object[data-area]'); return o && o.dataset.area;", Duration::from_secs(300));
+    let bbox: Vec<f32> = driver
+        .js("return document.querySelector('.object').dataset.box.split(',').map(Number)", json!([]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    eprintln!("e2e: mask of {area} px for the dragged box {bbox:?} (ground-truth box {x0},{y0},{x1},{y1})");
+    let exported = exported_mask(&driver);
+    driver.screenshot(&root.join("target/e2e/app.png"));
+
+    let native = native_mask(&root, &image, [bbox[0], bbox[1], bbox[2], bbox[3]]);
+    let dice = exported.dice(&native.masks[0]).unwrap();
+    eprintln!("e2e: Dice(browser export, native) = {dice:.5}; Dice vs ground truth {:.4}", exported.dice(&gt).unwrap());
+    assert!(dice >= 0.99, "the browser's mask differs from the native pipeline's: Dice {dice}");
+
+    // Cut the server: the app must load from its service worker and caches, and segment again.
+    server.offline.store(true, Ordering::SeqCst);
+    driver.goto(&format!("{url}?backend=wgpu"));
+    let backend = driver.wait_for(
+        "the model, offline",
+        "const e = document.querySelector('#engine-status[data-state=ready]'); return e && e.dataset.backend;",
+        Duration::from_secs(180),
+    );
+    eprintln!("e2e: offline visit on {backend}");
+    driver.wait_for("the gallery, offline", &format!("return !!document.querySelector('[data-sample={SAMPLE}]')"), Duration::from_secs(30));
+    driver.js(&format!("document.querySelector('[data-sample={SAMPLE}]').click(); return true;"), json!([]));
+    driver.wait_for("the cached embedding", "return /from the browser cache/.test(document.getElementById('status').textContent)", Duration::from_secs(60));
+    drag_box(&driver, (x0 as f64, y0 as f64), (x1 as f64, y1 as f64));
+    driver.wait_for("the mask, offline", "return !!document.querySelector('.object[data-area]')", Duration::from_secs(300));
+    let offline = exported_mask(&driver);
+    let d2 = offline.dice(&exported).unwrap();
+    eprintln!("e2e: offline mask vs online Dice {d2:.5}");
+    assert!(d2 >= 0.99);
+}

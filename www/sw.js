@@ -1,0 +1,52 @@
+// sonosam service worker: the app shell (page, wasm, script, styles, samples) keeps working
+// when the server is unreachable. Network first, so a running server always serves the newest
+// build; the cached copy answers only when the network fails. Model weights and image
+// embeddings are cached by the app itself (Cache API, verified by SHA-256), not here.
+const SHELL = 'sonosam-shell-v1';
+
+// What the page loads before this worker controls it: the page itself and the assets it names
+// (Trunk gives them hashed names, so read them from the page), plus the samples list.
+async function precache() {
+  const cache = await caches.open(SHELL);
+  const page = await fetch('./', { cache: 'no-cache' });
+  if (!page.ok) return;
+  const html = await page.clone().text();
+  await cache.put('./', page);
+  const assets = new Set(['samples/index.json']);
+  for (const m of html.matchAll(/["']([^"'\s]+\.(?:js|wasm|css))["']/g)) {
+    assets.add(m[1]);
+    if (m[1].endsWith('.js')) assets.add(m[1].replace(/\.js$/, '_bg.wasm'));
+  }
+  assets.delete('sw.js');
+  await Promise.all([...assets].map(async (a) => {
+    try {
+      const r = await fetch(a, { cache: 'no-cache' });
+      if (r.ok) await cache.put(a, r);
+    } catch (e) { /* best effort */ }
+  }));
+}
+
+self.addEventListener('install', (event) => {
+  event.waitUntil(precache().catch(() => {}).then(() => self.skipWaiting()));
+});
+self.addEventListener('activate', (event) => { event.waitUntil(self.clients.claim()); });
+
+self.addEventListener('fetch', (event) => {
+  const req = event.request;
+  const url = new URL(req.url);
+  if (req.method !== 'GET' || url.origin !== self.location.origin) return;
+  if (url.pathname.includes('/weights/') || url.pathname.startsWith('/api/')) return;
+  event.respondWith((async () => {
+    const cache = await caches.open(SHELL);
+    try {
+      const resp = await fetch(req);
+      if (resp.ok) await cache.put(req, resp.clone());
+      return resp;
+    } catch (err) {
+      const page = req.mode === 'navigate';
+      const hit = await cache.match(page ? './' : req, { ignoreSearch: page });
+      if (hit) return hit;
+      throw err;
+    }
+  })());
+});
