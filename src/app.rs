@@ -57,6 +57,16 @@ struct OpenImage {
     geometry: Geometry,
     ground_truth: Option<Mask>,
     embedded: bool,
+    /// The file's bytes (sent to the companion server).
+    bytes: Rc<Vec<u8>>,
+}
+
+/// A companion server (`sonosam serve`) that computes embeddings.
+#[derive(Clone, PartialEq)]
+struct Companion {
+    url: String,
+    encoder_sha256: String,
+    model: String,
 }
 
 enum EngineState {
@@ -80,7 +90,12 @@ pub enum Msg {
     OpenSample(usize),
     Files(Vec<web_sys::File>),
     Opened(Result<(String, Vec<u8>, Option<Mask>), String>),
-    Embedded(String, Result<bool, String>),
+    /// Embedding ready (the status to show) or failed.
+    Embedded(String, Result<String, String>),
+    /// Result of probing a companion server (URL, models answer).
+    Companion(String, Result<Companion, String>),
+    UseServer(bool),
+    ServerUrl(String),
     PointerDown(PointerEvent),
     PointerMove(PointerEvent),
     PointerUp(PointerEvent),
@@ -135,6 +150,10 @@ pub struct App {
     zoom: f64,
     busy_since: Option<f64>,
     canvas: NodeRef,
+    /// Embeddings from a companion server when set (and usable).
+    use_server: bool,
+    server_url: String,
+    companion: Option<Companion>,
     _ticker: Option<gloo::timers::callback::Interval>,
     _keys: Option<gloo_keys::Listener>,
 }
@@ -255,6 +274,24 @@ impl App {
         }
     }
 
+    fn probe_companion(&mut self, ctx: &Context<Self>, url: String) {
+        ctx.link().send_future(async move {
+            let base = url.trim_end_matches('/').to_string();
+            let r = async {
+                let text = storage::fetch_text(&format!("{base}/api/v1/models")).await?;
+                let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                let m = &v["models"][0];
+                Ok(Companion {
+                    url: base.clone(),
+                    encoder_sha256: m["encoder_sha256"].as_str().ok_or("no encoder hash")?.to_string(),
+                    model: m["id"].as_str().unwrap_or("").to_string(),
+                })
+            }
+            .await;
+            Msg::Companion(url, r)
+        });
+    }
+
     fn start_embedding(&mut self, ctx: &Context<Self>) {
         let (Some(engine), Some(img)) = (self.engine(), self.image.as_ref()) else { return };
         if img.embedded {
@@ -263,14 +300,31 @@ impl App {
         let link = ctx.link().clone();
         let rgb = img.rgb.clone();
         let sha = img.sha256.clone();
-        self.status = "preparing the image…".into();
+        let bytes = img.bytes.clone();
+        let companion = self.companion.clone().filter(|c| self.use_server && c.model == engine.manifest.model);
+        self.status = if companion.is_some() { "asking the companion server…".into() } else { "preparing the image…".into() };
         self.busy_since = Some(now_ms());
         let progress: Progress = {
             let link = link.clone();
             Rc::new(move |s, f| link.send_message(Msg::Progress(s, f)))
         };
         link.send_future(async move {
-            let r = engine.embed(&rgb, &sha, &progress).await.map(|e| e.cached);
+            if let Some(c) = companion {
+                match engine.embed_remote(&c.url, &c.encoder_sha256, &bytes, &sha).await {
+                    Ok(e) => {
+                        let how = if e.cached { "embedding from the browser cache (companion server)" } else { "embedding from the companion server" };
+                        return Msg::Embedded(sha, Ok(how.to_string()));
+                    }
+                    Err(e) => {
+                        // Say so, and compute it here instead.
+                        web_sys::console::warn_1(&e.clone().into());
+                        progress(format!("{e} — computing the embedding in this browser"), None);
+                    }
+                }
+            }
+            let r = engine.embed(&rgb, &sha, &progress).await.map(|e| {
+                if e.cached { "embedding from the browser cache" } else { "embedding computed" }.to_string()
+            });
             Msg::Embedded(sha, r)
         });
     }
@@ -441,6 +495,7 @@ impl App {
             geometry,
             ground_truth: gt,
             embedded: false,
+            bytes: Rc::new(bytes),
         });
         self.doc = Document::new();
         self.history.clear();
@@ -532,10 +587,15 @@ impl Component for App {
             zoom: 0.0,
             busy_since: None,
             canvas: NodeRef::default(),
+            use_server: false,
+            server_url: String::new(),
+            companion: None,
             _ticker: Some(ticker),
             _keys: keys,
         };
         app.start_engine(ctx);
+        // Served by `sonosam serve`? Then its embeddings API is the default.
+        app.probe_companion(ctx, String::new());
         app
     }
 
@@ -628,18 +688,43 @@ impl Component for App {
                 let Some(img) = self.image.as_mut().filter(|i| i.sha256 == sha) else { return false };
                 self.busy_since = None;
                 match r {
-                    Ok(cached) => {
+                    Ok(how) => {
                         img.embedded = true;
-                        self.status = if cached {
-                            "embedding from the browser cache".into()
-                        } else {
-                            "embedding computed".into()
-                        };
+                        self.status = how;
                         for i in 0..self.doc.objects.len() {
                             self.request_decode(ctx, i);
                         }
                     }
                     Err(e) => self.error = Some(format!("cannot compute the embedding: {e}")),
+                }
+            }
+            Msg::Companion(url, r) => match r {
+                Ok(c) => {
+                    self.server_url = c.url.clone();
+                    self.companion = Some(c);
+                    self.use_server = true;
+                }
+                Err(e) => {
+                    self.companion = None;
+                    if !url.is_empty() {
+                        self.use_server = false;
+                        self.error = Some(format!("no companion server at {url}: {e}"));
+                    }
+                }
+            },
+            Msg::UseServer(on) => {
+                self.use_server = on;
+                if on && self.companion.is_none() {
+                    let url = self.server_url.clone();
+                    self.probe_companion(ctx, url);
+                }
+            }
+            Msg::ServerUrl(u) => {
+                self.server_url = u.trim().to_string();
+                self.companion = None;
+                if self.use_server {
+                    let url = self.server_url.clone();
+                    self.probe_companion(ctx, url);
                 }
             }
             Msg::PointerDown(e) => {
@@ -976,6 +1061,14 @@ impl Component for App {
                             <label><input type="checkbox" id="hover" checked={ self.hover } onchange={ link.callback(|_| Msg::ToggleHover) } />{ " hover preview" }</label>
                             <label><input type="checkbox" id="show-gt" disabled={ !has_gt } checked={ self.show_gt } onchange={ link.callback(|_| Msg::ToggleGroundTruth) } />{ " ground truth" }</label>
                             { (self.show_gt && has_gt).then(|| html! { <div id="dice">{ dice.map(|d| format!("Dice vs ground truth: {d:.4}")).unwrap_or_else(|| "Dice: segment a lesion first".into()) }</div> }) }
+                            <fieldset class="source">
+                                <legend>{ "Embeddings from" }</legend>
+                                <label><input type="radio" name="source" id="source-browser" checked={ !self.use_server } onchange={ link.callback(|_| Msg::UseServer(false)) } />{ " this browser" }</label>
+                                <label><input type="radio" name="source" id="source-server" checked={ self.use_server } onchange={ link.callback(|_| Msg::UseServer(true)) } />{ " companion server " }</label>
+                                <input id="server-url" type="url" placeholder="this page's server, or http://host:8080" value={ self.server_url.clone() }
+                                    onchange={ link.callback(|e: Event| Msg::ServerUrl(e.target_unchecked_into::<HtmlInputElement>().value())) } />
+                                { self.companion.as_ref().filter(|_| self.use_server).map(|c| html! { <div class="status" id="server-status">{ format!("server: {} ({})", if c.url.is_empty() { "this page's" } else { c.url.as_str() }, c.model) }</div> }) }
+                            </fieldset>
                             <label>{ "Pixel spacing (mm/px) " }<input id="spacing" type="text" inputmode="decimal" placeholder="e.g. 0.1" value={ self.spacing.clone() } oninput={ spacing_input } /></label>
                             <div class="zoom">
                                 <button onclick={ link.callback(|_| Msg::Zoom(0.8)) }>{ "−" }</button>

@@ -209,6 +209,53 @@ impl Engine {
         Ok(Embedding { data: Rc::new(data), geometry, cached: false })
     }
 
+    /// The embedding of `image_bytes` from a companion server (`sonosam serve` at `server`,
+    /// whose encoder has hash `server_encoder`), through the browser cache: a repeated image
+    /// makes no request.
+    pub async fn embed_remote(
+        &self,
+        server: &str,
+        server_encoder: &str,
+        image_bytes: &[u8],
+        image_sha256: &str,
+    ) -> Result<Embedding, String> {
+        let key = format!(
+            "/sonosam-cache/embeddings/server-{}/{image_sha256}.f32",
+            &server_encoder[..server_encoder.len().min(16)]
+        );
+        let config = &self.manifest.config;
+        if let Some(bytes) = storage::cache_get(&key).await {
+            if bytes.len() == self.embedding_len() * 4 + 8 {
+                let (geo, data) = bytes.split_at(8);
+                let h = u32::from_le_bytes(geo[..4].try_into().unwrap()) as usize;
+                let w = u32::from_le_bytes(geo[4..].try_into().unwrap()) as usize;
+                let data = Rc::new(from_le_bytes(data));
+                self.set_current(&key, &data);
+                return Ok(Embedding { data, geometry: Geometry::new(h, w, config.img_size()), cached: true });
+            }
+            storage::cache_delete(&key).await;
+        }
+        let url = format!("{}/api/v1/embeddings?dtype=f16", server.trim_end_matches('/'));
+        let body = storage::post_bytes(&url, image_bytes).await?;
+        let (header, data) = sonosam_model::wire::decode(&body).map_err(|e| format!("{url}: {e}"))?;
+        if header.model != self.manifest.model || data.len() != self.embedding_len() {
+            return Err(format!(
+                "the server encodes for {} ({:?}), this page runs {}",
+                header.model, header.shape, self.manifest.model
+            ));
+        }
+        let g = header.geometry;
+        let mut stored = Vec::with_capacity(8 + data.len() * 4);
+        stored.extend((g.orig_h as u32).to_le_bytes());
+        stored.extend((g.orig_w as u32).to_le_bytes());
+        stored.extend(to_le_bytes(&data));
+        if let Err(e) = storage::cache_put(&key, &stored).await {
+            web_sys::console::warn_1(&e.into());
+        }
+        self.set_current(&key, &data);
+        Ok(Embedding { data: Rc::new(data), geometry: Geometry::new(g.orig_h, g.orig_w, config.img_size()), cached: false })
+    }
+
     /// Make `data` (an embedding from elsewhere) the current one.
     pub fn set_current(&self, key: &str, data: &[f32]) {
         let d = &self.manifest.config.decoder;

@@ -115,3 +115,26 @@ pub async fn fetch_text(url: &str) -> Result<String, String> {
     let bytes = fetch_with_progress(url, |_, _| {}).await?;
     String::from_utf8(bytes).map_err(|e| format!("{url}: not UTF-8 text: {e}"))
 }
+
+/// POST `body` to `url`; the answer's bytes, or the server's JSON error message.
+pub async fn post_bytes(url: &str, body: &[u8]) -> Result<Vec<u8>, String> {
+    let window = global().ok_or("no window")?;
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    let array = Uint8Array::from(body);
+    init.set_body(&array);
+    let request = Request::new_with_str_and_init(url, &init).map_err(js_err)?;
+    let resp = JsFuture::from(window.fetch_with_request(&request))
+        .await
+        .map_err(|e| format!("the companion server is unreachable ({url}): {}", js_err(e)))?;
+    let resp: Response = resp.dyn_into().map_err(js_err)?;
+    let bytes = response_bytes(&resp).await?;
+    if !resp.ok() {
+        let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| resp.status_text());
+        return Err(format!("the companion server answered {}: {msg}", resp.status()));
+    }
+    Ok(bytes)
+}

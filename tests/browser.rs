@@ -97,13 +97,12 @@ fn js_sys_now() -> f64 {
 }
 
 #[wasm_bindgen_test]
-#[ignore = "slow (~3 min on SwiftShader); scripts/test.sh runs it with SONOSAM_SLOW_BROWSER_TESTS=1"]
+#[ignore = "slow: > 5 min on SwiftShader with 2 cores; scripts/test.sh runs it with SONOSAM_SLOW_BROWSER_TESTS=1"]
 async fn encoder_matches_reference_on_webgpu() {
     encoder_parity(BackendKind::Wgpu).await;
 }
 
 #[wasm_bindgen_test]
-#[ignore = "slow (~5 min single-threaded wasm); scripts/test.sh runs it with SONOSAM_SLOW_BROWSER_TESTS=1"]
 async fn encoder_matches_reference_on_cpu() {
     encoder_parity(BackendKind::Cpu).await;
 }

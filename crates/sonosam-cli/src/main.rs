@@ -8,6 +8,7 @@ mod finetune;
 mod model_io;
 mod prepare;
 mod segment;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Fine-tune the mask decoder on labelled data (frozen encoders, Dice loss, Adam).
     Finetune(finetune::FinetuneArgs),
+    /// Serve the browser app and an embeddings API (GPU encoder for browsers).
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Finetune(args) => finetune::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -77,16 +77,28 @@ pub fn init_device(kind: BackendKind) -> Result<Device> {
     }
 }
 
-/// Initialise a device of `kind` without blocking (required in the browser).
+/// Initialise a device of `kind` without blocking (required in the browser). The wgpu
+/// runtime can be registered once per page/process: the first device is kept and handed out
+/// again (a second registration fails with "a server is still registered").
 pub async fn init_device_async(kind: BackendKind) -> Result<Device> {
     match kind {
         #[cfg(feature = "flex")]
         BackendKind::Cpu => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => Device::wgpu_options()
-            .init_async()
-            .await
-            .map_err(|e| SamError::Invalid(format!("WebGPU/wgpu unavailable: {e}"))),
+        BackendKind::Wgpu => {
+            thread_local! {
+                static WGPU: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
+            }
+            if let Some(d) = WGPU.with(|w| w.borrow().clone()) {
+                return Ok(d);
+            }
+            let d = Device::wgpu_options()
+                .init_async()
+                .await
+                .map_err(|e| SamError::Invalid(format!("WebGPU/wgpu unavailable: {e}")))?;
+            WGPU.with(|w| *w.borrow_mut() = Some(d.clone()));
+            Ok(d)
+        }
         #[allow(unreachable_patterns)]
         other => Err(SamError::Invalid(format!(
             "backend `{other}` is not available in this build"

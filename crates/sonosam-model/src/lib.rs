@@ -36,6 +36,7 @@ pub mod segmentation;
 pub mod train;
 pub mod transformer;
 pub mod weights;
+pub mod wire;
 
 pub use config::SamConfig;
 pub use error::{Result, SamError};

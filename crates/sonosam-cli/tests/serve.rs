@@ -1,0 +1,213 @@
+//! `sonosam serve` over real HTTP: the embedding of a BUSI image against the PyTorch golden,
+//! the cache (a repeated image does not run the encoder), the models/health/metrics endpoints,
+//! every error path (400, 413, 422, 503 under overload, static files confined to dist/), and
+//! concurrent requests.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use sonosam_model::golden::{Golden, diff};
+use sonosam_model::wire;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(extra: &[&str]) -> Server {
+    let dist = repo().join("target/serve-test-dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::write(dist.join("index.html"), "<!doctype html><title>sonosam</title>").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sonosam"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--backend", "cpu", "--reference-compat", "--dist"])
+        .arg(&dist)
+        .args(extra)
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run sonosam serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    eprintln!("{line}");
+    let port = line
+        .rsplit("http://127.0.0.1:")
+        .next()
+        .and_then(|s| s.trim().trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    Server { child, port }
+}
+
+/// (status, headers, body) of one HTTP/1.1 request.
+fn request(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP answer");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = raw[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (status, head, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(nl) = b.windows(2).position(|w| w == b"\r\n") else { break };
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..nl]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
+        b = &b[nl + 2 + n + 2..];
+    }
+    out
+}
+
+fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(repo().join("www/samples").join(name)).unwrap()
+}
+
+fn metric(port: u16, name: &str) -> f64 {
+    let (_, _, body) = request(port, "GET", "/metrics", b"");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(|v| v.parse().unwrap()))
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn embeddings_match_the_reference_and_are_cached() {
+    let server = start(&[]);
+    let port = server.port;
+    assert_eq!(request(port, "GET", "/healthz", b"").0, 200);
+    let (status, _, body) = request(port, "GET", "/api/v1/models", b"");
+    assert_eq!(status, 200);
+    let models: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(models["models"][0]["id"], "litemedsam");
+    assert_eq!(models["models"][0]["embedding_shape"], serde_json::json!([1, 256, 64, 64]));
+
+    let image = sample("benign_93.png");
+    let (status, head, body) = request(port, "POST", "/api/v1/embeddings?dtype=f32", &image);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(head.contains(wire::CONTENT_TYPE));
+    let (header, data) = wire::decode(&body).unwrap();
+    assert_eq!(header.shape, vec![1, 256, 64, 64]);
+    assert_eq!((header.geometry.orig_w, header.geometry.orig_h), (561, 466));
+    let g = Golden::from_bytes(&std::fs::read(repo().join("../shared/golden/benign_93.safetensors")).unwrap(), "benign_93").unwrap();
+    let (max, mean) = diff(&data, &g.f32("embedding"));
+    eprintln!("served embedding vs golden: max {max:.2e}, mean {mean:.2e}");
+    assert!(max <= 5e-4 && mean <= 2e-5, "max {max}, mean {mean}");
+    assert_eq!(metric(port, "sonosam_cache_misses_total"), 1.0);
+
+    // The same image again (f16 this time): from the cache, the encoder does not run.
+    let (status, _, body) = request(port, "POST", "/api/v1/embeddings", &image);
+    assert_eq!(status, 200);
+    let (h16, d16) = wire::decode(&body).unwrap();
+    assert_eq!(h16.dtype, "f16");
+    assert!(body.len() < 2 * 256 * 64 * 64 + 4096);
+    assert!(diff(&d16, &data).0 <= 0.01);
+    assert_eq!(metric(port, "sonosam_cache_hits_total"), 1.0);
+    assert_eq!(metric(port, "sonosam_encode_seconds_count"), 1.0);
+
+    // Concurrent requests for different images all succeed (batched by the encoder thread).
+    let images = ["malignant_12.png", "benign_3.png", "benign_189.png"];
+    let handles: Vec<_> = images
+        .iter()
+        .map(|n| {
+            let img = sample(n);
+            std::thread::spawn(move || request(port, "POST", "/api/v1/embeddings", &img).0)
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    let (_, _, body) = request(port, "GET", "/metrics", b"");
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("sonosam_requests_total{endpoint=\"embeddings\",status=\"200\"} 5"), "{text}");
+}
+
+#[test]
+fn bad_requests_get_clear_json_errors() {
+    let server = start(&["--max-body", "200000", "--max-pixels", "300000"]);
+    let port = server.port;
+    let json = |b: &[u8]| -> serde_json::Value { serde_json::from_slice(b).unwrap_or_default() };
+    // Not an image.
+    let (status, _, body) = request(port, "POST", "/api/v1/embeddings", b"this is not an image");
+    assert_eq!(status, 400);
+    assert!(json(&body)["error"].as_str().unwrap().contains("PNG, JPEG or BMP"));
+    // Empty body, unknown dtype.
+    assert_eq!(request(port, "POST", "/api/v1/embeddings", b"").0, 400);
+    assert_eq!(request(port, "POST", "/api/v1/embeddings?dtype=f64", &sample("benign_93.png")).0, 400);
+    // Too many pixels for this server (benign_93 is 561×466 = 261 426 px: fine; a 600×600 PNG is not).
+    let mut big = Vec::new();
+    image::RgbImage::new(600, 600)
+        .write_to(&mut std::io::Cursor::new(&mut big), image::ImageFormat::Png)
+        .unwrap();
+    let (status, _, body) = request(port, "POST", "/api/v1/embeddings", &big);
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    assert!(json(&body)["error"].as_str().unwrap().contains("600×600"));
+    // A body over the limit.
+    let (status, _, body) = request(port, "POST", "/api/v1/embeddings", &vec![0u8; 300_000]);
+    assert_eq!(status, 413);
+    assert_eq!(json(&body)["status"], 413);
+    // Static files cannot escape dist/.
+    let (status, _, _) = request(port, "GET", "/../Cargo.toml", b"");
+    assert!(status == 404 || status == 400, "{status}");
+    let (status, _, _) = request(port, "GET", "/%2e%2e/Cargo.toml", b"");
+    assert!(status == 404 || status == 400, "{status}");
+    assert_eq!(request(port, "GET", "/", b"").0, 200);
+    // Truncated PNG: a clear error, and the server goes on.
+    let truncated = &sample("benign_93.png")[..5000];
+    let (status, _, _) = request(port, "POST", "/api/v1/embeddings", truncated);
+    assert_eq!(status, 400);
+    assert_eq!(request(port, "GET", "/healthz", b"").0, 200);
+}
+
+#[test]
+fn overload_is_answered_with_503_and_retry_after() {
+    // One queue slot, no cache: of many simultaneous new images, some must be turned away.
+    let server = start(&["--queue", "1", "--batch", "1", "--cache-entries", "0"]);
+    let port = server.port;
+    let base = sample("benign_93.png");
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            // Distinct bytes (a trailing byte after the PNG's end is ignored by decoders).
+            let mut img = base.clone();
+            img.push(i as u8);
+            std::thread::spawn(move || {
+                let (status, head, _) = request(port, "POST", "/api/v1/embeddings", &img);
+                (status, head.to_ascii_lowercase().contains("retry-after: 1"))
+            })
+        })
+        .collect();
+    let results: Vec<(u16, bool)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    eprintln!("overload: {results:?}");
+    assert!(results.iter().all(|&(s, _)| s == 200 || s == 503), "{results:?}");
+    assert!(results.iter().any(|&(s, _)| s == 200));
+    assert!(results.iter().any(|&(s, _)| s == 503));
+    assert!(results.iter().filter(|r| r.0 == 503).all(|r| r.1));
+}
