@@ -63,7 +63,7 @@ struct OpenImage {
 
 /// A companion server (`sonosam serve`) that computes embeddings.
 #[derive(Clone, PartialEq)]
-struct Companion {
+pub struct Companion {
     url: String,
     encoder_sha256: String,
     model: String,

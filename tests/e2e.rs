@@ -366,4 +366,51 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     let d2 = offline.dice(&exported).unwrap();
     eprintln!("e2e: offline mask vs online Dice {d2:.5}");
     assert!(d2 >= 0.99);
+    drop(driver);
+
+    // The companion server: `sonosam serve` serves the same app; a fresh browser uses the
+    // server's embeddings (one request per new image, none for a repeated one) and gets the
+    // same mask as in-browser encoding.
+    let exe = root.join("target/debug/sonosam");
+    assert!(exe.is_file(), "{} is not built (cargo build --workspace)", exe.display());
+    let mut child = Command::new(&exe)
+        .args(["serve", "--addr", "127.0.0.1:0", "--backend", "cpu", "--dist"])
+        .arg(root.join(std::env::var("SONOSAM_E2E_DIST").unwrap()))
+        .current_dir(&root)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sonosam serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let server_url = line.split_whitespace().last().unwrap().to_string();
+    eprintln!("e2e: {}", line.trim());
+    let driver = Driver::start();
+    driver.goto(&format!("{server_url}?backend=cpu"));
+    driver.wait_for("the model (served)", "return !!document.querySelector('#engine-status[data-state=ready]')", Duration::from_secs(180));
+    driver.wait_for("the companion server", "return !!document.getElementById('server-status')", Duration::from_secs(30));
+    driver.wait_for("the gallery (served)", &format!("return !!document.querySelector('[data-sample={SAMPLE}]')"), Duration::from_secs(30));
+    driver.js(&format!("document.querySelector('[data-sample={SAMPLE}]').click(); return true;"), json!([]));
+    driver.wait_for("the server's embedding", "return /embedding from the companion server/.test(document.getElementById('status').textContent)", Duration::from_secs(300));
+    drag_box(&driver, (x0 as f64, y0 as f64), (x1 as f64, y1 as f64));
+    driver.wait_for("the mask (served)", "return !!document.querySelector('.object[data-area]')", Duration::from_secs(120));
+    let served = exported_mask(&driver);
+    let d3 = served.dice(&exported).unwrap();
+    eprintln!("e2e: mask with the server's embedding vs in-browser encoding: Dice {d3:.5}");
+    assert!(d3 >= 0.99);
+    // The same image again: no new request to the server.
+    driver.js(&format!("document.querySelector('[data-sample={SAMPLE}]').click(); return true;"), json!([]));
+    driver.wait_for("the cached server embedding", "return /browser cache \\(companion server\\)/.test(document.getElementById('status').textContent)", Duration::from_secs(60));
+    let port: u16 = server_url.trim_end_matches('/').rsplit(':').next().unwrap().parse().unwrap();
+    let metrics = String::from_utf8_lossy(&{
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut b = Vec::new();
+        s.read_to_end(&mut b).unwrap();
+        b
+    })
+    .to_string();
+    assert!(metrics.contains("sonosam_requests_total{endpoint=\"embeddings\",status=\"200\"} 1\n"), "{metrics}");
+    drop(driver);
+    let _ = child.kill();
+    let _ = child.wait();
 }

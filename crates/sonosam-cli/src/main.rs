@@ -4,6 +4,7 @@ mod bench;
 mod dataset;
 mod eval;
 mod fetch;
+mod loadtest;
 mod finetune;
 mod model_io;
 mod prepare;
@@ -69,6 +70,8 @@ enum Command {
     Finetune(finetune::FinetuneArgs),
     /// Serve the browser app and an embeddings API (GPU encoder for browsers).
     Serve(serve::ServeArgs),
+    /// Load-test a running `sonosam serve`: concurrent clients posting images.
+    Loadtest(loadtest::LoadtestArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Finetune(args) => finetune::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Loadtest(args) => loadtest::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

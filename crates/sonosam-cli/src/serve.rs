@@ -311,6 +311,17 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         secs(&m.request_micros),
         m.queued.load(Ordering::Relaxed),
     ));
+    // Peak resident memory of this process (Linux).
+    if let Some(kb) = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    }) {
+        out.push_str(&format!(
+            "# TYPE sonosam_process_peak_resident_bytes gauge\nsonosam_process_peak_resident_bytes {}\n",
+            kb * 1024
+        ));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
