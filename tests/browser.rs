@@ -225,3 +225,57 @@ async fn app_segments_a_dropped_image_with_a_box_drag() {
     js_sys::Function::new_no_args("document.getElementById('redo').click();").call0(&wasm_bindgen::JsValue::NULL).unwrap();
     wait_js("redo", "document.querySelector('.object[data-area]')", 5.0).await;
 }
+
+// --- benchmark (run on request) ----------------------------------------------------------
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Encoder and decoder latency in the browser, median of N after a warm-up run, on the wasm CPU
+/// backend and on WebGPU (decoder only there: SwiftShader needs minutes for the encoder).
+/// `cargo test --target wasm32-unknown-unknown --test browser -- --include-ignored bench`
+#[wasm_bindgen_test]
+#[ignore = "benchmark: run with --include-ignored bench"]
+async fn bench_encoder_and_decoder() {
+    let manifest: WeightsManifest = serde_json::from_str(MANIFEST).unwrap();
+    let g = Golden::from_bytes(GOLDEN, "benign_93").unwrap();
+    let b: [f32; 4] = g.f32("box256").try_into().unwrap();
+    for (kind, enc_runs) in [(BackendKind::Cpu, 3), (BackendKind::Wgpu, 0)] {
+        let device = init_device_async(kind).await.expect("backend");
+        let dec_w = manifest.load_component(Component::Decoder, StoreDType::F32, DECODER_F32).unwrap();
+        let decoder = SamDecoder::load(&manifest.config, &dec_w, &device).unwrap();
+        if enc_runs > 0 {
+            let enc_w = manifest.load_component(Component::ImageEncoder, StoreDType::F32, ENCODER_F32).unwrap();
+            let encoder = sonosam_model::sam::ImageEncoder::load(&enc_w, &manifest.config.encoder, &device).unwrap();
+            let mut times = Vec::new();
+            for i in 0..=enc_runs {
+                let t = js_sys_now();
+                read_f32_async(encoder.forward(g.tensor::<4>("input", &device))).await.unwrap();
+                if i > 0 {
+                    times.push(js_sys_now() - t);
+                }
+            }
+            log(&format!("bench {kind}: image encoder median {:.0} ms of {enc_runs}", median(times)));
+        }
+        let embedding = g.tensor::<4>("embedding", &device);
+        for multimask in [false, true] {
+            let mut times = Vec::new();
+            for i in 0..=10 {
+                let t = js_sys_now();
+                let out = decoder.decode(embedding.clone(), &[Prompt::from_box(b)], None, multimask).unwrap();
+                read_f32_async(out.low_res_logits).await.unwrap();
+                if i > 0 {
+                    times.push(js_sys_now() - t);
+                }
+            }
+            log(&format!(
+                "bench {kind}: decoder ({} mask{}) median {:.1} ms of 10",
+                if multimask { 3 } else { 1 },
+                if multimask { "s" } else { "" },
+                median(times)
+            ));
+        }
+    }
+}

@@ -279,6 +279,29 @@ fn exported_mask(d: &Driver) -> Mask {
     Mask::from_image_bytes(&bytes).expect("the exported mask is a PNG")
 }
 
+/// Open the sample from the gallery, wait until its embedding is ready (the status matches
+/// `embedding_from`, a JS regex), drag the box from `a` to `b`, wait for the mask and export it.
+fn segment_sample(d: &Driver, phase: &str, embedding_from: &str, a: (f64, f64), b: (f64, f64)) -> Mask {
+    d.wait_for(
+        &format!("the gallery ({phase})"),
+        &format!("return !!document.querySelector('[data-sample={SAMPLE}]')"),
+        Duration::from_secs(30),
+    );
+    d.js(&format!("document.querySelector('[data-sample={SAMPLE}]').click(); return true;"), json!([]));
+    d.wait_for(
+        &format!("the embedding ({phase})"),
+        &format!("return /{embedding_from}/.test(document.getElementById('status').textContent)"),
+        Duration::from_secs(900),
+    );
+    drag_box(d, a, b);
+    d.wait_for(
+        &format!("the mask ({phase})"),
+        "return !!document.querySelector('.object[data-area]')",
+        Duration::from_secs(300),
+    );
+    exported_mask(d)
+}
+
 /// The native pipeline (what `sonosam segment` runs) on the same image and box.
 fn native_mask(root: &Path, image: &[u8], bbox: [f32; 4]) -> Segmentation {
     let manifest: WeightsManifest =
@@ -327,11 +350,8 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     let image = std::fs::read(root.join(format!("www/samples/{SAMPLE}.png"))).unwrap();
     let gt = Mask::from_image_bytes(&std::fs::read(root.join(format!("www/samples/{SAMPLE}_mask.png"))).unwrap()).unwrap();
     let [x0, y0, x1, y1] = gt.bbox().unwrap();
-    driver.wait_for("the gallery", &format!("return !!document.querySelector('[data-sample={SAMPLE}]')"), Duration::from_secs(30));
-    driver.js(&format!("document.querySelector('[data-sample={SAMPLE}]').click(); return true;"), json!([]));
-    driver.wait_for("the image embedding", "return /embedding computed|embedding from the browser cache/.test(document.getElementById('status').textContent)", Duration::from_secs(900));
-    drag_box(&driver, (x0 as f64, y0 as f64), (x1 as f64, y1 as f64));
-    let area = driver.wait_for("the mask", "const o = document.querySelector('.object[data-area]'); return o && o.dataset.area;", Duration::from_secs(300));
+    let (a, b) = ((x0 as f64, y0 as f64), (x1 as f64, y1 as f64));
+    let exported = segment_sample(&driver, "online", "embedding computed", a, b);
     let bbox: Vec<f32> = driver
         .js("return document.querySelector('.object').dataset.box.split(',').map(Number)", json!([]))
         .as_array()
@@ -339,8 +359,7 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
         .iter()
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
-    eprintln!("e2e: mask of {area} px for the dragged box {bbox:?} (ground-truth box {x0},{y0},{x1},{y1})");
-    let exported = exported_mask(&driver);
+    eprintln!("e2e: mask of {} px for the dragged box {bbox:?} (ground-truth box {x0},{y0},{x1},{y1})", exported.area());
     driver.screenshot(&root.join("target/e2e/app.png"));
 
     let native = native_mask(&root, &image, [bbox[0], bbox[1], bbox[2], bbox[3]]);
@@ -357,12 +376,7 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
         Duration::from_secs(180),
     );
     eprintln!("e2e: offline visit on {backend}");
-    driver.wait_for("the gallery, offline", &format!("return !!document.querySelector('[data-sample={SAMPLE}]')"), Duration::from_secs(30));
-    driver.js(&format!("document.querySelector('[data-sample={SAMPLE}]').click(); return true;"), json!([]));
-    driver.wait_for("the cached embedding", "return /from the browser cache/.test(document.getElementById('status').textContent)", Duration::from_secs(60));
-    drag_box(&driver, (x0 as f64, y0 as f64), (x1 as f64, y1 as f64));
-    driver.wait_for("the mask, offline", "return !!document.querySelector('.object[data-area]')", Duration::from_secs(300));
-    let offline = exported_mask(&driver);
+    let offline = segment_sample(&driver, "offline", "from the browser cache", a, b);
     let d2 = offline.dice(&exported).unwrap();
     eprintln!("e2e: offline mask vs online Dice {d2:.5}");
     assert!(d2 >= 0.99);
@@ -388,12 +402,7 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     driver.goto(&format!("{server_url}?backend=cpu"));
     driver.wait_for("the model (served)", "return !!document.querySelector('#engine-status[data-state=ready]')", Duration::from_secs(180));
     driver.wait_for("the companion server", "return !!document.getElementById('server-status')", Duration::from_secs(30));
-    driver.wait_for("the gallery (served)", &format!("return !!document.querySelector('[data-sample={SAMPLE}]')"), Duration::from_secs(30));
-    driver.js(&format!("document.querySelector('[data-sample={SAMPLE}]').click(); return true;"), json!([]));
-    driver.wait_for("the server's embedding", "return /embedding from the companion server/.test(document.getElementById('status').textContent)", Duration::from_secs(300));
-    drag_box(&driver, (x0 as f64, y0 as f64), (x1 as f64, y1 as f64));
-    driver.wait_for("the mask (served)", "return !!document.querySelector('.object[data-area]')", Duration::from_secs(120));
-    let served = exported_mask(&driver);
+    let served = segment_sample(&driver, "served", "embedding from the companion server", a, b);
     let d3 = served.dice(&exported).unwrap();
     eprintln!("e2e: mask with the server's embedding vs in-browser encoding: Dice {d3:.5}");
     assert!(d3 >= 0.99);

@@ -7,8 +7,9 @@
 //! - `GET /api/v1/models`, `GET /healthz`, `GET /metrics` (Prometheus text).
 //!
 //! One encoder thread owns the model; requests queue in a bounded channel (full → 503 with
-//! Retry-After) and waiting requests are encoded together as one batch. Embeddings are cached
-//! by (encoder hash, image hash) in memory (LRU) and optionally on disk.
+//! Retry-After) and waiting requests are encoded together as one batch; simultaneous requests
+//! for the same image share one encoding. Embeddings are cached by (encoder hash, image hash)
+//! in memory (LRU) and optionally on disk.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -32,7 +33,7 @@ use sonosam_model::preprocess::{Geometry, preprocess};
 use sonosam_model::segmentation::read_f32;
 use sonosam_model::weights::sha256_hex;
 use sonosam_model::wire::{self, EmbeddingHeader};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 
@@ -111,6 +112,8 @@ struct AppState {
     backend: BackendKind,
     jobs: mpsc::Sender<Job>,
     cache: Mutex<Lru>,
+    /// Images being encoded now, by cache key: later requests for them wait on the outcome.
+    inflight: Mutex<HashMap<String, watch::Sender<Option<Outcome>>>>,
     cache_entries: usize,
     cache_dir: Option<PathBuf>,
     max_pixels: u64,
@@ -251,28 +254,97 @@ async fn embed_inner(
         }
         None => {
             state.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = oneshot::channel();
-            state.jobs.try_send(Job { image: body.to_vec(), reply: tx }).map_err(|_| {
-                let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "the encoder queue is full: retry shortly");
-                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                r
-            })?;
-            state.metrics.queued.fetch_add(1, Ordering::Relaxed);
-            let answer = tokio::time::timeout(state.timeout, rx).await;
-            state.metrics.queued.fetch_sub(1, Ordering::Relaxed);
-            let v = match answer {
-                Err(_) => return Err(error(StatusCode::GATEWAY_TIMEOUT, "encoding took longer than the server's time limit")),
-                Ok(Err(_)) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "the encoder stopped")),
-                Ok(Ok(Err(e))) => return Err(error(StatusCode::BAD_REQUEST, e)),
-                Ok(Ok(Ok(v))) => v,
+            // The same image already being encoded for another request: wait for that one.
+            let follower = {
+                let mut inflight = state.inflight.lock().unwrap();
+                match inflight.get(&key) {
+                    Some(tx) => Some(tx.subscribe()),
+                    None => {
+                        inflight.insert(key.clone(), watch::channel(None).0);
+                        None
+                    }
+                }
             };
-            state.cache_put(&key, v.clone(), true);
-            v
+            let outcome = match follower {
+                Some(mut rx) => match tokio::time::timeout(state.timeout, rx.wait_for(Option::is_some)).await {
+                    Ok(Ok(v)) => v.clone().expect("set"),
+                    Ok(Err(_)) => Err((StatusCode::INTERNAL_SERVER_ERROR, "the encoder stopped".to_string())),
+                    Err(_) => Err((StatusCode::GATEWAY_TIMEOUT, "encoding took longer than the server's time limit".to_string())),
+                },
+                None => {
+                    // If this request is dropped (client gone), the guard still releases the
+                    // requests waiting on it.
+                    let guard = Inflight { state, key: &key };
+                    let outcome = encode_once(state, &body).await;
+                    if let Ok(v) = &outcome {
+                        state.cache_put(&key, v.clone(), true);
+                    }
+                    // Later requests find the cache; those already waiting get the outcome.
+                    guard.finish(outcome.clone());
+                    outcome
+                }
+            };
+            match outcome {
+                Ok(v) => v,
+                Err((status, msg)) => {
+                    let mut r = error(status, msg);
+                    if status == StatusCode::SERVICE_UNAVAILABLE {
+                        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    }
+                    return Err(r);
+                }
+            }
         }
     };
     let bytes = wire::encode(&state.header(&image_sha, &dtype, geometry), &data)
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, wire::CONTENT_TYPE)], bytes).into_response())
+}
+
+/// The leader of an image's encoding: hands the outcome to the requests waiting for it.
+struct Inflight<'a> {
+    state: &'a AppState,
+    key: &'a str,
+}
+
+impl Inflight<'_> {
+    fn finish(self, outcome: Outcome) {
+        if let Some(tx) = self.state.inflight.lock().unwrap().remove(self.key) {
+            tx.send_replace(Some(outcome));
+        }
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.state.inflight.lock().unwrap().remove(self.key) {
+            tx.send_replace(Some(Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the request encoding this image was cancelled: retry".into(),
+            ))));
+        }
+    }
+}
+
+/// Outcome of one encoding, shared with the requests waiting for the same image.
+type Outcome = Result<(Arc<Vec<f32>>, Geometry), (StatusCode, String)>;
+
+/// Queue `image` for the encoder thread and wait for its embedding.
+async fn encode_once(state: &AppState, image: &[u8]) -> Outcome {
+    let (tx, rx) = oneshot::channel();
+    if state.jobs.try_send(Job { image: image.to_vec(), reply: tx }).is_err() {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "the encoder queue is full: retry shortly".into()));
+    }
+    state.metrics.queued.fetch_add(1, Ordering::Relaxed);
+    let answer = tokio::time::timeout(state.timeout, rx).await;
+    state.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+    match answer {
+        Err(_) => Err((StatusCode::GATEWAY_TIMEOUT, "encoding took longer than the server's time limit".into())),
+        Ok(Err(_)) => Err((StatusCode::INTERNAL_SERVER_ERROR, "the encoder stopped".into())),
+        Ok(Ok(Err(e))) => Err((StatusCode::BAD_REQUEST, e)),
+        Ok(Ok(Ok(v))) => Ok(v),
+    }
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Response {
@@ -395,6 +467,7 @@ pub fn run(args: ServeArgs) -> CliResult<()> {
         backend: args.backend,
         jobs: tx,
         cache: Mutex::new(Lru::default()),
+        inflight: Mutex::new(HashMap::new()),
         cache_entries: args.cache_entries,
         cache_dir: args.cache_dir.clone(),
         max_pixels: args.max_pixels,

@@ -148,6 +148,20 @@ fn embeddings_match_the_reference_and_are_cached() {
     let (_, _, body) = request(port, "GET", "/metrics", b"");
     let text = String::from_utf8_lossy(&body);
     assert!(text.contains("sonosam_requests_total{endpoint=\"embeddings\",status=\"200\"} 5"), "{text}");
+
+    // Simultaneous requests for one new image share a single encoding.
+    let before = metric(port, "sonosam_encode_seconds_count");
+    let img = sample("malignant_90.png");
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let img = img.clone();
+            std::thread::spawn(move || request(port, "POST", "/api/v1/embeddings", &img))
+        })
+        .collect();
+    let answers: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(answers.iter().all(|a| a.0 == 200));
+    assert!(answers.windows(2).all(|w| w[0].2 == w[1].2), "identical embeddings");
+    assert_eq!(metric(port, "sonosam_encode_seconds_count") - before, 1.0);
 }
 
 #[test]
