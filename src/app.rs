@@ -254,14 +254,19 @@ impl App {
     fn start_engine(&mut self, ctx: &Context<Self>) {
         let link = ctx.link().clone();
         let source = ctx.props().weights.clone();
-        let wanted = self.backend_choice.unwrap_or_else(Engine::auto_backend);
+        let choice = self.backend_choice;
         self.engine = EngineState::Loading("starting the model".into(), None);
         let progress: Progress = {
             let link = link.clone();
             Rc::new(move |s, f| link.send_message(Msg::Progress(s, f)))
         };
         link.clone().send_future(async move {
+            let (wanted, why) = match choice {
+                Some(k) => (k, None),
+                None => Engine::auto_backend().await,
+            };
             let (kind, device, notice) = Engine::init_backend(wanted).await;
+            let notice = notice.or(why);
             let r = Engine::load(source, kind, device, progress).await.map(Rc::new);
             Msg::EngineReady(r, notice)
         });

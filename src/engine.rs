@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use image::RgbImage;
+use wasm_bindgen::JsCast;
 use sonosam_model::backend::{BackendKind, init_device_async};
 use sonosam_model::burn::tensor::{Device, Tensor, TensorData};
 use sonosam_model::image_encoder::ImageEncoder;
@@ -83,15 +84,38 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// The backend to try when the user asked for none: WebGPU when `navigator.gpu` exists.
-    pub fn auto_backend() -> BackendKind {
-        let has_gpu = web_sys::window()
-            .map(|w| {
-                let gpu = js_sys::Reflect::get(&w.navigator(), &"gpu".into());
-                gpu.map(|g| !g.is_undefined() && !g.is_null()).unwrap_or(false)
-            })
-            .unwrap_or(false);
-        if has_gpu { BackendKind::Wgpu } else { BackendKind::Cpu }
+    /// The backend to try when the user asked for none: WebGPU when the browser gives a
+    /// hardware adapter; the CPU when it has none or only a software one (SwiftShader is ≈ 80×
+    /// slower than the wasm CPU backend). The second value says why the CPU was chosen.
+    pub async fn auto_backend() -> (BackendKind, Option<String>) {
+        use js_sys::Reflect;
+        let Some(window) = web_sys::window() else { return (BackendKind::Cpu, None) };
+        let gpu = Reflect::get(&window.navigator(), &"gpu".into()).unwrap_or_default();
+        if gpu.is_undefined() || gpu.is_null() {
+            return (BackendKind::Cpu, Some("this browser has no WebGPU: running on the CPU (slower)".into()));
+        }
+        let request = Reflect::get(&gpu, &"requestAdapter".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+            .and_then(|f| f.call0(&gpu).ok())
+            .and_then(|p| p.dyn_into::<js_sys::Promise>().ok());
+        let Some(request) = request else { return (BackendKind::Wgpu, None) };
+        let adapter = wasm_bindgen_futures::JsFuture::from(request).await.unwrap_or_default();
+        if adapter.is_undefined() || adapter.is_null() {
+            return (BackendKind::Cpu, Some("WebGPU gives no adapter here: running on the CPU (slower)".into()));
+        }
+        let info = Reflect::get(&adapter, &"info".into()).unwrap_or_default();
+        let field = |k: &str| Reflect::get(&info, &k.into()).ok().and_then(|v| v.as_string()).unwrap_or_default();
+        let fallback = Reflect::get(&info, &"isFallbackAdapter".into()).map(|v| v.is_truthy()).unwrap_or(false)
+            || Reflect::get(&adapter, &"isFallbackAdapter".into()).map(|v| v.is_truthy()).unwrap_or(false);
+        let name = format!("{} {} {}", field("vendor"), field("architecture"), field("description")).to_lowercase();
+        if fallback || name.contains("swiftshader") || name.contains("llvmpipe") || name.contains("lavapipe") {
+            return (
+                BackendKind::Cpu,
+                Some("WebGPU runs on a software adapter here (slower than the CPU backend): running on the CPU; choose WebGPU in the menu to use it anyway".into()),
+            );
+        }
+        (BackendKind::Wgpu, None)
     }
 
     /// Initialise `kind`; WebGPU failing falls back to the CPU (the second value says why).

@@ -399,8 +399,20 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     let server_url = line.split_whitespace().last().unwrap().to_string();
     eprintln!("e2e: {}", line.trim());
     let driver = Driver::start();
-    driver.goto(&format!("{server_url}?backend=cpu"));
-    driver.wait_for("the model (served)", "return !!document.querySelector('#engine-status[data-state=ready]')", Duration::from_secs(180));
+    // No backend in the URL: the app picks one itself. Headless Chromium here offers only
+    // SwiftShader, a software WebGPU adapter slower than the CPU backend: the app must notice
+    // and say so.
+    driver.goto(&server_url);
+    let backend = driver.wait_for(
+        "the model (served)",
+        "const e = document.querySelector('#engine-status[data-state=ready]'); return e && e.dataset.backend;",
+        Duration::from_secs(180),
+    );
+    let notice = driver.js("const n = document.getElementById('notice'); return n ? n.textContent : ''", json!([]));
+    eprintln!("e2e: automatic backend {backend}; notice: {notice}");
+    if backend == json!("cpu") {
+        assert!(notice.as_str().unwrap_or("").contains("CPU"), "no notice says why the CPU runs: {notice}");
+    }
     driver.wait_for("the companion server", "return !!document.getElementById('server-status')", Duration::from_secs(30));
     let served = segment_sample(&driver, "served", "embedding from the companion server", a, b);
     let d3 = served.dice(&exported).unwrap();
