@@ -241,6 +241,19 @@ fn download(name: &str, bytes: &[u8], mime: &str, id: &str) -> Result<(), String
     Ok(())
 }
 
+/// Tell the embedding page: a `sonosam-export` event on `window` whose `detail` is the COCO
+/// document as a JavaScript object (for pages that host the app, e.g. a PACS viewer).
+fn announce_export(coco: &str) {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(coco) else { return };
+    let serializer = serde_wasm_bindgen::Serializer::json_compatible();
+    let Ok(detail) = serde::Serialize::serialize(&value, &serializer) else { return };
+    let init = web_sys::CustomEventInit::new();
+    init.set_detail(&detail);
+    if let (Some(w), Ok(ev)) = (web_sys::window(), web_sys::CustomEvent::new_with_event_init_dict("sonosam-export", &init)) {
+        let _ = w.dispatch_event(&ev);
+    }
+}
+
 fn encode_png_rgb(img: &RgbImage) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     image::codecs::png::PngEncoder::new(&mut out)
@@ -535,6 +548,7 @@ impl App {
             }
             _ => {
                 let json = self.doc.coco(&img.name, w, h, self.mm_per_px());
+                announce_export(&json);
                 download(&format!("{stem}_sonosam_coco.json"), json.as_bytes(), "application/json", "export-coco")
             }
         }

@@ -219,6 +219,17 @@ async fn app_segments_a_dropped_image_with_a_box_drag() {
     log(&format!("app: exported mask vs reference: {:.4} % of pixels agree, Dice {dice:.5}", agreement * 100.0));
     assert!(dice >= 0.99 && agreement >= 0.999, "Dice {dice}, agreement {agreement}");
 
+    // The COCO export: downloaded, and announced to the hosting page as an event.
+    js_sys::Function::new_no_args(
+        "window.__coco = null; window.addEventListener('sonosam-export', (e) => { window.__coco = e.detail; }); \
+         document.getElementById('export-coco-button').click();",
+    )
+    .call0(&wasm_bindgen::JsValue::NULL)
+    .unwrap();
+    let area = wait_js("the COCO export", "window.__coco && window.__coco.annotations[0].area", 10.0).await;
+    assert_eq!(area.as_f64().unwrap() as usize, exported.area());
+    wait_js("the COCO download", "document.getElementById('export-coco') && document.getElementById('export-coco').href", 5.0).await;
+
     // Undo removes the box and its mask; redo brings them back.
     js_sys::Function::new_no_args("document.getElementById('undo').click();").call0(&wasm_bindgen::JsValue::NULL).unwrap();
     wait_js("undo", "!document.querySelector('.object[data-area]')", 5.0).await;
