@@ -218,7 +218,14 @@ impl Engine {
             storage::cache_delete(&key).await;
         }
         let encoder = self.encoder(progress).await?;
-        progress("computing the image embedding".into(), None);
+        let what = if self.kind == BackendKind::Cpu {
+            "computing the image embedding on the CPU (≈ 10 s; the page pauses meanwhile)"
+        } else {
+            "computing the image embedding on the GPU"
+        };
+        progress(what.into(), None);
+        // Let the page paint that message before the CPU backend holds the thread.
+        gloo::timers::future::TimeoutFuture::new(30).await;
         let input = preprocess(image, config);
         let x = input_tensor(&[&input], config.img_size(), &self.device);
         let out = encoder.forward(x);
