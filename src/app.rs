@@ -95,6 +95,9 @@ pub enum Msg {
     /// Result of probing a companion server (URL, models answer).
     Companion(String, Result<Companion, String>),
     UseServer(bool),
+    /// A fine-tuned decoder file chosen (None: back to the base decoder).
+    DecoderFile(Option<web_sys::File>),
+    DecoderBytes(String, Vec<u8>),
     ServerUrl(String),
     PointerDown(PointerEvent),
     PointerMove(PointerEvent),
@@ -731,6 +734,38 @@ impl Component for App {
                     }
                 }
             },
+            Msg::DecoderFile(file) => {
+                let Some(engine) = self.engine() else { return false };
+                match file {
+                    None => engine.use_base_decoder(),
+                    Some(f) => {
+                        let name = f.name();
+                        let f = gloo::file::File::from(f);
+                        ctx.link().send_future(async move {
+                            match gloo::file::futures::read_as_bytes(&f).await {
+                                Ok(b) => Msg::DecoderBytes(name, b),
+                                Err(e) => Msg::Opened(Err(format!("{name}: {e}"))),
+                            }
+                        });
+                        return false;
+                    }
+                }
+                for i in 0..self.doc.objects.len() {
+                    self.request_decode(ctx, i);
+                }
+            }
+            Msg::DecoderBytes(name, bytes) => {
+                let Some(engine) = self.engine() else { return false };
+                match engine.use_decoder(&name, &bytes) {
+                    Ok(()) => {
+                        self.error = None;
+                        for i in 0..self.doc.objects.len() {
+                            self.request_decode(ctx, i);
+                        }
+                    }
+                    Err(e) => self.error = Some(e),
+                }
+            }
             Msg::UseServer(on) => {
                 self.use_server = on;
                 if on && self.companion.is_none() {
@@ -1080,6 +1115,16 @@ impl Component for App {
                             <label><input type="checkbox" id="hover" checked={ self.hover } onchange={ link.callback(|_| Msg::ToggleHover) } />{ " hover preview" }</label>
                             <label><input type="checkbox" id="show-gt" disabled={ !has_gt } checked={ self.show_gt } onchange={ link.callback(|_| Msg::ToggleGroundTruth) } />{ " ground truth" }</label>
                             { (self.show_gt && has_gt).then(|| html! { <div id="dice">{ dice.map(|d| format!("Dice vs ground truth: {d:.4}")).unwrap_or_else(|| "Dice: segment a lesion first".into()) }</div> }) }
+                            <fieldset class="decoder">
+                                <legend>{ "Decoder" }</legend>
+                                <span id="decoder-name">{ self.engine().map(|e| e.decoder_name()).unwrap_or_default() }</span>
+                                <button id="decoder-base" onclick={ link.callback(|_| Msg::DecoderFile(None)) }>{ "base" }</button>
+                                <label class="file">{ " fine-tuned… " }<input id="decoder-file" type="file" accept=".safetensors"
+                                    onchange={ link.callback(|e: Event| {
+                                        let input: HtmlInputElement = e.target_unchecked_into();
+                                        Msg::DecoderFile(input.files().and_then(|l| l.get(0)))
+                                    }) } /></label>
+                            </fieldset>
                             <fieldset class="source">
                                 <legend>{ "Embeddings from" }</legend>
                                 <label><input type="radio" name="source" id="source-browser" checked={ !self.use_server } onchange={ link.callback(|_| Msg::UseServer(false)) } />{ " this browser" }</label>

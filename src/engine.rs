@@ -77,7 +77,10 @@ pub struct Engine {
     pub manifest: WeightsManifest,
     source: WeightSource,
     device: Device,
-    decoder: SamDecoder,
+    /// The model's own prompt encoder + mask decoder.
+    base_decoder: Rc<SamDecoder>,
+    /// The decoder in use: the base one or a fine-tuned one the user loaded.
+    decoder: RefCell<(String, Rc<SamDecoder>)>,
     encoder: RefCell<Option<Rc<ImageEncoder>>>,
     /// The embedding on the device, with the cache key of its image.
     current: RefCell<Option<(String, Tensor<4>)>>,
@@ -170,7 +173,8 @@ impl Engine {
             manifest,
             source,
             device,
-            decoder,
+            decoder: RefCell::new(("base".into(), Rc::new(decoder.clone()))),
+            base_decoder: Rc::new(decoder),
             encoder: RefCell::new(None),
             current: RefCell::new(None),
         })
@@ -287,6 +291,26 @@ impl Engine {
         Ok(Embedding { data: Rc::new(data), geometry: Geometry::new(g.orig_h, g.orig_w, config.img_size()), cached: false })
     }
 
+    /// Name of the decoder in use (`base` or the loaded file's name).
+    pub fn decoder_name(&self) -> String {
+        self.decoder.borrow().0.clone()
+    }
+
+    /// Use a fine-tuned decoder (`sonosam finetune`'s `decoder.f16.safetensors` or
+    /// `decoder.f32.safetensors`) instead of the base one; its shapes must fit this model.
+    pub fn use_decoder(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        let weights = sonosam_model::TensorMap::from_safetensors(bytes, name).map_err(|e| e.to_string())?;
+        let d = SamDecoder::load(&self.manifest.config, &weights, &self.device)
+            .map_err(|e| format!("{name} is not a decoder for {}: {e}", self.manifest.model))?;
+        *self.decoder.borrow_mut() = (name.to_string(), Rc::new(d));
+        Ok(())
+    }
+
+    /// Back to the model's own decoder.
+    pub fn use_base_decoder(&self) {
+        *self.decoder.borrow_mut() = ("base".into(), self.base_decoder.clone());
+    }
+
     /// Make `data` (an embedding from elsewhere) the current one.
     pub fn set_current(&self, key: &str, data: &[f32]) {
         let d = &self.manifest.config.decoder;
@@ -320,8 +344,8 @@ impl Engine {
             )),
             _ => None,
         };
-        let out = self
-            .decoder
+        let decoder = self.decoder.borrow().1.clone();
+        let out = decoder
             .decode(embedding, &[frame_prompt], mask, multimask)
             .map_err(|e| e.to_string())?;
         let logits = read_f32_async(out.low_res_logits).await.map_err(|e| e.to_string())?;

@@ -235,6 +235,25 @@ async fn app_segments_a_dropped_image_with_a_box_drag() {
     wait_js("undo", "!document.querySelector('.object[data-area]')", 5.0).await;
     js_sys::Function::new_no_args("document.getElementById('redo').click();").call0(&wasm_bindgen::JsValue::NULL).unwrap();
     wait_js("redo", "document.querySelector('.object[data-area]')", 5.0).await;
+
+    // A fine-tuned decoder file (here the f32 export of the same weights) replaces the base
+    // decoder, the lesion is decoded again and keeps (about) its mask; "base" switches back.
+    let area_before = wait_js("the area", "document.querySelector('.object[data-area]').dataset.area", 1.0).await;
+    let choose = js_sys::Function::new_with_args(
+        "bytes",
+        "const dt = new DataTransfer(); \
+         dt.items.add(new File([bytes], 'decoder.f32.safetensors')); \
+         const input = document.getElementById('decoder-file'); input.files = dt.files; \
+         input.dispatchEvent(new Event('change', { bubbles: true }));",
+    );
+    choose.call1(&wasm_bindgen::JsValue::NULL, &js_sys::Uint8Array::from(DECODER_F32)).unwrap();
+    wait_js("the fine-tuned decoder", "document.getElementById('decoder-name').textContent === 'decoder.f32.safetensors'", 30.0).await;
+    let area_after = wait_js("the re-decoded mask", "document.querySelector('.object[data-area]').dataset.area", 30.0).await;
+    let (a, b) = (area_before.as_string().unwrap(), area_after.as_string().unwrap());
+    let (a, b): (f64, f64) = (a.parse().unwrap(), b.parse().unwrap());
+    assert!((a - b).abs() / a < 0.01, "f16 and f32 decoders disagree: {a} vs {b} px");
+    js_sys::Function::new_no_args("document.getElementById('decoder-base').click();").call0(&wasm_bindgen::JsValue::NULL).unwrap();
+    wait_js("the base decoder", "document.getElementById('decoder-name').textContent === 'base'", 10.0).await;
 }
 
 // --- benchmark (run on request) ----------------------------------------------------------
