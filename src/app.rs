@@ -5,7 +5,6 @@ use std::rc::Rc;
 
 use image::RgbImage;
 use sonosam_model::backend::BackendKind;
-use sonosam_model::measure::measure;
 use sonosam_model::overlay::render_overlay;
 use sonosam_model::preprocess::Geometry;
 use sonosam_model::weights::sha256_hex;
@@ -208,6 +207,11 @@ mod gloo_keys {
     }
 }
 
+/// The files of a file input, drop or paste.
+fn file_vec(list: Option<web_sys::FileList>) -> Vec<web_sys::File> {
+    list.map(|l| (0..l.length()).filter_map(|i| l.get(i)).collect()).unwrap_or_default()
+}
+
 fn to_rgba(img: &RgbImage) -> Vec<u8> {
     img.as_raw()
         .chunks_exact(3)
@@ -371,7 +375,7 @@ impl App {
         self.latest.retain(|(o, _)| *o != id);
         self.latest.push((id, seq));
         let mask_input = if self.refine {
-            obj.segmentation.as_ref().and_then(|s| s.low_res.get(s.chosen).cloned())
+            obj.segmentation.as_ref().and_then(|s| s.low_res().map(<[f32]>::to_vec))
         } else {
             None
         };
@@ -485,7 +489,7 @@ impl App {
                 draw::draw_box(&ctx, b, color, scale, false);
             }
             draw::draw_points(&ctx, &o.prompt, scale);
-            if let Some(m) = o.segmentation.as_ref().and_then(|s| s.mask()).and_then(|m| measure(m, mm)) {
+            if let Some(m) = o.segmentation.as_ref().and_then(|s| s.measurements(mm)) {
                 draw::draw_calipers(&ctx, &m, draw::object_color(i), scale);
             }
         }
@@ -846,13 +850,7 @@ impl Component for App {
                     Ok((seg, ms)) => {
                         self.latency_ms = Some(ms);
                         if let Some(o) = self.doc.objects.iter_mut().find(|o| o.id == object) {
-                            let chosen = if seg.masks.len() > 1 { seg.best() } else { 0 };
-                            o.segmentation = Some(ObjectSegmentation {
-                                masks: seg.masks,
-                                iou: seg.iou,
-                                low_res: seg.low_res,
-                                chosen,
-                            });
+                            o.segmentation = Some(ObjectSegmentation::new(seg));
                         }
                     }
                     Err(e) => self.error = Some(e),
@@ -893,9 +891,7 @@ impl Component for App {
                     .and_then(|i| self.doc.objects.get_mut(i))
                     .and_then(|o| o.segmentation.as_mut())
                 {
-                    if k < seg.masks.len() {
-                        seg.chosen = k;
-                    }
+                    seg.choose(k);
                 }
             }
             Msg::Opacity(v) => self.opacity = v.clamp(0.0, 1.0),
@@ -1009,29 +1005,18 @@ impl Component for App {
         let file_input = {
             let onchange = link.callback(|e: Event| {
                 let input: HtmlInputElement = e.target_unchecked_into();
-                let files = input.files().map(|l| (0..l.length()).filter_map(|i| l.get(i)).collect()).unwrap_or_default();
-                Msg::Files(files)
+                Msg::Files(file_vec(input.files()))
             });
             html! { <label class="file">{ "Open image… " }<input id="file" type="file" accept="image/png,image/jpeg,image/bmp" {onchange} /></label> }
         };
         let ondrop = link.callback(|e: DragEvent| {
             e.prevent_default();
-            let files = e
-                .data_transfer()
-                .and_then(|d| d.files())
-                .map(|l| (0..l.length()).filter_map(|i| l.get(i)).collect())
-                .unwrap_or_default();
-            Msg::Files(files)
+            Msg::Files(file_vec(e.data_transfer().and_then(|d| d.files())))
         });
         let ondragover = Callback::from(|e: DragEvent| e.prevent_default());
         let onpaste = link.callback(|e: Event| {
             let e: web_sys::ClipboardEvent = e.unchecked_into();
-            let files = e
-                .clipboard_data()
-                .and_then(|d| d.files())
-                .map(|l| (0..l.length()).filter_map(|i| l.get(i)).collect())
-                .unwrap_or_default();
-            Msg::Files(files)
+            Msg::Files(file_vec(e.clipboard_data().and_then(|d| d.files())))
         });
         let canvas_style = match (&self.image, self.zoom) {
             (Some(img), z) if z > 0.0 => format!("width:{}px", (img.geometry.orig_w as f64 * z).round()),
@@ -1055,10 +1040,10 @@ impl Component for App {
             let selected = self.doc.selected == Some(i);
             let [r, g, b] = draw::object_color(i);
             let seg = o.segmentation.as_ref();
-            let meas = seg.and_then(|s| s.mask()).and_then(|m| measure(m, mm));
-            let candidates = seg.filter(|s| s.masks.len() > 1).map(|s| {
-                html! { <div class="candidates">{ for s.iou.iter().enumerate().map(|(k, iou)| html! {
-                    <button class={ classes!("candidate", (k == s.chosen).then_some("chosen")) }
+            let meas = seg.and_then(|s| s.measurements(mm));
+            let candidates = seg.filter(|s| s.decoded.masks.len() > 1).map(|s| {
+                html! { <div class="candidates">{ for s.decoded.iou.iter().enumerate().map(|(k, iou)| html! {
+                    <button class={ classes!("candidate", (k == s.chosen()).then_some("chosen")) }
                         onclick={ link.callback(move |_| Msg::Choose(k)) }>
                         { format!("#{} IoU {:.3}", k + 1, iou) }
                     </button>
@@ -1078,7 +1063,6 @@ impl Component for App {
                 </li>
             }
         });
-        let dice = self.dice_vs_truth();
         let has_gt = self.image.as_ref().is_some_and(|i| i.ground_truth.is_some());
         let busy = self.busy_since.map(|t| format!(" ({:.0} s)", (now_ms() - t) / 1e3)).unwrap_or_default();
         let opacity_input = link.callback(|e: InputEvent| {
@@ -1114,7 +1098,7 @@ impl Component for App {
                             <label><input type="checkbox" id="refine" checked={ self.refine } onchange={ link.callback(|_| Msg::ToggleRefine) } />{ " refine with the previous mask" }</label>
                             <label><input type="checkbox" id="hover" checked={ self.hover } onchange={ link.callback(|_| Msg::ToggleHover) } />{ " hover preview" }</label>
                             <label><input type="checkbox" id="show-gt" disabled={ !has_gt } checked={ self.show_gt } onchange={ link.callback(|_| Msg::ToggleGroundTruth) } />{ " ground truth" }</label>
-                            { (self.show_gt && has_gt).then(|| html! { <div id="dice">{ dice.map(|d| format!("Dice vs ground truth: {d:.4}")).unwrap_or_else(|| "Dice: segment a lesion first".into()) }</div> }) }
+                            { (self.show_gt && has_gt).then(|| html! { <div id="dice">{ self.dice_vs_truth().map(|d| format!("Dice vs ground truth: {d:.4}")).unwrap_or_else(|| "Dice: segment a lesion first".into()) }</div> }) }
                             <fieldset class="decoder">
                                 <legend>{ "Decoder" }</legend>
                                 <span id="decoder-name">{ self.engine().map(|e| e.decoder_name()).unwrap_or_default() }</span>

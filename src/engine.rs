@@ -255,40 +255,46 @@ impl Engine {
         image_sha256: &str,
     ) -> Result<Embedding, String> {
         let key = format!(
-            "/sonosam-cache/embeddings/server-{}/{image_sha256}.f32",
+            "/sonosam-cache/embeddings/server-{}/{image_sha256}.snsemb",
             &server_encoder[..server_encoder.len().min(16)]
         );
-        let config = &self.manifest.config;
-        if let Some(bytes) = storage::cache_get(&key).await {
-            if bytes.len() == self.embedding_len() * 4 + 8 {
-                let (geo, data) = bytes.split_at(8);
-                let h = u32::from_le_bytes(geo[..4].try_into().unwrap()) as usize;
-                let w = u32::from_le_bytes(geo[4..].try_into().unwrap()) as usize;
-                let data = Rc::new(from_le_bytes(data));
-                self.set_current(&key, &data);
-                return Ok(Embedding { data, geometry: Geometry::new(h, w, config.img_size()), cached: true });
+        // The server's answer is cached as it came (the `wire` format, f16): the same parser
+        // and checks serve the cached and the fresh copy.
+        let parse = |bytes: &[u8]| -> Result<(Vec<f32>, Geometry), String> {
+            let (header, data) = sonosam_model::wire::decode(bytes).map_err(|e| e.to_string())?;
+            if header.model != self.manifest.model || data.len() != self.embedding_len() {
+                return Err(format!(
+                    "the server encodes for {} ({:?}), this page runs {}",
+                    header.model, header.shape, self.manifest.model
+                ));
             }
-            storage::cache_delete(&key).await;
-        }
-        let url = format!("{}/api/v1/embeddings?dtype=f16", server.trim_end_matches('/'));
-        let body = storage::post_bytes(&url, image_bytes).await?;
-        let (header, data) = sonosam_model::wire::decode(&body).map_err(|e| format!("{url}: {e}"))?;
-        if header.model != self.manifest.model || data.len() != self.embedding_len() {
-            return Err(format!(
-                "the server encodes for {} ({:?}), this page runs {}",
-                header.model, header.shape, self.manifest.model
-            ));
-        }
-        let g = header.geometry;
-        let mut stored = Vec::with_capacity(8 + data.len() * 4);
-        stored.extend((g.orig_h as u32).to_le_bytes());
-        stored.extend((g.orig_w as u32).to_le_bytes());
-        stored.extend(to_le_bytes(&data));
-        if let Err(e) = storage::cache_put(&key, &stored).await {
-            web_sys::console::warn_1(&e.into());
-        }
+            let g = header.geometry;
+            Ok((data, Geometry::new(g.orig_h, g.orig_w, self.manifest.config.img_size())))
+        };
+        let cached = match storage::cache_get(&key).await {
+            Some(bytes) => match parse(&bytes) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    storage::cache_delete(&key).await;
+                    None
+                }
+            },
+            None => None,
+        };
+        let (data, geometry, cached) = match cached {
+            Some((data, geometry)) => (data, geometry, true),
+            None => {
+                let url = format!("{}/api/v1/embeddings?dtype=f16", server.trim_end_matches('/'));
+                let body = storage::post_bytes(&url, image_bytes).await?;
+                let (data, geometry) = parse(&body).map_err(|e| format!("{url}: {e}"))?;
+                if let Err(e) = storage::cache_put(&key, &body).await {
+                    web_sys::console::warn_1(&e.into());
+                }
+                (data, geometry, false)
+            }
+        };
         self.set_current(&key, &data);
-        Ok(Embedding { data: Rc::new(data), geometry: Geometry::new(g.orig_h, g.orig_w, config.img_size()), cached: false })
+        Ok(Embedding { data: Rc::new(data), geometry, cached })
     }
 
     /// Name of the decoder in use (`base` or the loaded file's name).

@@ -4,30 +4,54 @@
 
 use sonosam_model::export::{ExportObject, coco_json};
 use sonosam_model::measure::{Measurements, measure};
-use sonosam_model::{Mask, Point, PointLabel, Prompt};
+use sonosam_model::{Mask, Point, PointLabel, Prompt, Segmentation};
 
 /// Most undo steps kept.
 pub const HISTORY_LIMIT: usize = 100;
 
-/// The decoder's answer for one object's prompt.
+/// The decoder's answer for one object's prompt, and which candidate the user keeps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObjectSegmentation {
-    /// Candidate masks at the original resolution (1, or 3 in multimask mode).
-    pub masks: Vec<Mask>,
-    /// Predicted IoU of each candidate.
-    pub iou: Vec<f32>,
-    /// Low-res logits of each candidate (fed back as the mask prompt when refining).
-    pub low_res: Vec<Vec<f32>>,
+    /// Candidate masks (1, or 3 in multimask mode) with their predicted IoU and low-res logits
+    /// (fed back as the mask prompt when refining).
+    pub decoded: Segmentation,
     /// The candidate shown and exported.
-    pub chosen: usize,
+    chosen: usize,
+    /// Measurements of the chosen mask in pixels, computed once (drawing happens on every
+    /// pointer move).
+    measurements: Option<Measurements>,
 }
 
 impl ObjectSegmentation {
+    /// Keep the decoder's answer, choosing the candidate with the best predicted IoU.
+    pub fn new(decoded: Segmentation) -> Self {
+        let mut s = Self { decoded, chosen: 0, measurements: None };
+        s.choose(s.decoded.best());
+        s
+    }
+    /// Show and export candidate `k` (ignored when there is no such candidate).
+    pub fn choose(&mut self, k: usize) {
+        if let Some(m) = self.decoded.masks.get(k) {
+            self.chosen = k;
+            self.measurements = measure(m, None);
+        }
+    }
+    pub fn chosen(&self) -> usize {
+        self.chosen
+    }
+    /// Measurements of the chosen mask, in mm too when `mm_per_px` is given.
+    pub fn measurements(&self, mm_per_px: Option<f64>) -> Option<Measurements> {
+        self.measurements.map(|m| Measurements { mm_per_px, ..m })
+    }
     pub fn mask(&self) -> Option<&Mask> {
-        self.masks.get(self.chosen)
+        self.decoded.masks.get(self.chosen)
     }
     pub fn score(&self) -> f32 {
-        self.iou.get(self.chosen).copied().unwrap_or(0.0)
+        self.decoded.iou.get(self.chosen).copied().unwrap_or(0.0)
+    }
+    /// Low-res logits of the chosen candidate.
+    pub fn low_res(&self) -> Option<&[f32]> {
+        self.decoded.low_res.get(self.chosen).map(Vec::as_slice)
     }
 }
 
@@ -125,7 +149,7 @@ impl Document {
     pub fn measurements(&self, mm_per_px: Option<f64>) -> Vec<Option<Measurements>> {
         self.objects
             .iter()
-            .map(|o| measure(o.segmentation.as_ref()?.mask()?, mm_per_px))
+            .map(|o| o.segmentation.as_ref()?.measurements(mm_per_px))
             .collect()
     }
 
@@ -220,7 +244,7 @@ mod tests {
     use super::*;
 
     fn seg(mask: Mask) -> ObjectSegmentation {
-        ObjectSegmentation { masks: vec![mask], iou: vec![0.9], low_res: vec![vec![]], chosen: 0 }
+        ObjectSegmentation::new(Segmentation { masks: vec![mask], iou: vec![0.9], low_res: vec![vec![]], low_res_size: 0 })
     }
 
     #[test]

@@ -279,6 +279,17 @@ fn exported_mask(d: &Driver) -> Mask {
     Mask::from_image_bytes(&bytes).expect("the exported mask is a PNG")
 }
 
+/// Wait until the app has loaded its model; returns the backend it runs on.
+fn wait_model(d: &Driver, phase: &str) -> Value {
+    let backend = d.wait_for(
+        &format!("the model ({phase})"),
+        "const e = document.querySelector('#engine-status[data-state=ready]'); return e && e.dataset.backend;",
+        Duration::from_secs(180),
+    );
+    eprintln!("e2e: {phase} visit on {backend}");
+    backend
+}
+
 /// Open the sample from the gallery, wait until its embedding is ready (the status matches
 /// `embedding_from`, a JS regex), drag the box from `a` to `b`, wait for the mask and export it.
 fn segment_sample(d: &Driver, phase: &str, embedding_from: &str, a: (f64, f64), b: (f64, f64)) -> Mask {
@@ -339,12 +350,7 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     let url = format!("http://127.0.0.1:{}/", server.port);
     let driver = Driver::start();
     driver.goto(&format!("{url}?backend=cpu"));
-    let backend = driver.wait_for(
-        "the model",
-        "const e = document.querySelector('#engine-status[data-state=ready]'); return e && e.dataset.backend;",
-        Duration::from_secs(180),
-    );
-    eprintln!("e2e: backend {backend}");
+    wait_model(&driver, "online");
 
     // The lesion's box: the tight box of the sample's first ground-truth mask.
     let image = std::fs::read(root.join(format!("www/samples/{SAMPLE}.png"))).unwrap();
@@ -370,12 +376,7 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     // Cut the server: the app must load from its service worker and caches, and segment again.
     server.offline.store(true, Ordering::SeqCst);
     driver.goto(&format!("{url}?backend=wgpu"));
-    let backend = driver.wait_for(
-        "the model, offline",
-        "const e = document.querySelector('#engine-status[data-state=ready]'); return e && e.dataset.backend;",
-        Duration::from_secs(180),
-    );
-    eprintln!("e2e: offline visit on {backend}");
+    wait_model(&driver, "offline");
     let offline = segment_sample(&driver, "offline", "from the browser cache", a, b);
     let d2 = offline.dice(&exported).unwrap();
     eprintln!("e2e: offline mask vs online Dice {d2:.5}");
@@ -403,11 +404,7 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     // SwiftShader, a software WebGPU adapter slower than the CPU backend: the app must notice
     // and say so.
     driver.goto(&server_url);
-    let backend = driver.wait_for(
-        "the model (served)",
-        "const e = document.querySelector('#engine-status[data-state=ready]'); return e && e.dataset.backend;",
-        Duration::from_secs(180),
-    );
+    let backend = wait_model(&driver, "served");
     let notice = driver.js("const n = document.getElementById('notice'); return n ? n.textContent : ''", json!([]));
     eprintln!("e2e: automatic backend {backend}; notice: {notice}");
     if backend == json!("cpu") {

@@ -10,7 +10,7 @@ use crate::postprocess::logits_to_mask;
 use crate::preprocess::Geometry;
 
 /// Masks of one prompt, best-first order as the decoder emitted them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Segmentation {
     /// Binary masks at the original resolution.
     pub masks: Vec<Mask>,
