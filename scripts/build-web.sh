@@ -17,7 +17,7 @@ cargo build --target wasm32-unknown-unknown --bin sonosam-web "${cargo_flags[@]}
 rm -rf "$out"; mkdir -p "$out/weights"
 wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name sonosam-web \
   "target/wasm32-unknown-unknown/$dir/sonosam-web.wasm"
-cp www/style.css www/sw.js "$out/"
+cp www/style.css www/sw.js www/worker.js "$out/"
 cp -r www/samples "$out/samples"
 cp weights/litemedsam.json weights/litemedsam.decoder.f16.safetensors \
    weights/litemedsam.image_encoder.f16.safetensors "$out/weights/"

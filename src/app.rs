@@ -14,7 +14,8 @@ use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, HtmlInputElement, Poi
 use yew::prelude::*;
 
 use crate::draw::{self, Layer};
-use crate::engine::{Engine, Progress, WeightSource};
+use crate::engine::{Progress, WeightSource};
+use crate::model::{Model, Placement};
 use crate::state::{DRAG_THRESHOLD_PX, Document, History, ObjectSegmentation, corners_to_box};
 use crate::storage;
 
@@ -39,11 +40,14 @@ pub struct AppProps {
     /// Backend requested by the page (`?backend=cpu|wgpu`); `None`: automatic.
     #[prop_or_default]
     pub backend: Option<BackendKind>,
+    /// Script of the model's Web Worker (`worker.js`); `None`: the model runs in the page.
+    #[prop_or_default]
+    pub worker: Option<AttrValue>,
 }
 
 impl PartialEq for AppProps {
     fn eq(&self, other: &Self) -> bool {
-        self.samples_url == other.samples_url && self.backend == other.backend
+        self.samples_url == other.samples_url && self.backend == other.backend && self.worker == other.worker
     }
 }
 
@@ -70,7 +74,7 @@ pub struct Companion {
 
 enum EngineState {
     Loading(String, Option<f64>),
-    Ready(Rc<Engine>),
+    Ready(Rc<Model>),
     Failed(String),
 }
 
@@ -83,7 +87,9 @@ enum Drag {
 
 pub enum Msg {
     Progress(String, Option<f64>),
-    EngineReady(Result<Rc<Engine>, String>, Option<String>),
+    EngineReady(Result<Rc<Model>, String>, Option<String>),
+    /// The decoder was switched (base or a fine-tuned file), or that failed.
+    DecoderSwitched(Result<(), String>),
     SetBackend(Option<BackendKind>),
     Samples(Vec<SampleInfo>),
     OpenSample(usize),
@@ -275,24 +281,25 @@ impl App {
         let link = ctx.link().clone();
         let source = ctx.props().weights.clone();
         let choice = self.backend_choice;
+        let placement = match &ctx.props().worker {
+            Some(url) => Placement::Worker(url.to_string()),
+            None => Placement::Page,
+        };
+        // A running model (and its worker) goes before the next one starts.
         self.engine = EngineState::Loading("starting the model".into(), None);
         let progress: Progress = {
             let link = link.clone();
             Rc::new(move |s, f| link.send_message(Msg::Progress(s, f)))
         };
         link.clone().send_future(async move {
-            let (wanted, why) = match choice {
-                Some(k) => (k, None),
-                None => Engine::auto_backend().await,
-            };
-            let (kind, device, notice) = Engine::init_backend(wanted).await;
-            let notice = notice.or(why);
-            let r = Engine::load(source, kind, device, progress).await.map(Rc::new);
-            Msg::EngineReady(r, notice)
+            match Model::start(source, choice, placement, progress).await {
+                Ok((model, notice)) => Msg::EngineReady(Ok(Rc::new(model)), notice),
+                Err(e) => Msg::EngineReady(Err(e), None),
+            }
         });
     }
 
-    fn engine(&self) -> Option<Rc<Engine>> {
+    fn engine(&self) -> Option<Rc<Model>> {
         match &self.engine {
             EngineState::Ready(e) => Some(e.clone()),
             _ => None,
@@ -326,7 +333,7 @@ impl App {
         let rgb = img.rgb.clone();
         let sha = img.sha256.clone();
         let bytes = img.bytes.clone();
-        let companion = self.companion.clone().filter(|c| self.use_server && c.model == engine.manifest.model);
+        let companion = self.companion.clone().filter(|c| self.use_server && c.model == engine.manifest().model);
         self.status = if companion.is_some() { "asking the companion server…".into() } else { "preparing the image…".into() };
         self.busy_since = Some(now_ms());
         let progress: Progress = {
@@ -336,8 +343,8 @@ impl App {
         link.send_future(async move {
             if let Some(c) = companion {
                 match engine.embed_remote(&c.url, &c.encoder_sha256, &bytes, &sha).await {
-                    Ok(e) => {
-                        let how = if e.cached { "embedding from the browser cache (companion server)" } else { "embedding from the companion server" };
+                    Ok(cached) => {
+                        let how = if cached { "embedding from the browser cache (companion server)" } else { "embedding from the companion server" };
                         return Msg::Embedded(sha, Ok(how.to_string()));
                     }
                     Err(e) => {
@@ -347,8 +354,8 @@ impl App {
                     }
                 }
             }
-            let r = engine.embed(&rgb, &sha, &progress).await.map(|e| {
-                if e.cached { "embedding from the browser cache" } else { "embedding computed" }.to_string()
+            let r = engine.embed(&rgb, &sha, &progress).await.map(|cached| {
+                if cached { "embedding from the browser cache" } else { "embedding computed" }.to_string()
             });
             Msg::Embedded(sha, r)
         });
@@ -507,7 +514,7 @@ impl App {
             }
         };
         let engine_size = match &self.engine {
-            EngineState::Ready(e) => e.manifest.config.img_size(),
+            EngineState::Ready(e) => e.manifest().config.img_size(),
             _ => 256,
         };
         let geometry = Geometry::new(rgb.height() as usize, rgb.width() as usize, engine_size);
@@ -644,7 +651,7 @@ impl Component for App {
                 match r {
                     Ok(e) => {
                         if let Some(img) = self.image.as_mut() {
-                            img.geometry = Geometry::new(img.geometry.orig_h, img.geometry.orig_w, e.manifest.config.img_size());
+                            img.geometry = Geometry::new(img.geometry.orig_h, img.geometry.orig_w, e.manifest().config.img_size());
                             img.embedded = false;
                         }
                         self.engine = EngineState::Ready(e);
@@ -741,7 +748,9 @@ impl Component for App {
             Msg::DecoderFile(file) => {
                 let Some(engine) = self.engine() else { return false };
                 match file {
-                    None => engine.use_base_decoder(),
+                    None => ctx.link().send_future(async move {
+                        Msg::DecoderSwitched(engine.use_decoder(None).await)
+                    }),
                     Some(f) => {
                         let name = f.name();
                         let f = gloo::file::File::from(f);
@@ -751,25 +760,26 @@ impl Component for App {
                                 Err(e) => Msg::Opened(Err(format!("{name}: {e}"))),
                             }
                         });
-                        return false;
                     }
                 }
-                for i in 0..self.doc.objects.len() {
-                    self.request_decode(ctx, i);
-                }
+                return false;
             }
             Msg::DecoderBytes(name, bytes) => {
                 let Some(engine) = self.engine() else { return false };
-                match engine.use_decoder(&name, &bytes) {
-                    Ok(()) => {
-                        self.error = None;
-                        for i in 0..self.doc.objects.len() {
-                            self.request_decode(ctx, i);
-                        }
-                    }
-                    Err(e) => self.error = Some(e),
-                }
+                ctx.link().send_future(async move {
+                    Msg::DecoderSwitched(engine.use_decoder(Some((&name, &bytes))).await)
+                });
+                return false;
             }
+            Msg::DecoderSwitched(r) => match r {
+                Ok(()) => {
+                    self.error = None;
+                    for i in 0..self.doc.objects.len() {
+                        self.request_decode(ctx, i);
+                    }
+                }
+                Err(e) => self.error = Some(e),
+            },
             Msg::UseServer(on) => {
                 self.use_server = on;
                 if on && self.companion.is_none() {
@@ -971,8 +981,11 @@ impl Component for App {
                 </div>
             },
             EngineState::Ready(e) => html! {
-                <div class="engine ready" id="engine-status" data-state="ready" data-backend={ e.kind.to_string() }>
-                    { format!("{} on {}", e.manifest.model, if e.kind == BackendKind::Wgpu { "WebGPU" } else { "CPU (wasm SIMD)" }) }
+                <div class="engine ready" id="engine-status" data-state="ready" data-backend={ e.kind().to_string() }
+                     data-worker={ e.in_worker().to_string() }>
+                    { format!("{} on {}{}", e.manifest().model,
+                        if e.kind() == BackendKind::Wgpu { "WebGPU" } else { "CPU (wasm SIMD)" },
+                        if e.in_worker() { ", in a Web Worker" } else { ", in the page" }) }
                 </div>
             },
         };

@@ -92,8 +92,9 @@ impl Engine {
     /// slower than the wasm CPU backend). The second value says why the CPU was chosen.
     pub async fn auto_backend() -> (BackendKind, Option<String>) {
         use js_sys::Reflect;
-        let Some(window) = web_sys::window() else { return (BackendKind::Cpu, None) };
-        let gpu = Reflect::get(&window.navigator(), &"gpu".into()).unwrap_or_default();
+        // `navigator` of the page or of the worker this runs in.
+        let navigator = Reflect::get(&js_sys::global(), &"navigator".into()).unwrap_or_default();
+        let gpu = Reflect::get(&navigator, &"gpu".into()).unwrap_or_default();
         if gpu.is_undefined() || gpu.is_null() {
             return (BackendKind::Cpu, Some("this browser has no WebGPU: running on the CPU (slower)".into()));
         }
@@ -222,8 +223,10 @@ impl Engine {
             storage::cache_delete(&key).await;
         }
         let encoder = self.encoder(progress).await?;
-        let what = if self.kind == BackendKind::Cpu {
+        let what = if self.kind == BackendKind::Cpu && web_sys::window().is_some() {
             "computing the image embedding on the CPU (≈ 10 s; the page pauses meanwhile)"
+        } else if self.kind == BackendKind::Cpu {
+            "computing the image embedding on the CPU (≈ 10 s)"
         } else {
             "computing the image embedding on the GPU"
         };
@@ -335,6 +338,18 @@ impl Engine {
         mask_input: Option<&[f32]>,
         multimask: bool,
     ) -> Result<Segmentation, String> {
+        let (logits, iou) = self.decode_raw(geometry, prompt, mask_input, multimask).await?;
+        Ok(Segmentation::from_outputs(&logits, &iou, self.manifest.config.low_res_size(), geometry))
+    }
+
+    /// Decode, returning the raw low-res logits `[M, lr, lr]` and predicted IoU `[M]`.
+    pub async fn decode_raw(
+        &self,
+        geometry: &Geometry,
+        prompt: &Prompt,
+        mask_input: Option<&[f32]>,
+        multimask: bool,
+    ) -> Result<(Vec<f32>, Vec<f32>), String> {
         let embedding = self
             .current
             .borrow()
@@ -359,7 +374,10 @@ impl Engine {
         if logits.iter().any(|v| v.is_nan()) {
             return Err("the decoder produced NaN (GPU error?): try the CPU backend".into());
         }
-        Ok(Segmentation::from_outputs(&logits, &iou, lr, geometry))
+        if logits.len() != iou.len() * lr * lr {
+            return Err("the decoder produced outputs of the wrong size".into());
+        }
+        Ok((logits, iou))
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`state`]: the document model (lesions, prompts, undo/redo, exports) — plain Rust, also
 //!   unit-tested natively;
 //! - `engine`: weights (download, verification, cache) and inference;
+//! - `model` / `worker`: the engine in a Web Worker (or in the page), behind one async API;
 //! - `storage`: fetch with progress and the Cache API;
 //! - `app` / `draw`: the UI and the canvas.
 
@@ -16,11 +17,21 @@ pub mod draw;
 #[cfg(target_arch = "wasm32")]
 pub mod engine;
 #[cfg(target_arch = "wasm32")]
+pub mod model;
+#[cfg(target_arch = "wasm32")]
 pub mod storage;
+#[cfg(target_arch = "wasm32")]
+pub mod worker;
 
-/// Start the app in `<body>`, reading options from the page URL (`?backend=cpu|wgpu`).
+/// Start the app in `<body>`, reading options from the page URL (`?backend=cpu|wgpu`,
+/// `?worker=0` to run the model in the page). In the model's Web Worker (`www/worker.js` loads
+/// this same module) serve the page's requests instead.
 #[cfg(target_arch = "wasm32")]
 pub fn start() {
+    if worker::in_worker() {
+        worker::serve();
+        return;
+    }
     std::panic::set_hook(Box::new(|info| {
         let msg = format!("sonosam stopped on an internal error: {info}. Reload the page; if it \
                            happens again, choose the CPU backend.");
@@ -39,15 +50,19 @@ pub fn start() {
     let search = web_sys::window()
         .and_then(|w| w.location().search().ok())
         .unwrap_or_default();
-    let backend = search
-        .trim_start_matches('?')
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("backend="))
-        .and_then(|v| v.parse().ok());
+    let param = |name: &str| {
+        search
+            .trim_start_matches('?')
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=').map(str::to_string))
+    };
+    let backend = param("backend").and_then(|v| v.parse().ok());
+    let worker = (param("worker").as_deref() != Some("0")).then(|| "worker.js".into());
     let props = app::AppProps {
         weights: engine::WeightSource::Url("weights".into()),
         samples_url: "samples".into(),
         backend,
+        worker,
     };
     yew::Renderer::<app::App>::with_props(props).render();
 }

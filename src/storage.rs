@@ -16,14 +16,26 @@ fn js_err(e: JsValue) -> String {
         .unwrap_or_else(|| format!("{e:?}"))
 }
 
-fn global() -> Option<web_sys::Window> {
-    web_sys::window()
+/// `fetch` of the page or of the worker this runs in.
+fn fetch(request: &Request) -> Result<js_sys::Promise, String> {
+    if let Some(window) = web_sys::window() {
+        return Ok(window.fetch_with_request(request));
+    }
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().dyn_into().map_err(|_| "no fetch here")?;
+    Ok(scope.fetch_with_request(request))
+}
+
+/// The Cache API of the page or of the worker this runs in.
+fn caches() -> Option<web_sys::CacheStorage> {
+    match web_sys::window() {
+        Some(window) => window.caches().ok(),
+        None => js_sys::global().dyn_into::<web_sys::WorkerGlobalScope>().ok()?.caches().ok(),
+    }
 }
 
 /// Open the app's cache, if the browser offers the Cache API here.
 pub async fn open_cache() -> Option<Cache> {
-    let window = global()?;
-    let caches = window.caches().ok()?;
+    let caches = caches()?;
     let cache = JsFuture::from(caches.open(CACHE_NAME)).await.ok()?;
     cache.dyn_into::<Cache>().ok()
 }
@@ -69,9 +81,8 @@ pub async fn fetch_with_progress(
     url: &str,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Vec<u8>, String> {
-    let window = global().ok_or("no window")?;
     let request = Request::new_with_str(url).map_err(js_err)?;
-    let resp = JsFuture::from(window.fetch_with_request(&request))
+    let resp = JsFuture::from(fetch(&request)?)
         .await
         .map_err(|e| format!("cannot reach the server for {url}: {}", js_err(e)))?;
     let resp: Response = resp.dyn_into().map_err(js_err)?;
@@ -118,13 +129,12 @@ pub async fn fetch_text(url: &str) -> Result<String, String> {
 
 /// POST `body` to `url`; the answer's bytes, or the server's JSON error message.
 pub async fn post_bytes(url: &str, body: &[u8]) -> Result<Vec<u8>, String> {
-    let window = global().ok_or("no window")?;
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
     let array = Uint8Array::from(body);
     init.set_body(&array);
     let request = Request::new_with_str_and_init(url, &init).map_err(js_err)?;
-    let resp = JsFuture::from(window.fetch_with_request(&request))
+    let resp = JsFuture::from(fetch(&request)?)
         .await
         .map_err(|e| format!("the companion server is unreachable ({url}): {}", js_err(e)))?;
     let resp: Response = resp.dyn_into().map_err(js_err)?;

@@ -162,6 +162,8 @@ async fn app_segments_a_dropped_image_with_a_box_drag() {
         weights: WeightSource::Bytes { manifest: MANIFEST.to_string(), files: Rc::new(files) },
         samples_url: "no-samples-here".into(),
         backend: Some(BackendKind::Cpu),
+        // In the page: the test harness serves no worker script.
+        worker: None,
     };
     yew::Renderer::<App>::with_root_and_props(root, props).render();
     wait_js("the app to render", "document.querySelector('.app header h1')", 10.0).await;

@@ -279,14 +279,18 @@ fn exported_mask(d: &Driver) -> Mask {
     Mask::from_image_bytes(&bytes).expect("the exported mask is a PNG")
 }
 
-/// Wait until the app has loaded its model; returns the backend it runs on.
+/// Wait until the app has loaded its model; returns the backend it runs on. The model must run
+/// in the app's Web Worker.
 fn wait_model(d: &Driver, phase: &str) -> Value {
     let backend = d.wait_for(
         &format!("the model ({phase})"),
         "const e = document.querySelector('#engine-status[data-state=ready]'); return e && e.dataset.backend;",
         Duration::from_secs(180),
     );
-    eprintln!("e2e: {phase} visit on {backend}");
+    let status = d.js("return document.getElementById('engine-status').textContent", json!([]));
+    eprintln!("e2e: {phase} visit: {status}");
+    let worker = d.js("return document.getElementById('engine-status').dataset.worker", json!([]));
+    assert_eq!(worker, json!("true"), "{phase}: the model does not run in a Web Worker: {status}");
     backend
 }
 
@@ -298,12 +302,28 @@ fn segment_sample(d: &Driver, phase: &str, embedding_from: &str, a: (f64, f64), 
         &format!("return !!document.querySelector('[data-sample={SAMPLE}]')"),
         Duration::from_secs(30),
     );
+    // A watchdog on the page's thread: the longest gap between 50 ms ticks while the model
+    // works (it runs in a worker, so the page must keep ticking).
+    d.js(
+        "clearInterval(window.__tick); window.__maxGap = 0; let last = performance.now(); \
+         window.__tick = setInterval(() => { const t = performance.now(); \
+         window.__maxGap = Math.max(window.__maxGap, t - last); last = t; }, 50); return true;",
+        json!([]),
+    );
+    let t0 = Instant::now();
     d.js(&format!("document.querySelector('[data-sample={SAMPLE}]').click(); return true;"), json!([]));
     d.wait_for(
         &format!("the embedding ({phase})"),
         &format!("return /{embedding_from}/.test(document.getElementById('status').textContent)"),
         Duration::from_secs(900),
     );
+    let took = t0.elapsed().as_secs_f64() * 1000.0;
+    let gap = d.js("return window.__maxGap", json!([])).as_f64().unwrap_or(0.0);
+    eprintln!("e2e: {phase}: embedding ready after {took:.0} ms; the page's longest pause meanwhile {gap:.0} ms");
+    if took > 4000.0 {
+        // Encoding took seconds (in-page encoding froze the page for all of them).
+        assert!(gap < took / 2.0, "{phase}: the page froze for {gap:.0} ms of the {took:.0} ms encoding");
+    }
     drag_box(d, a, b);
     d.wait_for(
         &format!("the mask ({phase})"),

@@ -12,7 +12,7 @@ async function precache() {
   if (!page.ok) return;
   const html = await page.clone().text();
   await cache.put('./', page);
-  const assets = new Set(['samples/index.json']);
+  const assets = new Set(['samples/index.json', 'worker.js']);
   for (const m of html.matchAll(/["']([^"'\s]+\.(?:js|wasm|css))["']/g)) {
     assets.add(m[1]);
     if (m[1].endsWith('.js')) assets.add(m[1].replace(/\.js$/, '_bg.wasm'));

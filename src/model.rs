@@ -1,0 +1,176 @@
+//! The model as the UI sees it: in a Web Worker (the app's default, so that the page never
+//! freezes) or in the page's own thread (where workers are unavailable, and in the component
+//! tests, which hand the weights over as bytes). Both run the same [`Engine`]; the worker one
+//! through [`worker::Client`](crate::worker::Client) messages.
+
+use std::cell::RefCell;
+
+use image::RgbImage;
+use sonosam_model::backend::BackendKind;
+use sonosam_model::preprocess::Geometry;
+use sonosam_model::sam::WeightsManifest;
+use sonosam_model::{Prompt, Segmentation};
+
+use crate::engine::{Engine, Progress, WeightSource};
+use crate::worker::{Client, Reply, Request};
+
+enum Runner {
+    Page(Engine),
+    Worker(Client),
+}
+
+/// A loaded model, wherever it runs.
+pub struct Model {
+    runner: Runner,
+    kind: BackendKind,
+    manifest: WeightsManifest,
+    decoder_name: RefCell<String>,
+}
+
+/// Where to run the model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Placement {
+    /// In a worker started from this script URL (`worker.js`), else in the page.
+    Worker(String),
+    /// In the page's thread.
+    Page,
+}
+
+/// `url` made absolute against the page (the worker resolves relative URLs against its script).
+fn absolute(url: &str) -> String {
+    web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.base_uri().ok().flatten())
+        .and_then(|base| web_sys::Url::new_with_base(url, &base).ok())
+        .map(|u| u.href())
+        .unwrap_or_else(|| url.to_string())
+}
+
+impl Model {
+    /// Start the backend (`choice`, or automatic) and load the model. The second value is a
+    /// notice for the user (a fallback taken).
+    pub async fn start(
+        source: WeightSource,
+        choice: Option<BackendKind>,
+        placement: Placement,
+        progress: Progress,
+    ) -> Result<(Model, Option<String>), String> {
+        let mut fallback = None;
+        if let (Placement::Worker(script), WeightSource::Url(weights)) = (&placement, &source) {
+            progress("starting the model worker".into(), None);
+            match Client::start(&absolute(script)).await {
+                Ok(client) => {
+                    let (kind, manifest, notice) = client.init(choice, &absolute(weights), progress).await?;
+                    let model = Model { runner: Runner::Worker(client), kind, manifest, decoder_name: RefCell::new("base".into()) };
+                    return Ok((model, notice));
+                }
+                Err(e) => {
+                    web_sys::console::warn_1(&format!("no model worker: {e}").into());
+                    fallback = Some(format!("{e}: the model runs in the page, which may pause while it works"));
+                }
+            }
+        }
+        let (wanted, why) = match choice {
+            Some(k) => (k, None),
+            None => Engine::auto_backend().await,
+        };
+        let (kind, device, notice) = Engine::init_backend(wanted).await;
+        let engine = Engine::load(source, kind, device, progress).await?;
+        let notice = [fallback, notice.or(why)].into_iter().flatten().collect::<Vec<_>>().join("; ");
+        let model = Model {
+            kind,
+            manifest: engine.manifest.clone(),
+            runner: Runner::Page(engine),
+            decoder_name: RefCell::new("base".into()),
+        };
+        Ok((model, (!notice.is_empty()).then_some(notice)))
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    pub fn manifest(&self) -> &WeightsManifest {
+        &self.manifest
+    }
+
+    /// Whether the model runs in a Web Worker.
+    pub fn in_worker(&self) -> bool {
+        matches!(self.runner, Runner::Worker(_))
+    }
+
+    /// Name of the decoder in use (`base` or the loaded file's name).
+    pub fn decoder_name(&self) -> String {
+        self.decoder_name.borrow().clone()
+    }
+
+    /// Make `image` (whose file hashes to `sha256`) the current image, computing its embedding
+    /// unless cached. `Ok(true)`: it came from the browser cache.
+    pub async fn embed(&self, image: &RgbImage, sha256: &str, progress: &Progress) -> Result<bool, String> {
+        match &self.runner {
+            Runner::Page(e) => e.embed(image, sha256, progress).await.map(|e| e.cached),
+            Runner::Worker(c) => {
+                let request = Request::Embed { width: image.width(), height: image.height(), sha256: sha256.into() };
+                match c.call(&request, Some(image.as_raw()), Some(progress.clone())).await? {
+                    (Reply::Embedded { cached }, _) => Ok(cached),
+                    (other, _) => Err(format!("the model worker answered {other:?} to embed")),
+                }
+            }
+        }
+    }
+
+    /// The current image's embedding from a companion server (see [`Engine::embed_remote`]).
+    pub async fn embed_remote(
+        &self,
+        server: &str,
+        server_encoder: &str,
+        image_bytes: &[u8],
+        sha256: &str,
+    ) -> Result<bool, String> {
+        match &self.runner {
+            Runner::Page(e) => e.embed_remote(server, server_encoder, image_bytes, sha256).await.map(|e| e.cached),
+            Runner::Worker(c) => {
+                let request = Request::EmbedRemote {
+                    server: absolute(if server.is_empty() { "." } else { server }).trim_end_matches('/').to_string(),
+                    server_encoder: server_encoder.into(),
+                    sha256: sha256.into(),
+                };
+                match c.call(&request, Some(image_bytes), None).await? {
+                    (Reply::Embedded { cached }, _) => Ok(cached),
+                    (other, _) => Err(format!("the model worker answered {other:?} to embed")),
+                }
+            }
+        }
+    }
+
+    /// Use a fine-tuned decoder file; `None`: back to the model's own.
+    pub async fn use_decoder(&self, file: Option<(&str, &[u8])>) -> Result<(), String> {
+        match (&self.runner, file) {
+            (Runner::Page(e), Some((name, bytes))) => e.use_decoder(name, bytes)?,
+            (Runner::Page(e), None) => e.use_base_decoder(),
+            (Runner::Worker(c), Some((name, bytes))) => {
+                c.call(&Request::UseDecoder { name: name.into() }, Some(bytes), None).await?;
+            }
+            (Runner::Worker(c), None) => {
+                c.call(&Request::UseBaseDecoder, None, None).await?;
+            }
+        }
+        *self.decoder_name.borrow_mut() = file.map_or("base", |(n, _)| n).to_string();
+        Ok(())
+    }
+
+    /// Decode `prompt` (original-image pixels) against the current embedding.
+    pub async fn decode(
+        &self,
+        geometry: &Geometry,
+        prompt: &Prompt,
+        mask_input: Option<&[f32]>,
+        multimask: bool,
+    ) -> Result<Segmentation, String> {
+        let (logits, iou) = match &self.runner {
+            Runner::Page(e) => e.decode_raw(geometry, prompt, mask_input, multimask).await?,
+            Runner::Worker(c) => c.decode(geometry, prompt, mask_input, multimask).await?,
+        };
+        Ok(Segmentation::from_outputs(&logits, &iou, self.manifest.config.low_res_size(), geometry))
+    }
+}
