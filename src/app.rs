@@ -633,6 +633,16 @@ impl Component for App {
     }
 
     fn update(&mut self, ctx: &Context<Self>, msg: Self::Message) -> bool {
+        // A model worker that stopped (internal error, GPU device lost) is shown as a failed
+        // model with a Retry button; the document and its masks stay.
+        if let Some(why) = self.engine().and_then(|e| e.failure()) {
+            self.engine = EngineState::Failed(why);
+            self.in_flight = 0;
+            self.busy_since = None;
+            if let Some(img) = self.image.as_mut() {
+                img.embedded = false;
+            }
+        }
         match msg {
             Msg::Nothing => return false,
             Msg::Tick => return self.busy_since.is_some(),
@@ -977,7 +987,7 @@ impl Component for App {
             EngineState::Failed(e) => html! {
                 <div class="engine failed" id="engine-status" data-state="failed">
                     <strong>{ "The model could not be loaded: " }</strong>{ e.clone() }
-                    <button onclick={ link.callback(|_| Msg::SetBackend(None)) }>{ "Retry" }</button>
+                    <button onclick={ let b = self.backend_choice; link.callback(move |_| Msg::SetBackend(b)) }>{ "Retry" }</button>
                 </div>
             },
             EngineState::Ready(e) => html! {

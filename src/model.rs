@@ -99,6 +99,14 @@ impl Model {
         matches!(self.runner, Runner::Worker(_))
     }
 
+    /// Why the model can no longer run (its worker stopped), if so.
+    pub fn failure(&self) -> Option<String> {
+        match &self.runner {
+            Runner::Worker(c) => c.failure(),
+            Runner::Page(_) => None,
+        }
+    }
+
     /// Name of the decoder in use (`base` or the loaded file's name).
     pub fn decoder_name(&self) -> String {
         self.decoder_name.borrow().clone()

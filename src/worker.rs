@@ -343,6 +343,11 @@ impl Client {
         self.await_reply(promise).await
     }
 
+    /// Why the worker stopped, if it did (a panic, a lost GPU device, a failed script).
+    pub fn failure(&self) -> Option<String> {
+        self.dead.borrow().clone()
+    }
+
     /// Decode: the worker's logits and IoU.
     pub async fn decode(
         &self,

@@ -313,3 +313,13 @@ async fn bench_encoder_and_decoder() {
         }
     }
 }
+
+/// A worker script that cannot load is a clear error (the app then runs the model in the
+/// page), not a hang.
+#[wasm_bindgen_test]
+async fn a_missing_worker_script_is_an_error() {
+    let r = sonosam_web::worker::Client::start("/no-such-worker.js").await;
+    let e = r.err().expect("a worker without a script cannot start");
+    web_sys::console::log_1(&format!("worker: {e}").into());
+    assert!(e.contains("worker"), "{e}");
+}
