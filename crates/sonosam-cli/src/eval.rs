@@ -13,7 +13,7 @@ use sonosam_model::rng::Rng;
 use sonosam_model::sam::DECODER_PREFIXES;
 use sonosam_model::segmentation::read_f32;
 use sonosam_model::train::{jitter_box, tight_box};
-use sonosam_model::{Prompt, SamDecoder, Segmentation, StoreDType, TensorMap};
+use sonosam_model::{Mask, Prompt, SamDecoder, Segmentation, StoreDType, TensorMap};
 
 use crate::CliResult;
 use crate::dataset::Dataset;
@@ -58,6 +58,50 @@ pub struct EvalArgs {
     /// Cache folder for embeddings [env: SONOSAM_CACHE; default: ~/.cache/sonosam].
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// Inference strategy (comma-separated): `multimask` (best of 3 by predicted IoU),
+    /// `refine=N` (N passes with the previous logits as mask prompt), `ensemble=A:B:…`
+    /// (average the logits of the box grown by A, B… px per side at the model frame),
+    /// `largest` (largest connected component), `fill` (fill holes), `threshold=T` (logit
+    /// threshold, default 0). Empty: one plain decode.
+    #[arg(long, default_value = "")]
+    pub strategy: String,
+}
+
+/// How a box becomes a mask: see `--strategy`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Strategy {
+    pub multimask: bool,
+    pub refine: usize,
+    pub ensemble: Vec<f32>,
+    pub largest: bool,
+    pub fill: bool,
+    /// Logit threshold (0: probability 0.5).
+    pub threshold: f32,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut out = Strategy::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            match k {
+                "multimask" => out.multimask = true,
+                "refine" => out.refine = v.parse().map_err(|_| format!("refine=N, not {part}"))?,
+                "ensemble" => {
+                    out.ensemble = v
+                        .split(':')
+                        .map(|x| x.parse::<f32>().map_err(|_| format!("ensemble=A:B…, not {part}")))
+                        .collect::<Result<_, _>>()?
+                }
+                "largest" => out.largest = true,
+                "threshold" => out.threshold = v.parse().map_err(|_| format!("threshold=T, not {part}"))?,
+                "fill" => out.fill = true,
+                other => return Err(format!("unknown strategy part `{other}`")),
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Scores of one instance under one decoder.
@@ -195,12 +239,132 @@ pub fn decoder_weights(spec: &str, model_id: &str, base: &TensorMap) -> CliResul
     Ok((spec.to_string(), map))
 }
 
+/// The mask for one box (model frame) under `strategy`, and its predicted IoU.
+pub fn predict(
+    decoder: &SamDecoder,
+    embedding: &Tensor<4>,
+    frame_box: [f32; 4],
+    g: &sonosam_model::preprocess::Geometry,
+    strategy: &Strategy,
+) -> CliResult<(Mask, f32)> {
+    let lr = decoder.prompt_encoder.mask_input_size();
+    let (w, h) = ((g.new_w - 1) as f32, (g.new_h - 1) as f32);
+    let grows = if strategy.ensemble.is_empty() { vec![0.0] } else { strategy.ensemble.clone() };
+    let prompts: Vec<Prompt> = grows
+        .iter()
+        .map(|a| {
+            let b = frame_box;
+            Prompt::from_box([(b[0] - a).max(0.0), (b[1] - a).max(0.0), (b[2] + a).min(w), (b[3] + a).min(h)])
+        })
+        .collect();
+    let device = embedding.device();
+    let res = decoder
+        .decode(embedding.clone(), &prompts, None, strategy.multimask)
+        .map_err(|e| e.to_string())?;
+    let logits = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
+    let ious = read_f32(res.iou).map_err(|e| e.to_string())?;
+    let m = ious.len() / prompts.len();
+    // Per box, the candidate with the highest predicted IoU; then the mean of the boxes.
+    let mut mean = vec![0f32; lr * lr];
+    let mut iou = 0.0;
+    for p in 0..prompts.len() {
+        let best = (0..m).max_by(|a, b| ious[p * m + a].total_cmp(&ious[p * m + b])).unwrap_or(0);
+        let k = p * m + best;
+        iou += ious[k] / prompts.len() as f32;
+        for (acc, v) in mean.iter_mut().zip(&logits[k * lr * lr..(k + 1) * lr * lr]) {
+            *acc += v / prompts.len() as f32;
+        }
+    }
+    for _ in 0..strategy.refine {
+        let mask = Tensor::<4>::from_data(TensorData::new(mean.clone(), [1, 1, lr, lr]), &device);
+        let res = decoder
+            .decode(embedding.clone(), &[Prompt::from_box(frame_box)], Some(mask), false)
+            .map_err(|e| e.to_string())?;
+        mean = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
+        iou = read_f32(res.iou).map_err(|e| e.to_string())?[0];
+    }
+    if strategy.threshold != 0.0 {
+        mean.iter_mut().for_each(|v| *v -= strategy.threshold);
+    }
+    let mut mask = sonosam_model::postprocess::logits_to_mask(&mean, lr, g);
+    if strategy.largest {
+        mask = mask.largest_component();
+    }
+    if strategy.fill {
+        mask = mask.fill_holes();
+    }
+    Ok((mask, iou))
+}
+
+/// Candidate mask-logit biases of [`fit_mask_logit_bias`]: −2 to +3 in steps of 0.25.
+pub const BIAS_GRID: [f32; 21] = [
+    -2.0, -1.75, -1.5, -1.25, -1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75,
+    2.0, 2.25, 2.5, 2.75, 3.0,
+];
+
+/// Fit the decoder's mask-logit bias on `prepared` (a training split): the value of
+/// [`BIAS_GRID`] with the highest mean Dice at the original resolution, tight boxes. Returns
+/// (bias, mean Dice without it, mean Dice with it). One decode per instance: the upscaled
+/// logits are thresholded at every candidate.
+pub fn fit_mask_logit_bias(
+    decoder: &SamDecoder,
+    prepared: &Prepared,
+    device: &Device,
+) -> CliResult<(f32, f64, f64)> {
+    if decoder.mask_logit_bias != 0.0 {
+        return Err("the decoder is calibrated already".into());
+    }
+    let lr = decoder.prompt_encoder.mask_input_size();
+    let e = decoder.prompt_encoder.embedding_size();
+    let bar = ProgressBar::new(prepared.instances.len() as u64).with_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} instances, ETA {eta}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    bar.set_message("calibrate");
+    let mut sums = [0f64; BIAS_GRID.len()];
+    for inst in &prepared.instances {
+        bar.inc(1);
+        let img = &prepared.images[inst.image];
+        let g = img.geometry;
+        let tight = g
+            .box_to_frame(tight_box(&inst.mask).expect("instances have foreground"))
+            .map_err(|e| e.to_string())?;
+        let emb = Tensor::<4>::from_data(TensorData::new(img.embedding.clone(), [1, 256, e, e]), device);
+        let res = decoder.decode(emb, &[Prompt::from_box(tight)], None, false).map_err(|e| e.to_string())?;
+        let logits = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
+        let full = sonosam_model::postprocess::upscale_logits(&logits[..lr * lr], lr, &g);
+        let gt_area = inst.mask.area();
+        for (k, b) in BIAS_GRID.iter().enumerate() {
+            let (mut inter, mut pred) = (0usize, 0usize);
+            for (v, &t) in full.iter().zip(&inst.mask.data) {
+                if v + b > 0.0 {
+                    pred += 1;
+                    inter += usize::from(t != 0);
+                }
+            }
+            sums[k] += if pred + gt_area == 0 { 1.0 } else { 2.0 * inter as f64 / (pred + gt_area) as f64 };
+        }
+    }
+    bar.finish_and_clear();
+    let n = prepared.instances.len().max(1) as f64;
+    let zero = BIAS_GRID.iter().position(|b| *b == 0.0).unwrap();
+    // Ties go to the smallest change.
+    let best = (0..BIAS_GRID.len())
+        .max_by(|&a, &b| {
+            sums[a].total_cmp(&sums[b]).then(BIAS_GRID[b].abs().total_cmp(&BIAS_GRID[a].abs()))
+        })
+        .unwrap();
+    Ok((BIAS_GRID[best], sums[zero] / n, sums[best] / n))
+}
+
 /// Decode every instance with tight and jittered boxes; score at the original resolution.
 pub fn score(
     decoder: &SamDecoder,
     prepared: &Prepared,
     jitter: &[f32],
     seed: u64,
+    strategy: &Strategy,
     device: &Device,
     what: &str,
 ) -> CliResult<Vec<Scores>> {
@@ -224,28 +388,42 @@ pub fn score(
         for &j in jitter.iter().filter(|j| **j > 0.0) {
             boxes.push(jitter_box(tight, j, &g, &mut rng));
         }
-        let prompts: Vec<Prompt> = boxes.iter().map(|b| Prompt::from_box(*b)).collect();
         let e = decoder.prompt_encoder.embedding_size();
         let emb = Tensor::<4>::from_data(
             TensorData::new(img.embedding.clone(), [1, 256, e, e]),
             device,
         );
-        let res = decoder
-            .decode(emb, &prompts, None, false)
-            .map_err(|err| err.to_string())?;
-        let logits = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
-        let ious = read_f32(res.iou).map_err(|e| e.to_string())?;
-        let mut dices = Vec::new();
-        let mut first = None;
-        for (k, chunk) in logits.chunks_exact(lr * lr).enumerate() {
-            let seg = Segmentation::from_outputs(chunk, &ious[k..=k], lr, &g);
-            let d = seg.masks[0].dice(&inst.mask).map_err(|e| e.to_string())?;
-            dices.push(d);
-            if k == 0 {
-                first = Some(seg);
+        let (dices, first) = if *strategy == Strategy::default() {
+            // One batched decode of every box.
+            let prompts: Vec<Prompt> = boxes.iter().map(|b| Prompt::from_box(*b)).collect();
+            let res = decoder
+                .decode(emb, &prompts, None, false)
+                .map_err(|err| err.to_string())?;
+            let logits = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
+            let ious = read_f32(res.iou).map_err(|e| e.to_string())?;
+            let mut dices = Vec::new();
+            let mut first = None;
+            for (k, chunk) in logits.chunks_exact(lr * lr).enumerate() {
+                let seg = Segmentation::from_outputs(chunk, &ious[k..=k], lr, &g);
+                dices.push(seg.masks[0].dice(&inst.mask).map_err(|e| e.to_string())?);
+                if k == 0 {
+                    first = Some((seg.masks[0].clone(), ious[0]));
+                }
             }
-        }
-        let seg = first.unwrap();
+            (dices, first)
+        } else {
+            let mut dices = Vec::new();
+            let mut first = None;
+            for (k, b) in boxes.iter().enumerate() {
+                let (mask, iou) = predict(decoder, &emb, *b, &g, strategy)?;
+                dices.push(mask.dice(&inst.mask).map_err(|e| e.to_string())?);
+                if k == 0 {
+                    first = Some((mask, iou));
+                }
+            }
+            (dices, first)
+        };
+        let (mask, predicted_iou) = first.unwrap();
         // Jitter 0 is the tight box itself.
         let jitter_dice = jitter
             .iter()
@@ -259,9 +437,9 @@ pub fn score(
             .collect();
         out.push(Scores {
             dice: dices[0],
-            iou: seg.masks[0].iou(&inst.mask).map_err(|e| e.to_string())?,
-            hd95: seg.masks[0].hd95(&inst.mask).map_err(|e| e.to_string())?,
-            predicted_iou: ious[0],
+            iou: mask.iou(&inst.mask).map_err(|e| e.to_string())?,
+            hd95: mask.hd95(&inst.mask).map_err(|e| e.to_string())?,
+            predicted_iou,
             jitter_dice,
         });
     }
@@ -350,7 +528,8 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
     for spec in &args.decoders {
         let (name, weights) = decoder_weights(spec, &loaded.id, &loaded.base_decoder)?;
         let decoder = SamDecoder::load(&sam.config, &weights, &device).map_err(|e| e.to_string())?;
-        let scores = score(&decoder, &prepared, &args.jitter, args.seed, &device, &name)?;
+        let strategy: Strategy = args.strategy.parse()?;
+        let scores = score(&decoder, &prepared, &args.jitter, args.seed, &strategy, &device, &name)?;
         summaries.push(summarise(&name, &args.split, &prepared, &scores, &args.jitter));
         all_scores.push((name, scores));
     }

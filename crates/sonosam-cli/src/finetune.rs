@@ -13,12 +13,13 @@ use sonosam_model::rng::Rng;
 use sonosam_model::train::{
     Adam, AdamConfig, Batch, DecoderTrainer, LossKind, jitter_box, target_low_res, tight_box,
 };
+use sonosam_model::sam::MASK_LOGIT_BIAS_KEY;
 use sonosam_model::weights::sha256_hex;
 use sonosam_model::{Prompt, SamDecoder, StoreDType, TensorMap};
 
 use crate::CliResult;
 use crate::dataset::Dataset;
-use crate::eval::{decoder_weights, score, summarise};
+use crate::eval::{decoder_weights, fit_mask_logit_bias, score, summarise};
 use crate::fetch::write_atomic;
 use crate::model_io::{self, LoadedModel, ModelArgs};
 use crate::prepare::{EmbeddingCache, Prepared, cache_root, model_key, prepare};
@@ -79,6 +80,10 @@ pub struct FinetuneArgs {
     /// Cache folder for embeddings [env: SONOSAM_CACHE; default: ~/.cache/sonosam].
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// After training, fit a bias added to the mask logits (the decision threshold) on the
+    /// training split, and export it with the decoder. With `--epochs 0` only that is fitted.
+    #[arg(long)]
+    pub calibrate: bool,
 }
 
 /// What `last/state.json` and `best/state.json` record.
@@ -250,7 +255,7 @@ fn validate(
 ) -> CliResult<(f64, f64)> {
     let decoder = SamDecoder::load(&trainer.config, &trainer.decoder_weights(), device)
         .map_err(|e| e.to_string())?;
-    let scores = score(&decoder, val, &[0.0], 0, device, "validate")?;
+    let scores = score(&decoder, val, &[0.0], 0, &Default::default(), device, "validate")?;
     let s = summarise("", split, val, &scores, &[0.0]);
     Ok((s.overall.dice_mean, s.overall.iou_mean))
 }
@@ -260,8 +265,8 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
     if args.val_split == "test" || args.train_split == "test" {
         return Err("never train or tune on the test split: pick another --train-split/--val-split".into());
     }
-    if args.batch_size == 0 || args.epochs == 0 {
-        return Err("--batch-size and --epochs must be positive".into());
+    if args.batch_size == 0 || (args.epochs == 0 && !args.calibrate) {
+        return Err("--batch-size and --epochs must be positive (--epochs 0 only with --calibrate)".into());
     }
     let data = Dataset::open(&args.data, args.splits.as_deref())?;
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
@@ -417,7 +422,34 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
         write_metrics(&args.out.join("metrics.csv"), &rows)?;
         plot(&args.out.join("curves.svg"), &rows, base_dice)?;
     }
-    export(&args, &loaded, &state, &rows, base_dice)
+    let calibration = if args.calibrate {
+        let (_, mut weights, _) = read_checkpoint(&best_dir)?;
+        let decoder = SamDecoder::load(&loaded.sam.config, &weights, &inner).map_err(|e| e.to_string())?;
+        let (bias, before, after) = fit_mask_logit_bias(&decoder, &train, &inner)?;
+        weights.set_metadata(MASK_LOGIT_BIAS_KEY, bias.to_string());
+        let decoder = SamDecoder::load(&loaded.sam.config, &weights, &inner).map_err(|e| e.to_string())?;
+        let scores = score(&decoder, &val, &[0.0], 0, &Default::default(), &inner, "validate")?;
+        let val_dice = summarise("", &args.val_split, &val, &scores, &[0.0]).overall.dice_mean;
+        println!(
+            "calibration on {}: mask-logit bias {bias:+.2} (train Dice {before:.4} → {after:.4}); \
+             val Dice {:.4} → {val_dice:.4}",
+            args.train_split, state.best_val_dice
+        );
+        Some(Calibration { bias, train_dice_before: before, train_dice_after: after, val_dice_before: state.best_val_dice, val_dice_after: val_dice })
+    } else {
+        None
+    };
+    export(&args, &loaded, &state, &rows, base_dice, calibration.as_ref())
+}
+
+/// The fitted mask-logit bias and what it did.
+#[derive(Serialize)]
+struct Calibration {
+    bias: f32,
+    train_dice_before: f64,
+    train_dice_after: f64,
+    val_dice_before: f64,
+    val_dice_after: f64,
 }
 
 /// The best decoder in the browser's weight format (f32, f16) and a model card.
@@ -427,9 +459,10 @@ fn export(
     state: &State,
     rows: &[EpochMetrics],
     base_dice: f64,
+    calibration: Option<&Calibration>,
 ) -> CliResult<()> {
     let (_, decoder, _) = read_checkpoint(&args.out.join("best"))?;
-    if state.best_epoch == 0 {
+    if state.best_epoch == 0 && state.epoch > 0 {
         println!("no epoch beat the starting decoder on validation: exporting the starting decoder");
     }
     let mut files = Vec::new();
@@ -437,6 +470,9 @@ fn export(
         let mut map = decoder.subset(&["prompt_encoder.", "mask_decoder."], "fine-tuned decoder");
         map.set_metadata("model", format!("{}-finetuned", loaded.id));
         map.set_metadata("component", "decoder");
+        if let Some(c) = calibration {
+            map.set_metadata(MASK_LOGIT_BIAS_KEY, c.bias.to_string());
+        }
         let bytes = map.to_safetensors(dtype).map_err(|e| e.to_string())?;
         let name = format!("decoder.{}.safetensors", dtype.suffix());
         files.push(serde_json::json!({
@@ -461,6 +497,7 @@ fn export(
             "reference_compat": args.model.reference_compat,
         },
         "epochs": state.epoch,
+        "calibration": calibration,
         "metrics": {
             "val_dice_before": base_dice,
             "best_epoch": state.best_epoch,

@@ -274,6 +274,36 @@ fn finetune_small_subset_learns_saves_reloads_and_resumes() {
     let mut args = base.to_vec();
     args.extend(["--val-split", "test"]);
     fails_with(&args, &["test split"]);
+
+    // Calibration only (`--epochs 0 --calibrate`): a mask-logit bias fitted on the training
+    // split, reported with its effect, recorded in the card and in both decoder files, and
+    // applied where the decoder is used.
+    let run3 = dir.join("run3");
+    let run3_s = s(&run3);
+    let mut args3: Vec<&str> = base.to_vec();
+    args3[6] = &run3_s;
+    args3.extend(["--epochs", "0", "--calibrate"]);
+    let out = ok(&args3);
+    assert!(out.contains("calibration on train: mask-logit bias"), "{out}");
+    let card: serde_json::Value = serde_json::from_slice(&std::fs::read(run3.join("model.json")).unwrap()).unwrap();
+    let bias = card["calibration"]["bias"].as_f64().expect("a bias in the card") as f32;
+    assert!((-2.0..=3.0).contains(&bias));
+    assert!(card["calibration"]["train_dice_after"].as_f64().unwrap() >= card["calibration"]["train_dice_before"].as_f64().unwrap());
+    for f in ["decoder.f32.safetensors", "decoder.f16.safetensors"] {
+        let map = sonosam_model::TensorMap::from_safetensors(&std::fs::read(run3.join(f)).unwrap(), f).unwrap();
+        let v: f32 = map.metadata()["mask_logit_bias"].parse().unwrap();
+        assert_eq!(v, bias, "{f}");
+    }
+    let area = |decoder: &str, name: &str| {
+        let p = dir.join(name);
+        ok(&["segment", "www/samples/benign_93.png", "--box", "41,44,176,119", "--out", &s(&p), "--decoder", decoder]);
+        sonosam_model::Mask::from_image_bytes(&std::fs::read(&p).unwrap()).unwrap().area()
+    };
+    let (plain, calibrated) = (area("base", "plain.png"), area(&run3_s, "calibrated.png"));
+    // A positive bias lowers the threshold: the mask can only grow (and shrinks for a negative one).
+    assert!(if bias >= 0.0 { calibrated >= plain } else { calibrated <= plain }, "bias {bias}: {plain} → {calibrated} px");
+    eprintln!("calibrated bias {bias}: mask {plain} → {calibrated} px");
+    fails_with(&["finetune", "--data", &s(&data), "--splits", &s(&splits), "--out", &s(&dir.join("run4")), "--epochs", "0"], &["--epochs 0 only with --calibrate"]);
 }
 
 /// Official-layout SAM checkpoints: a tiny ViT with random weights (`../shared/golden`) runs

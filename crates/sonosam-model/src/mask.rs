@@ -128,6 +128,66 @@ impl Mask {
         Ok(same as f64 / self.data.len().max(1) as f64)
     }
 
+    /// Label the 4-connected components of the pixels where `fg(value)` holds: a label per
+    /// pixel (0: not selected) and the size of each label (index = label − 1).
+    fn components(&self, fg: impl Fn(u8) -> bool) -> (Vec<u32>, Vec<usize>) {
+        let (w, h) = (self.width, self.height);
+        let mut labels = vec![0u32; w * h];
+        let mut sizes = Vec::new();
+        let mut stack = Vec::new();
+        for start in 0..w * h {
+            if labels[start] != 0 || !fg(self.data[start]) {
+                continue;
+            }
+            let label = sizes.len() as u32 + 1;
+            let mut size = 0;
+            labels[start] = label;
+            stack.push(start);
+            while let Some(i) = stack.pop() {
+                size += 1;
+                let (x, y) = (i % w, i / w);
+                let mut visit = |j: usize| {
+                    if labels[j] == 0 && fg(self.data[j]) {
+                        labels[j] = label;
+                        stack.push(j);
+                    }
+                };
+                if x > 0 { visit(i - 1); }
+                if x + 1 < w { visit(i + 1); }
+                if y > 0 { visit(i - w); }
+                if y + 1 < h { visit(i + w); }
+            }
+            sizes.push(size);
+        }
+        (labels, sizes)
+    }
+
+    /// Only the largest 4-connected foreground component (a lesion is one blob; specks the
+    /// decoder leaves elsewhere go). An empty mask stays empty.
+    pub fn largest_component(&self) -> Mask {
+        let (labels, sizes) = self.components(|v| v != 0);
+        let Some(best) = sizes.iter().enumerate().max_by_key(|(_, s)| **s).map(|(i, _)| i as u32 + 1) else {
+            return self.clone();
+        };
+        Mask::from_fn(self.width, self.height, |i| labels[i] == best)
+    }
+
+    /// Holes filled: background not 4-connected to the image border becomes foreground.
+    pub fn fill_holes(&self) -> Mask {
+        let (w, h) = (self.width, self.height);
+        let (labels, _) = self.components(|v| v == 0);
+        let mut outside = std::collections::HashSet::new();
+        for x in 0..w {
+            outside.insert(labels[x]);
+            outside.insert(labels[(h - 1) * w + x]);
+        }
+        for y in 0..h {
+            outside.insert(labels[y * w]);
+            outside.insert(labels[y * w + w - 1]);
+        }
+        Mask::from_fn(w, h, |i| self.data[i] != 0 || !outside.contains(&labels[i]))
+    }
+
     /// Foreground pixels with a 4-neighbour in the background or outside the image.
     pub fn contour(&self) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
@@ -257,6 +317,28 @@ pub fn percentile(v: &mut [f64], q: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn largest_component_and_fill_holes() {
+        // A 5×5 ring with a hole, plus a speck in the corner of a 8×8 mask.
+        let mut m = super::Mask::new(8, 8);
+        for y in 1..6 {
+            for x in 1..6 {
+                m.data[y * 8 + x] = u8::from(!(x == 3 && y == 3));
+            }
+        }
+        m.data[7 * 8 + 7] = 1;
+        let big = m.largest_component();
+        assert_eq!(big.area(), 24);
+        assert!(!big.get(7, 7));
+        let filled = big.fill_holes();
+        assert_eq!(filled.area(), 25);
+        assert!(filled.get(3, 3));
+        // Background touching the border stays background; empty masks stay empty.
+        assert!(!filled.get(0, 0));
+        assert!(super::Mask::new(4, 3).largest_component().is_empty());
+        assert!(super::Mask::new(4, 3).fill_holes().is_empty());
+    }
+
     use super::*;
 
     #[test]

@@ -22,7 +22,14 @@ pub const DECODER_PREFIXES: [&str; 2] = ["prompt_encoder.", "mask_decoder."];
 pub struct SamDecoder {
     pub prompt_encoder: PromptEncoder,
     pub mask_decoder: MaskDecoder,
+    /// Added to every mask logit: a calibration fitted on training data by `sonosam finetune
+    /// --calibrate` (0 for the model's own decoder). Stored in the decoder file's safetensors
+    /// metadata under [`MASK_LOGIT_BIAS_KEY`].
+    pub mask_logit_bias: f32,
 }
+
+/// Safetensors metadata key of [`SamDecoder::mask_logit_bias`].
+pub const MASK_LOGIT_BIAS_KEY: &str = "mask_logit_bias";
 
 impl SamDecoder {
     pub fn load(config: &SamConfig, w: &TensorMap, device: &Device) -> Result<Self> {
@@ -35,6 +42,12 @@ impl SamDecoder {
                 device,
             )?,
             mask_decoder: MaskDecoder::load(w, "mask_decoder", &config.decoder, device)?,
+            mask_logit_bias: match w.metadata().get(MASK_LOGIT_BIAS_KEY) {
+                None => 0.0,
+                Some(v) => v.trim().parse::<f32>().ok().filter(|b| b.is_finite()).ok_or_else(|| {
+                    SamError::Invalid(format!("{MASK_LOGIT_BIAS_KEY} = {v:?} is not a number"))
+                })?,
+            },
         };
         for p in DECODER_PREFIXES {
             w.check_all_used(p)?;
@@ -72,13 +85,17 @@ impl SamDecoder {
         }
         let sparse = self.prompt_encoder.embed_sparse(prompts, &device)?;
         let dense = self.prompt_encoder.embed_dense(mask_input, b);
-        self.mask_decoder.forward(
+        let mut out = self.mask_decoder.forward(
             embedding,
             self.prompt_encoder.dense_pe(),
             sparse,
             dense,
             multimask,
-        )
+        )?;
+        if self.mask_logit_bias != 0.0 {
+            out.low_res_logits = out.low_res_logits.add_scalar(self.mask_logit_bias);
+        }
+        Ok(out)
     }
 }
 
