@@ -53,11 +53,13 @@ pub fn embedding_cache_key(manifest: &WeightsManifest, image_sha256: &str) -> St
     format!("/sonosam-cache/embeddings/{}-{config}/{image_sha256}.f32", &encoder[..encoder.len().min(16)])
 }
 
-fn to_le_bytes(v: &[f32]) -> Vec<u8> {
+/// f32 values as little-endian bytes (cache entries, worker messages).
+pub(crate) fn to_le_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn from_le_bytes(b: &[u8]) -> Vec<f32> {
+/// Little-endian bytes back to f32 values.
+pub(crate) fn from_le_bytes(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()

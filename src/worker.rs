@@ -23,7 +23,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent, Worker, WorkerOptions, WorkerType};
 
-use crate::engine::{Engine, Progress, WeightSource};
+use crate::engine::{Engine, Progress, WeightSource, from_le_bytes, to_le_bytes};
 
 /// What the page asks of the worker. Bulk inputs travel in the envelope's `bytes`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -59,14 +59,6 @@ pub enum Reply {
     Error { message: String },
     /// The worker hit an internal error and cannot go on.
     Fatal { message: String },
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn bytes_f32(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 /// `{id, msg, bytes?}` and the list of buffers to transfer.
@@ -188,9 +180,9 @@ async fn handle(id: u32, request: Request, bytes: Option<Vec<u8>>) -> Result<(Re
             Ok((Reply::Done, None))
         }
         Request::Decode { geometry, prompt, multimask } => {
-            let mask = bytes.map(|b| bytes_f32(&b));
+            let mask = bytes.map(|b| from_le_bytes(&b));
             let (logits, iou) = engine()?.decode_raw(&geometry, &prompt, mask.as_deref(), multimask).await?;
-            Ok((Reply::Decoded { iou }, Some(f32_bytes(&logits))))
+            Ok((Reply::Decoded { iou }, Some(to_le_bytes(&logits))))
         }
     }
 }
@@ -357,9 +349,9 @@ impl Client {
         multimask: bool,
     ) -> Result<(Vec<f32>, Vec<f32>), String> {
         let request = Request::Decode { geometry: *geometry, prompt: prompt.clone(), multimask };
-        let mask = mask_input.map(f32_bytes);
+        let mask = mask_input.map(to_le_bytes);
         match self.call(&request, mask.as_deref(), None).await? {
-            (Reply::Decoded { iou }, Some(bytes)) => Ok((bytes_f32(&bytes), iou)),
+            (Reply::Decoded { iou }, Some(bytes)) => Ok((from_le_bytes(&bytes), iou)),
             (other, _) => Err(format!("the model worker answered {other:?} to a decode")),
         }
     }

@@ -296,6 +296,12 @@ pub fn predict(
     Ok((mask, iou))
 }
 
+/// The tight box of an instance's mask, in the model frame.
+fn tight_frame_box(inst: &crate::prepare::Instance, g: &sonosam_model::preprocess::Geometry) -> CliResult<[f32; 4]> {
+    g.box_to_frame(tight_box(&inst.mask).expect("instances have foreground"))
+        .map_err(|e| e.to_string())
+}
+
 /// Candidate mask-logit biases of [`fit_mask_logit_bias`]: −2 to +3 in steps of 0.25.
 pub const BIAS_GRID: [f32; 21] = [
     -2.0, -1.75, -1.5, -1.25, -1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75,
@@ -327,9 +333,7 @@ pub fn fit_mask_logit_bias(
         bar.inc(1);
         let img = &prepared.images[inst.image];
         let g = img.geometry;
-        let tight = g
-            .box_to_frame(tight_box(&inst.mask).expect("instances have foreground"))
-            .map_err(|e| e.to_string())?;
+        let tight = tight_frame_box(inst, &g)?;
         let emb = Tensor::<4>::from_data(TensorData::new(img.embedding.clone(), [1, 256, e, e]), device);
         let res = decoder.decode(emb, &[Prompt::from_box(tight)], None, false).map_err(|e| e.to_string())?;
         let logits = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
@@ -380,9 +384,7 @@ pub fn score(
         bar.inc(1);
         let img = &prepared.images[inst.image];
         let g = img.geometry;
-        let tight = g
-            .box_to_frame(tight_box(&inst.mask).expect("instances have foreground"))
-            .map_err(|e| e.to_string())?;
+        let tight = tight_frame_box(inst, &g)?;
         let mut rng = Rng::derive(seed, n as u64);
         let mut boxes = vec![tight];
         for &j in jitter.iter().filter(|j| **j > 0.0) {
