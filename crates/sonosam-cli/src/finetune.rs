@@ -322,7 +322,16 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
         let rows = read_metrics(&args.out.join("metrics.csv"), state.epoch);
         (trainer, state, rows)
     } else {
-        let (_, init) = decoder_weights(&args.init, &loaded.id, &loaded.base_decoder)?;
+        let (_, mut init) = decoder_weights(&args.init, &loaded.id, &loaded.base_decoder)?;
+        // Training works on raw logits: a calibrated starting decoder leaves its bias behind
+        // (validation and export would otherwise apply a bias the training never saw).
+        if let Some(bias) = init.remove_metadata(MASK_LOGIT_BIAS_KEY) {
+            println!(
+                "note: {} is calibrated (mask-logit bias {bias}): training starts from its weights \
+                 without the bias; --calibrate fits a new one",
+                args.init
+            );
+        }
         let adam = Adam::new(AdamConfig {
             weight_decay: args.weight_decay,
             ..Default::default()

@@ -127,6 +127,11 @@ impl TensorMap {
         self.metadata.insert(key.into(), value.into());
     }
 
+    /// Remove a metadata entry, returning its value.
+    pub fn remove_metadata(&mut self, key: &str) -> Option<String> {
+        self.metadata.remove(key)
+    }
+
     /// Number of scalar parameters whose key starts with `prefix`.
     pub fn parameter_count(&self, prefix: &str) -> usize {
         self.tensors
