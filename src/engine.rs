@@ -16,7 +16,7 @@ use sonosam_model::preprocess::{Geometry, preprocess};
 use sonosam_model::sam::{Component, WeightsManifest, input_tensor};
 use sonosam_model::segmentation::read_f32_async;
 use sonosam_model::weights::sha256_hex;
-use sonosam_model::{Prompt, SamDecoder, Segmentation, StoreDType};
+use sonosam_model::{Prompt, SamDecoder, StoreDType};
 
 use crate::storage;
 
@@ -332,20 +332,9 @@ impl Engine {
         *self.current.borrow_mut() = Some((key.to_string(), t));
     }
 
-    /// Decode `prompt` (original-image pixels) against the current embedding.
+    /// Decode `prompt` (original-image pixels) against the current embedding: the low-res
+    /// logits `[M, lr, lr]` and predicted IoU `[M]` (`Segmentation::from_outputs` makes masks).
     pub async fn decode(
-        &self,
-        geometry: &Geometry,
-        prompt: &Prompt,
-        mask_input: Option<&[f32]>,
-        multimask: bool,
-    ) -> Result<Segmentation, String> {
-        let (logits, iou) = self.decode_raw(geometry, prompt, mask_input, multimask).await?;
-        Ok(Segmentation::from_outputs(&logits, &iou, self.manifest.config.low_res_size(), geometry))
-    }
-
-    /// Decode, returning the raw low-res logits `[M, lr, lr]` and predicted IoU `[M]`.
-    pub async fn decode_raw(
         &self,
         geometry: &Geometry,
         prompt: &Prompt,

@@ -176,7 +176,7 @@ impl Model {
         multimask: bool,
     ) -> Result<Segmentation, String> {
         let (logits, iou) = match &self.runner {
-            Runner::Page(e) => e.decode_raw(geometry, prompt, mask_input, multimask).await?,
+            Runner::Page(e) => e.decode(geometry, prompt, mask_input, multimask).await?,
             Runner::Worker(c) => c.decode(geometry, prompt, mask_input, multimask).await?,
         };
         Ok(Segmentation::from_outputs(&logits, &iou, self.manifest.config.low_res_size(), geometry))

@@ -181,7 +181,7 @@ async fn handle(id: u32, request: Request, bytes: Option<Vec<u8>>) -> Result<(Re
         }
         Request::Decode { geometry, prompt, multimask } => {
             let mask = bytes.map(|b| from_le_bytes(&b));
-            let (logits, iou) = engine()?.decode_raw(&geometry, &prompt, mask.as_deref(), multimask).await?;
+            let (logits, iou) = engine()?.decode(&geometry, &prompt, mask.as_deref(), multimask).await?;
             Ok((Reply::Decoded { iou }, Some(to_le_bytes(&logits))))
         }
     }

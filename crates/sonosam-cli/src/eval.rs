@@ -12,7 +12,7 @@ use sonosam_model::burn::tensor::{Device, Tensor, TensorData};
 use sonosam_model::rng::Rng;
 use sonosam_model::sam::DECODER_PREFIXES;
 use sonosam_model::segmentation::read_f32;
-use sonosam_model::train::{jitter_box, tight_box};
+use sonosam_model::train::{grow_box, jitter_box, tight_box};
 use sonosam_model::{Mask, Prompt, SamDecoder, Segmentation, StoreDType, TensorMap};
 
 use crate::CliResult;
@@ -248,15 +248,8 @@ pub fn predict(
     strategy: &Strategy,
 ) -> CliResult<(Mask, f32)> {
     let lr = decoder.prompt_encoder.mask_input_size();
-    let (w, h) = ((g.new_w - 1) as f32, (g.new_h - 1) as f32);
     let grows = if strategy.ensemble.is_empty() { vec![0.0] } else { strategy.ensemble.clone() };
-    let prompts: Vec<Prompt> = grows
-        .iter()
-        .map(|a| {
-            let b = frame_box;
-            Prompt::from_box([(b[0] - a).max(0.0), (b[1] - a).max(0.0), (b[2] + a).min(w), (b[3] + a).min(h)])
-        })
-        .collect();
+    let prompts: Vec<Prompt> = grows.iter().map(|&a| Prompt::from_box(grow_box(frame_box, [a; 4], g))).collect();
     let device = embedding.device();
     let res = decoder
         .decode(embedding.clone(), &prompts, None, strategy.multimask)
@@ -296,6 +289,12 @@ pub fn predict(
     Ok((mask, iou))
 }
 
+/// A prepared image's cached embedding as the decoder's `[1, 256, e, e]` input.
+fn embedding_tensor(decoder: &SamDecoder, img: &crate::prepare::PreparedImage, device: &Device) -> Tensor<4> {
+    let e = decoder.prompt_encoder.embedding_size();
+    Tensor::<4>::from_data(TensorData::new(img.embedding.clone(), [1, 256, e, e]), device)
+}
+
 /// The tight box of an instance's mask, in the model frame.
 fn tight_frame_box(inst: &crate::prepare::Instance, g: &sonosam_model::preprocess::Geometry) -> CliResult<[f32; 4]> {
     g.box_to_frame(tight_box(&inst.mask).expect("instances have foreground"))
@@ -321,7 +320,6 @@ pub fn fit_mask_logit_bias(
         return Err("the decoder is calibrated already".into());
     }
     let lr = decoder.prompt_encoder.mask_input_size();
-    let e = decoder.prompt_encoder.embedding_size();
     let bar = ProgressBar::new(prepared.instances.len() as u64).with_style(
         ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} instances, ETA {eta}")
             .unwrap()
@@ -334,7 +332,7 @@ pub fn fit_mask_logit_bias(
         let img = &prepared.images[inst.image];
         let g = img.geometry;
         let tight = tight_frame_box(inst, &g)?;
-        let emb = Tensor::<4>::from_data(TensorData::new(img.embedding.clone(), [1, 256, e, e]), device);
+        let emb = embedding_tensor(decoder, img, device);
         let res = decoder.decode(emb, &[Prompt::from_box(tight)], None, false).map_err(|e| e.to_string())?;
         let logits = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
         let full = sonosam_model::postprocess::upscale_logits(&logits[..lr * lr], lr, &g);
@@ -390,11 +388,7 @@ pub fn score(
         for &j in jitter.iter().filter(|j| **j > 0.0) {
             boxes.push(jitter_box(tight, j, &g, &mut rng));
         }
-        let e = decoder.prompt_encoder.embedding_size();
-        let emb = Tensor::<4>::from_data(
-            TensorData::new(img.embedding.clone(), [1, 256, e, e]),
-            device,
-        );
+        let emb = embedding_tensor(decoder, img, device);
         let (dices, first) = if *strategy == Strategy::default() {
             // One batched decode of every box.
             let prompts: Vec<Prompt> = boxes.iter().map(|b| Prompt::from_box(*b)).collect();

@@ -107,13 +107,14 @@ pub fn jitter_box(b: [f32; 4], max_px: f32, g: &Geometry, rng: &mut Rng) -> [f32
         return b;
     }
     let mut d = || rng.uniform(0.0, f64::from(max_px)) as f32;
+    grow_box(b, [d(), d(), d(), d()], g)
+}
+
+/// Push the sides of a frame box `[x0, y0, x1, y1]` outwards by `by` pixels (left, top, right,
+/// bottom), clipped to the resized image extent.
+pub fn grow_box(b: [f32; 4], by: [f32; 4], g: &Geometry) -> [f32; 4] {
     let (w, h) = ((g.new_w - 1) as f32, (g.new_h - 1) as f32);
-    [
-        (b[0] - d()).max(0.0),
-        (b[1] - d()).max(0.0),
-        (b[2] + d()).min(w),
-        (b[3] + d()).min(h),
-    ]
+    [(b[0] - by[0]).max(0.0), (b[1] - by[1]).max(0.0), (b[2] + by[2]).min(w), (b[3] + by[3]).min(h)]
 }
 
 /// One training batch: embeddings `[B, 256, 64, 64]`, one box prompt each (model frame),
