@@ -6,6 +6,8 @@ use std::time::Instant;
 use clap::Args;
 use sonosam_model::backend::{BackendKind, init_device};
 use sonosam_model::segmentation::read_f32;
+use sonosam_model::rng::Rng;
+use sonosam_model::train::{Adam, AdamConfig, Batch, DecoderTrainer, LossKind, default_shards};
 use sonosam_model::{Prompt, StoreDType, decode_image, preprocess};
 
 use crate::CliResult;
@@ -19,6 +21,17 @@ pub struct BenchArgs {
     /// Timed runs per measurement (after one warm-up run).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Instead of inference, time fine-tuning steps of the mask decoder (seed recipe: batch of
+    /// 4 box prompts, Dice loss, Adam) on random embeddings and targets of the real shapes —
+    /// the same measurement as `scripts/reference_epoch.py` for PyTorch.
+    #[arg(long)]
+    pub train: bool,
+    /// Batch size of the training-step benchmark.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// Threads a training batch is split over [default: the cores for cpu, 1 for GPUs].
+    #[arg(long)]
+    pub shards: Option<usize>,
     /// Image to encode [default: a BUSI sample].
     #[arg(long)]
     pub image: Option<PathBuf>,
@@ -48,6 +61,9 @@ fn time<T>(runs: usize, mut f: impl FnMut() -> CliResult<T>) -> CliResult<f64> {
 }
 
 pub fn run(args: BenchArgs) -> CliResult<()> {
+    if args.train {
+        return train_steps(&args);
+    }
     let image_path = args
         .image
         .clone()
@@ -111,6 +127,45 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
         let single = decode(false)?;
         let multi = decode(true)?;
         println!("{backend:<8} {encoder:>14.1} {single:>20.1} {multi:>20.1}");
+    }
+    Ok(())
+}
+
+/// Median time of one fine-tuning step (forward, backward, Adam) per backend.
+fn train_steps(args: &BenchArgs) -> CliResult<()> {
+    let runs = args.runs.max(1);
+    let bs = args.batch_size.max(1);
+    println!("sonosam bench --train: mask-decoder step, batch {bs}, Dice loss, Adam; median of {runs} steps after 1 warm-up");
+    println!("{:<8} {:>12}", "backend", "step (ms)");
+    for backend in &args.backend {
+        let device = match init_device(*backend) {
+            Ok(d) => d,
+            Err(e) => {
+                println!("{backend:<8} unavailable: {e}");
+                continue;
+            }
+        };
+        let loaded = args.model.load(StoreDType::F32, &device)?;
+        let config = loaded.sam.config.clone();
+        let e = config.decoder.embedding_size;
+        let lr = config.low_res_size();
+        let frame = config.img_size() as f64;
+        let mut rng = Rng::new(0);
+        let embeddings: Vec<f32> = (0..bs * 256 * e * e).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let targets: Vec<f32> = (0..bs * lr * lr).map(|_| f32::from(u8::from(rng.uniform(0.0, 1.0) > 0.7))).collect();
+        let prompts = (0..bs)
+            .map(|_| {
+                let (x, y) = (rng.uniform(0.0, frame * 0.6), rng.uniform(0.0, frame * 0.6));
+                let (w, h) = (rng.uniform(20.0, frame * 0.35), rng.uniform(20.0, frame * 0.35));
+                Prompt::from_box([x as f32, y as f32, (x + w) as f32, (y + h) as f32])
+            })
+            .collect();
+        let batch = Batch { embeddings, prompts, targets };
+        let mut trainer = DecoderTrainer::new(config, &loaded.base_decoder, &device, Adam::new(AdamConfig::default()))
+            .map_err(|e| e.to_string())?
+            .with_shards(args.shards.unwrap_or_else(|| default_shards(*backend)));
+        let step = time(runs, || trainer.step(&batch, LossKind::Dice, 1e-5).map_err(|e| e.to_string()))?;
+        println!("{backend:<8} {step:>12.1}");
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sonosam_model::backend::{BackendKind, init_device};
 use sonosam_model::rng::Rng;
 use sonosam_model::train::{
-    Adam, AdamConfig, Batch, DecoderTrainer, LossKind, jitter_box, target_low_res, tight_box,
+    Adam, AdamConfig, Batch, DecoderTrainer, LossKind, default_shards, jitter_box, target_low_res, tight_box,
 };
 use sonosam_model::sam::MASK_LOGIT_BIAS_KEY;
 use sonosam_model::weights::sha256_hex;
@@ -317,7 +317,9 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
     let (mut trainer, mut state, mut rows) = if args.resume {
         let from = if last_dir.exists() { last_dir.clone() } else { last_dir.with_extension("old") };
         let (state, decoder, adam) = read_checkpoint(&from)?;
-        let trainer = DecoderTrainer::new(config.clone(), &decoder, &device, adam).map_err(|e| e.to_string())?;
+        let trainer = DecoderTrainer::new(config.clone(), &decoder, &device, adam)
+            .map_err(|e| e.to_string())?
+            .with_shards(default_shards(args.backend));
         println!("resuming {} after epoch {}", args.out.display(), state.epoch);
         let rows = read_metrics(&args.out.join("metrics.csv"), state.epoch);
         (trainer, state, rows)
@@ -336,7 +338,9 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
             weight_decay: args.weight_decay,
             ..Default::default()
         });
-        let trainer = DecoderTrainer::new(config.clone(), &init, &device, adam).map_err(|e| e.to_string())?;
+        let trainer = DecoderTrainer::new(config.clone(), &init, &device, adam)
+            .map_err(|e| e.to_string())?
+            .with_shards(default_shards(args.backend));
         let state = State {
             epoch: 0,
             best_epoch: 0,

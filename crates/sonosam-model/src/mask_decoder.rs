@@ -2,12 +2,11 @@
 //! IoU `[B, M]` (M = 1, or 3 in multimask mode).
 
 use burn::module::{Module, Param};
-use burn::nn::Linear;
-use burn::nn::conv::ConvTranspose2d;
+use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::{gelu, relu};
 use burn::tensor::{Device, Tensor};
 
-use crate::common::{LayerNorm2d, conv_transpose2d, linear};
+use crate::common::{layer_norm, linear};
 use crate::config::DecoderConfig;
 use crate::error::{Result, SamError};
 use crate::transformer::TwoWayTransformer;
@@ -51,6 +50,42 @@ impl Mlp {
     }
 }
 
+/// `torch.nn.ConvTranspose2d(in, out, kernel_size=2, stride=2)` applied to a list of pixels:
+/// the 2×2 kernels of a stride-2 transposed convolution do not overlap, so each input pixel
+/// becomes its own 2×2 block of output pixels by one matmul. `[B, P, in]` → `[B, 4P, out]`,
+/// output pixel `4p + 2i + j` being row `i`, column `j` of input pixel `p`'s block (the caller
+/// restores the image order once, at the end).
+#[derive(Module, Debug)]
+pub struct BlockConvTranspose2x2 {
+    /// `[in, out, 2, 2]` (PyTorch layout).
+    pub weight: Param<Tensor<4>>,
+    /// `[out]`.
+    pub bias: Param<Tensor<1>>,
+}
+
+impl BlockConvTranspose2x2 {
+    fn load(w: &TensorMap, p: &str, d_in: usize, d_out: usize, device: &Device) -> Result<Self> {
+        Ok(Self {
+            weight: w.param(&format!("{p}.weight"), [d_in, d_out, 2, 2], device)?,
+            bias: w.param(&format!("{p}.bias"), [d_out], device)?,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, p, d_in] = x.dims();
+        let [_, d_out, _, _] = self.weight.dims();
+        // Columns ordered (i, j, out).
+        let weight = self.weight.val().permute([0, 2, 3, 1]).reshape([d_in, 4 * d_out]);
+        let bias = self
+            .bias
+            .val()
+            .unsqueeze::<2>()
+            .expand([4, d_out])
+            .reshape([1, 4 * d_out]);
+        (x.reshape([b * p, d_in]).matmul(weight) + bias).reshape([b, 4 * p, d_out])
+    }
+}
+
 /// Output of the mask decoder.
 #[derive(Debug, Clone)]
 pub struct DecoderOutput {
@@ -68,9 +103,12 @@ pub struct MaskDecoder {
     pub iou_token: Param<Tensor<2>>,
     /// `[M+1, C]`: the single-mask token then the multimask tokens.
     pub mask_tokens: Param<Tensor<2>>,
-    pub upscale_conv1: ConvTranspose2d,
-    pub upscale_norm: LayerNorm2d,
-    pub upscale_conv2: ConvTranspose2d,
+    /// SAM's `output_upscaling`: transposed conv, LayerNorm2d, GELU, transposed conv, GELU,
+    /// computed on pixel lists (`[B, E·E, C]` → `[B, 16·E·E, C/8]`, block order).
+    pub upscale_conv1: BlockConvTranspose2x2,
+    /// LayerNorm2d = a LayerNorm over the channels of each pixel.
+    pub upscale_norm: LayerNorm,
+    pub upscale_conv2: BlockConvTranspose2x2,
     pub hypernetworks: Vec<Mlp>,
     pub iou_head: Mlp,
     num_mask_tokens: usize,
@@ -97,25 +135,9 @@ impl MaskDecoder {
             transformer: TwoWayTransformer::load(w, &format!("{p}.transformer"), c, device)?,
             iou_token: w.param(&format!("{p}.iou_token.weight"), [1, d], device)?,
             mask_tokens: w.param(&format!("{p}.mask_tokens.weight"), [m, d], device)?,
-            upscale_conv1: conv_transpose2d(
-                w,
-                &format!("{p}.output_upscaling.0"),
-                d,
-                d / 4,
-                2,
-                2,
-                device,
-            )?,
-            upscale_norm: LayerNorm2d::load(w, &format!("{p}.output_upscaling.1"), d / 4, 1e-6, device)?,
-            upscale_conv2: conv_transpose2d(
-                w,
-                &format!("{p}.output_upscaling.3"),
-                d / 4,
-                d / 8,
-                2,
-                2,
-                device,
-            )?,
+            upscale_conv1: BlockConvTranspose2x2::load(w, &format!("{p}.output_upscaling.0"), d, d / 4, device)?,
+            upscale_norm: layer_norm(w, &format!("{p}.output_upscaling.1"), d / 4, 1e-6, device)?,
+            upscale_conv2: BlockConvTranspose2x2::load(w, &format!("{p}.output_upscaling.3"), d / 4, d / 8, device)?,
             hypernetworks,
             iou_head: Mlp::load(
                 w,
@@ -166,29 +188,34 @@ impl MaskDecoder {
         let (hs, src) = self.transformer.forward(src, pos, tokens);
 
         let iou_token_out = hs.clone().narrow(1, 0, 1).reshape([b, d]);
-        let src = src.swap_dims(1, 2).reshape([b, c, e, e]);
+        // `src` is `[B, E·E, C]`: pixels in row-major order, channels last.
         let up = gelu(self.upscale_norm.forward(self.upscale_conv1.forward(src)));
-        let up = gelu(self.upscale_conv2.forward(up));
-        let [_, cu, hu, wu] = up.dims();
+        let up = gelu(self.upscale_conv2.forward(up)); // [B, 16·E·E, C/8], block order
 
-        let hyper: Vec<Tensor<3>> = self
-            .hypernetworks
+        // Only the masks asked for (SAM computes all M and then slices).
+        let (start, count) = if multimask { (1, m - 1) } else { (0, 1) };
+        let hyper: Vec<Tensor<3>> = self.hypernetworks[start..start + count]
             .iter()
             .enumerate()
             .map(|(i, mlp)| {
-                let token = hs.clone().narrow(1, 1 + i, 1).reshape([b, d]);
+                let token = hs.clone().narrow(1, 1 + start + i, 1).reshape([b, d]);
                 mlp.forward(token).unsqueeze_dim::<3>(1)
             })
             .collect();
-        let hyper = Tensor::cat(hyper, 1); // [B, M, C/8]
-        let masks = hyper
-            .matmul(up.reshape([b, cu, hu * wu]))
-            .reshape([b, m, hu, wu]);
+        let hyper = Tensor::cat(hyper, 1); // [B, count, C/8]
+        // [B, 16·E·E, count] in block order: pixel (y, x, i, j, k, l) is output row
+        // 4y + 2i + k, column 4x + 2j + l.
+        let masks = up
+            .matmul(hyper.swap_dims(1, 2))
+            .reshape([b, e, e, 2, 2, 2 * 2 * count])
+            .permute([0, 5, 1, 3, 2, 4]) // [B, (k, l, count), y, i, x, j]
+            .reshape([b, 2, 2, count, 2 * e, 2 * e])
+            .permute([0, 3, 4, 1, 5, 2]) // [B, count, (y, i), k, (x, j), l]
+            .reshape([b, count, 4 * e, 4 * e]);
         let iou = self.iou_head.forward(iou_token_out);
 
-        let (start, count) = if multimask { (1, m - 1) } else { (0, 1) };
         Ok(DecoderOutput {
-            low_res_logits: masks.narrow(1, start, count),
+            low_res_logits: masks,
             iou: iou.narrow(1, start, count),
         })
     }

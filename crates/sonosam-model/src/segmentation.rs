@@ -57,8 +57,8 @@ impl Segmentation {
 pub fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.try_into_data()
         .map_err(|e| SamError::Invalid(format!("reading tensor from the device: {e:?}")))?
-        .convert::<f32>()
-        .try_to_vec::<f32>()
+        // Casts only when needed and keeps the buffer otherwise (no element-wise copy).
+        .try_into_vec_as::<f32>()
         .map_err(|e| SamError::Invalid(format!("reading tensor: {e:?}")))
 }
 
@@ -67,7 +67,7 @@ pub async fn read_f32_async<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.into_data_async()
         .await
         .map_err(|e| SamError::Invalid(format!("reading tensor from the device: {e:?}")))?
-        .convert::<f32>()
-        .try_to_vec::<f32>()
+        // Casts only when needed and keeps the buffer otherwise (no element-wise copy).
+        .try_into_vec_as::<f32>()
         .map_err(|e| SamError::Invalid(format!("reading tensor: {e:?}")))
 }

@@ -258,6 +258,17 @@ impl Adam {
     }
 }
 
+/// Default number of batch shards (see [`DecoderTrainer::with_shards`]) for a backend: on
+/// the CPU backend, whose element-wise kernels use one core each, two per core (so that one
+/// shard's single-threaded kernels overlap another's; in practice one sample per shard, as
+/// batches are small); one on a GPU, which is busy with one graph already.
+pub fn default_shards(kind: crate::backend::BackendKind) -> usize {
+    match kind {
+        crate::backend::BackendKind::Cpu => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+        _ => 1,
+    }
+}
+
 /// Trains the mask decoder of a SAM.
 pub struct DecoderTrainer {
     pub config: SamConfig,
@@ -270,6 +281,91 @@ pub struct DecoderTrainer {
     device: Device,
     /// Computation precision (`None` = f32).
     precision: Option<FloatDType>,
+    /// Parts a batch is split into (threads); see [`with_shards`](Self::with_shards).
+    shards: usize,
+}
+
+/// Outputs of the frozen prompt encoder that do not depend on the prompts, `[1, C, E, E]` each.
+struct Frozen {
+    dense_pe: Vec<f32>,
+    no_mask: Vec<f32>,
+}
+
+/// A contiguous part of a batch.
+struct ShardInput<'a> {
+    b: usize,
+    /// `b / batch size`: the loss is scaled by it so that the shards' gradients add up.
+    weight: f64,
+    embeddings: &'a [f32],
+    /// `[b, tokens, C]` sparse prompt embeddings.
+    sparse: &'a [f32],
+    tokens: usize,
+    targets: &'a [f32],
+}
+
+/// What a shard's thread needs of the trainer (the trainer itself is not `Sync`).
+#[derive(Clone)]
+struct ShardTrainer<'a> {
+    config: &'a SamConfig,
+    device: Device,
+    precision: Option<FloatDType>,
+}
+
+impl<'a> ShardTrainer<'a> {
+    fn of(t: &'a DecoderTrainer) -> Self {
+        Self {
+            config: &t.config,
+            device: t.device.clone(),
+            precision: t.precision,
+        }
+    }
+
+    /// Forward and backward of one shard on a fresh decoder built from `params`.
+    fn run(&self, params: &TensorMap, frozen: &Frozen, x: ShardInput<'_>, loss: LossKind) -> Result<StepOutput> {
+        let b = x.b;
+        let lr = self.config.low_res_size();
+        let e = self.config.decoder.embedding_size;
+        let d = self.config.decoder.embed_dim;
+        params.set_precision(self.precision);
+        params.track_params();
+        let decoder = MaskDecoder::load(params, "mask_decoder", &self.config.decoder, &self.device);
+        let tracked = params.take_tracked();
+        params.set_precision(None);
+        let decoder = decoder?;
+        let tensor = |data: &[f32], shape: [usize; 4]| {
+            let t = Tensor::<4>::from_data(TensorData::new(data.to_vec(), shape), &self.device);
+            match self.precision {
+                Some(dtype) => t.cast(dtype),
+                None => t,
+            }
+        };
+        let emb = tensor(x.embeddings, [b, d, e, e]);
+        let target = tensor(x.targets, [b, 1, lr, lr]);
+        let sparse = tensor(x.sparse, [1, b, x.tokens, d]).reshape([b, x.tokens, d]);
+        let dense_pe = tensor(&frozen.dense_pe, [1, d, e, e]);
+        let dense = tensor(&frozen.no_mask, [1, d, e, e]).expand([b, d, e, e]);
+        let out = decoder.forward(emb, dense_pe, sparse, dense, false)?;
+        let logits = out.low_res_logits;
+        let value = match loss {
+            LossKind::Dice => dice_loss(logits.clone(), target),
+            LossKind::DiceBce => {
+                dice_loss(logits.clone(), target.clone()) + bce_with_logits(logits.clone(), target)
+            }
+        };
+        let value = if x.weight == 1.0 { value } else { value * x.weight };
+        let grads = value.backward();
+        let mut by_key = BTreeMap::new();
+        for t in tracked {
+            if let Some(g) = (t.grad)(&grads) {
+                by_key.insert(t.key, read_f32(g)?);
+            }
+        }
+        Ok(StepOutput {
+            loss: read_f32(value.inner())?[0],
+            grads: by_key,
+            logits: read_f32(logits.inner())?,
+        })
+    }
 }
 
 /// Loss value, gradients by key, and the batch's low-res logits.
@@ -310,6 +406,7 @@ impl DecoderTrainer {
             adam,
             device,
             precision: None,
+            shards: 1,
         })
     }
 
@@ -320,59 +417,97 @@ impl DecoderTrainer {
         self
     }
 
+    /// Split each batch into up to `shards` parts, each run forward and backward on its own
+    /// thread with its own autodiff graph; the gradients are summed in shard order (so the
+    /// result is deterministic). The losses are means over samples, so the batch's gradient
+    /// is the size-weighted sum of the shards' gradients. Worth it on the CPU backend, whose
+    /// element-wise kernels run on one core: give it the number of cores. Default 1.
+    pub fn with_shards(mut self, shards: usize) -> Self {
+        self.shards = shards.max(1);
+        self
+    }
+
     /// Loss and gradients of one batch (no update).
     pub fn loss_and_grads(&self, batch: &Batch, loss: LossKind) -> Result<StepOutput> {
         let b = batch.prompts.len();
         let lr = self.config.low_res_size();
         let e = self.config.decoder.embedding_size;
         let d = self.config.decoder.embed_dim;
-        if batch.embeddings.len() != b * d * e * e || batch.targets.len() != b * lr * lr {
+        if b == 0 || batch.embeddings.len() != b * d * e * e || batch.targets.len() != b * lr * lr {
             return Err(SamError::Invalid("batch sizes do not match".into()));
         }
-        self.params.set_precision(self.precision);
-        self.params.track_params();
-        let decoder = MaskDecoder::load(&self.params, "mask_decoder", &self.config.decoder, &self.device);
-        let tracked = self.params.take_tracked();
-        self.params.set_precision(None);
-        let decoder = decoder?;
-        let cast = |t: Tensor<4>| match self.precision {
-            Some(dtype) => t.cast(dtype),
-            None => t,
+        // The frozen prompt encoder runs here, once; the shards get its outputs as data.
+        let sparse = read_f32(self.prompt_encoder.embed_sparse(&batch.prompts, &self.device)?)?;
+        let tokens = sparse.len() / (b * d);
+        let frozen = Frozen {
+            dense_pe: read_f32(self.prompt_encoder.dense_pe().inner())?,
+            no_mask: read_f32(self.prompt_encoder.embed_dense(None, 1).inner())?,
         };
-        let emb = cast(Tensor::<4>::from_data(
-            TensorData::new(batch.embeddings.clone(), [b, d, e, e]),
-            &self.device,
-        ));
-        let target = cast(Tensor::<4>::from_data(
-            TensorData::new(batch.targets.clone(), [b, 1, lr, lr]),
-            &self.device,
-        ));
-        let sparse = self.prompt_encoder.embed_sparse(&batch.prompts, &self.device)?;
-        let sparse = match self.precision {
-            Some(dtype) => sparse.cast(dtype),
-            None => sparse,
+        let shards = self.shards.min(b);
+        let mut ranges = Vec::with_capacity(shards);
+        let mut start = 0;
+        for i in 0..shards {
+            let len = b / shards + usize::from(i < b % shards);
+            ranges.push(start..start + len);
+            start += len;
+        }
+        let shard = |r: &std::ops::Range<usize>| ShardInput {
+            b: r.len(),
+            weight: r.len() as f64 / b as f64,
+            embeddings: &batch.embeddings[r.start * d * e * e..r.end * d * e * e],
+            sparse: &sparse[r.start * tokens * d..r.end * tokens * d],
+            tokens,
+            targets: &batch.targets[r.start * lr * lr..r.end * lr * lr],
         };
-        let dense = cast(self.prompt_encoder.embed_dense(None, b));
-        let out = decoder.forward(emb, cast(self.prompt_encoder.dense_pe()), sparse, dense, false)?;
-        let logits = out.low_res_logits;
-        let value = match loss {
-            LossKind::Dice => dice_loss(logits.clone(), target),
-            LossKind::DiceBce => {
-                dice_loss(logits.clone(), target.clone()) + bce_with_logits(logits.clone(), target)
-            }
+        let outputs: Vec<Result<StepOutput>> = if shards == 1 {
+            vec![self.shard_loss_and_grads(&self.params, &frozen, shard(&ranges[0]), loss)]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = ranges[1..]
+                    .iter()
+                    .map(|r| {
+                        // A map per thread: it records the parameters it builds.
+                        let params = self.params.subset(&[TRAINABLE_PREFIX], "mask decoder");
+                        let (input, frozen, trainer) = (shard(r), &frozen, ShardTrainer::of(self));
+                        scope.spawn(move || trainer.run(&params, frozen, input, loss))
+                    })
+                    .collect();
+                let mut outputs = vec![self.shard_loss_and_grads(&self.params, &frozen, shard(&ranges[0]), loss)];
+                outputs.extend(handles.into_iter().map(|h| {
+                    h.join().unwrap_or_else(|_| Err(SamError::Invalid("a training thread panicked".into())))
+                }));
+                outputs
+            })
         };
-        let grads = value.backward();
-        let mut by_key = BTreeMap::new();
-        for t in tracked {
-            if let Some(g) = (t.grad)(&grads) {
-                by_key.insert(t.key, read_f32(g)?);
+        let mut total = StepOutput {
+            loss: 0.0,
+            grads: BTreeMap::new(),
+            logits: Vec::with_capacity(b * lr * lr),
+        };
+        for out in outputs {
+            let out = out?;
+            total.loss += out.loss;
+            total.logits.extend(out.logits);
+            for (key, g) in out.grads {
+                match total.grads.get_mut(&key) {
+                    Some(sum) => sum.iter_mut().zip(&g).for_each(|(s, v): (&mut f32, &f32)| *s += v),
+                    None => {
+                        total.grads.insert(key, g);
+                    }
+                }
             }
         }
-        Ok(StepOutput {
-            loss: read_f32(value.inner())?[0],
-            grads: by_key,
-            logits: read_f32(logits.inner())?,
-        })
+        Ok(total)
+    }
+
+    fn shard_loss_and_grads(
+        &self,
+        params: &TensorMap,
+        frozen: &Frozen,
+        input: ShardInput<'_>,
+        loss: LossKind,
+    ) -> Result<StepOutput> {
+        ShardTrainer::of(self).run(params, frozen, input, loss)
     }
 
     /// One optimisation step; returns the loss before the update.

@@ -202,8 +202,16 @@ impl TwoWayTransformer {
         tokens: Tensor<3>,
     ) -> (Tensor<3>, Tensor<3>) {
         let [b, c, h, w] = image.dims();
-        let keys_in = image.reshape([b, c, h * w]).swap_dims(1, 2);
-        let key_pe = image_pe.reshape([b, c, h * w]).swap_dims(1, 2);
+        // Channel-last, materialised once (the reshape of the transposed view copies): every
+        // later op then reads contiguous memory instead of a strided view.
+        let channels_last = |x: Tensor<4>| {
+            x.reshape([b, c, h * w])
+                .swap_dims(1, 2)
+                .reshape([b * h * w, c])
+                .reshape([b, h * w, c])
+        };
+        let keys_in = channels_last(image);
+        let key_pe = channels_last(image_pe);
         let mut queries = tokens.clone();
         let mut keys = keys_in;
         for layer in &self.layers {

@@ -48,7 +48,7 @@ impl StoreDType {
 
 /// Reads the gradient of one parameter, flattened in PyTorch layout.
 #[cfg(feature = "autodiff")]
-pub type GradReader = Box<dyn Fn(&burn::tensor::Gradients) -> Option<Tensor<1>>>;
+pub type GradReader = Box<dyn Fn(&burn::tensor::Gradients) -> Option<Tensor<1>> + Send>;
 
 /// A parameter built from a key while tracking was on (see [`TensorMap::track_params`]).
 #[cfg(feature = "autodiff")]
@@ -234,10 +234,16 @@ impl TensorMap {
         device: &Device,
     ) -> Result<Param<Tensor<2>>> {
         let weight = self.get(key, &[d_out, d_in])?;
+        // In 32×32 tiles: rebuilt for every training step, so keep it cache-friendly.
+        const TILE: usize = 32;
         let mut transposed = vec![0f32; d_in * d_out];
-        for o in 0..d_out {
-            for i in 0..d_in {
-                transposed[i * d_out + o] = weight.data[o * d_in + i];
+        for o0 in (0..d_out).step_by(TILE) {
+            for i0 in (0..d_in).step_by(TILE) {
+                for o in o0..(o0 + TILE).min(d_out) {
+                    for i in i0..(i0 + TILE).min(d_in) {
+                        transposed[i * d_out + o] = weight.data[o * d_in + i];
+                    }
+                }
             }
         }
         let t = self.to_device(TensorData::new(transposed, [d_in, d_out]), device);
