@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use clap::Args;
 use sonosam_model::backend::{BackendKind, init_device};
+use sonosam_model::burn::tensor::Device;
 use sonosam_model::segmentation::read_f32;
 use sonosam_model::rng::Rng;
 use sonosam_model::train::{Adam, AdamConfig, Batch, DecoderTrainer, LossKind, default_shards};
@@ -37,6 +38,18 @@ pub struct BenchArgs {
     pub image: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// The requested backends' devices, in order; one that cannot start gets its table row saying
+/// why and is skipped.
+fn devices(backends: &[BackendKind]) -> impl Iterator<Item = (BackendKind, Device)> + '_ {
+    backends.iter().filter_map(|&backend| match init_device(backend) {
+        Ok(device) => Some((backend, device)),
+        Err(e) => {
+            println!("{backend:<8} unavailable: {e}");
+            None
+        }
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -85,14 +98,7 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
         "{:<8} {:>14} {:>20} {:>20}",
         "backend", "encoder (ms)", "decoder 1 mask (ms)", "decoder 3 masks (ms)"
     );
-    for backend in &args.backend {
-        let device = match init_device(*backend) {
-            Ok(d) => d,
-            Err(e) => {
-                println!("{backend:<8} unavailable: {e}");
-                continue;
-            }
-        };
+    for (backend, device) in devices(&args.backend) {
         let sam = args.model.load(StoreDType::F32, &device)?.sam;
         let input = preprocess(&image, &sam.config);
         let g = input.geometry;
@@ -137,14 +143,7 @@ fn train_steps(args: &BenchArgs) -> CliResult<()> {
     let bs = args.batch_size.max(1);
     println!("sonosam bench --train: mask-decoder step, batch {bs}, Dice loss, Adam; median of {runs} steps after 1 warm-up");
     println!("{:<8} {:>12}", "backend", "step (ms)");
-    for backend in &args.backend {
-        let device = match init_device(*backend) {
-            Ok(d) => d,
-            Err(e) => {
-                println!("{backend:<8} unavailable: {e}");
-                continue;
-            }
-        };
+    for (backend, device) in devices(&args.backend) {
         let loaded = args.model.load(StoreDType::F32, &device)?;
         let config = loaded.sam.config.clone();
         let e = config.decoder.embedding_size;
@@ -163,7 +162,7 @@ fn train_steps(args: &BenchArgs) -> CliResult<()> {
         let batch = Batch { embeddings, prompts, targets };
         let mut trainer = DecoderTrainer::new(config, &loaded.base_decoder, &device, Adam::new(AdamConfig::default()))
             .map_err(|e| e.to_string())?
-            .with_shards(args.shards.unwrap_or_else(|| default_shards(*backend)));
+            .with_shards(args.shards.unwrap_or_else(|| default_shards(backend)));
         let step = time(runs, || trainer.step(&batch, LossKind::Dice, 1e-5).map_err(|e| e.to_string()))?;
         println!("{backend:<8} {step:>12.1}");
     }

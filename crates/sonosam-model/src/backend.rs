@@ -22,7 +22,8 @@ pub enum BackendKind {
 
 impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        // `pad` so that table columns (`{backend:<8}`) line up.
+        f.pad(match self {
             BackendKind::Cpu => "cpu",
             BackendKind::Wgpu => "wgpu",
             BackendKind::Cuda => "cuda",
