@@ -181,6 +181,17 @@ fn eval_reports_and_writes_json() {
 }
 
 /// A small data set in the images/ + masks/ layout with every kind of problem.
+#[test]
+fn bench_times_training_steps() {
+    // Two shards (threads) for a batch of 2, then the whole batch in one graph.
+    for shards in ["2", "1"] {
+        let out = ok(&["bench", "--train", "--backend", "cpu", "--runs", "1", "--batch-size", "2", "--shards", shards]);
+        let row = out.lines().find(|l| l.starts_with("cpu")).expect("a cpu row");
+        let ms: f64 = row.split_whitespace().nth(1).unwrap().parse().expect("step time in ms");
+        assert!(ms > 0.0, "{row}");
+    }
+}
+
 fn messy_dataset(dir: &Path) -> PathBuf {
     let root = dir.join("data");
     std::fs::create_dir_all(root.join("images")).unwrap();
