@@ -19,7 +19,7 @@ use sonosam_model::{Prompt, SamDecoder, StoreDType, TensorMap};
 
 use crate::CliResult;
 use crate::dataset::Dataset;
-use crate::eval::{decoder_weights, fit_mask_logit_bias, score, summarise};
+use crate::eval::{decoder_weights, fit_mask_logit_bias, score, scoring_threads, summarise};
 use crate::fetch::write_atomic;
 use crate::model_io::{self, LoadedModel, ModelArgs};
 use crate::prepare::{EmbeddingCache, Prepared, cache_root, model_key, prepare};
@@ -252,10 +252,11 @@ fn validate(
     val: &Prepared,
     device: &sonosam_model::burn::tensor::Device,
     split: &str,
+    threads: usize,
 ) -> CliResult<(f64, f64)> {
     let decoder = SamDecoder::load(&trainer.config, &trainer.decoder_weights(), device)
         .map_err(|e| e.to_string())?;
-    let scores = score(&decoder, val, &[0.0], 0, &Default::default(), device, "validate")?;
+    let scores = score(&decoder, val, &[0.0], 0, &Default::default(), device, "validate", threads)?;
     let s = summarise("", split, val, &scores, &[0.0]);
     Ok((s.overall.dice_mean, s.overall.iou_mean))
 }
@@ -357,7 +358,7 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
     )?;
     let inner = device.clone();
     if state.epoch == 0 {
-        let (base_dice, _) = validate(&trainer, &val, &inner, &args.val_split)?;
+        let (base_dice, _) = validate(&trainer, &val, &inner, &args.val_split, scoring_threads(args.backend))?;
         state.best_val_dice = base_dice;
         state.base_val_dice = base_dice;
         println!("validation Dice before fine-tuning: {base_dice:.4}");
@@ -409,7 +410,7 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
         }
         bar.finish_and_clear();
         let train_loss = loss_sum / steps_per_epoch as f64;
-        let (val_dice, val_iou) = validate(&trainer, &val, &inner, &args.val_split)?;
+        let (val_dice, val_iou) = validate(&trainer, &val, &inner, &args.val_split, scoring_threads(args.backend))?;
         let seconds = t0.elapsed().as_secs_f64();
         println!(
             "epoch {epoch}/{}: train loss {train_loss:.4}, val Dice {val_dice:.4}, val IoU {val_iou:.4}, lr {lr:.2e}, {seconds:.0} s",
@@ -441,7 +442,7 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
         let (bias, before, after) = fit_mask_logit_bias(&decoder, &train, &inner)?;
         weights.set_metadata(MASK_LOGIT_BIAS_KEY, bias.to_string());
         let decoder = SamDecoder::load(&loaded.sam.config, &weights, &inner).map_err(|e| e.to_string())?;
-        let scores = score(&decoder, &val, &[0.0], 0, &Default::default(), &inner, "validate")?;
+        let scores = score(&decoder, &val, &[0.0], 0, &Default::default(), &inner, "validate", scoring_threads(args.backend))?;
         let val_dice = summarise("", &args.val_split, &val, &scores, &[0.0]).overall.dice_mean;
         println!(
             "calibration on {}: mask-logit bias {bias:+.2} (train Dice {before:.4} → {after:.4}); \
