@@ -365,17 +365,8 @@ pub fn fit_mask_logit_bias(
 /// runs scored on their own threads (worth it on the CPU backend, whose kernels are mostly
 /// single-threaded); each instance's jitter is seeded by its index, so the result does not
 /// depend on the split.
-#[allow(clippy::too_many_arguments)]
-pub fn score(
-    decoder: &SamDecoder,
-    prepared: &Prepared,
-    jitter: &[f32],
-    seed: u64,
-    strategy: &Strategy,
-    device: &Device,
-    what: &str,
-    threads: usize,
-) -> CliResult<Vec<Scores>> {
+pub fn score(job: &Scoring<'_>, what: &str, threads: usize) -> CliResult<Vec<Scores>> {
+    let prepared = job.prepared;
     let bar = ProgressBar::new(prepared.instances.len() as u64).with_style(
         ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} instances, ETA {eta}")
             .unwrap()
@@ -386,7 +377,7 @@ pub fn score(
     let per = n.div_ceil(threads.clamp(1, n.max(1))).max(1);
     let one = |i: usize| {
         bar.inc(1);
-        score_one(decoder, prepared, jitter, seed, strategy, device, i)
+        job.one(i)
     };
     let out = if per >= n {
         (0..n).map(one).collect::<CliResult<Vec<_>>>()
@@ -410,76 +401,82 @@ pub fn score(
     out
 }
 
-/// Scores of instance `n` (tight box, then each jitter).
-fn score_one(
-    decoder: &SamDecoder,
-    prepared: &Prepared,
-    jitter: &[f32],
-    seed: u64,
-    strategy: &Strategy,
-    device: &Device,
-    n: usize,
-) -> CliResult<Scores> {
-    let lr = decoder.prompt_encoder.mask_input_size();
-    let inst = &prepared.instances[n];
-    let img = &prepared.images[inst.image];
-    let g = img.geometry;
-    let tight = tight_frame_box(inst, &g)?;
-    let mut rng = Rng::derive(seed, n as u64);
-    let mut boxes = vec![tight];
-    for &j in jitter.iter().filter(|j| **j > 0.0) {
-        boxes.push(jitter_box(tight, j, &g, &mut rng));
-    }
-    let emb = embedding_tensor(decoder, img, device);
-    let (dices, first) = if *strategy == Strategy::default() {
-        // One batched decode of every box.
-        let prompts: Vec<Prompt> = boxes.iter().map(|b| Prompt::from_box(*b)).collect();
-        let res = decoder
-            .decode(emb, &prompts, None, false)
-            .map_err(|err| err.to_string())?;
-        let logits = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
-        let ious = read_f32(res.iou).map_err(|e| e.to_string())?;
-        let mut dices = Vec::new();
-        let mut first = None;
-        for (k, chunk) in logits.chunks_exact(lr * lr).enumerate() {
-            let seg = Segmentation::from_outputs(chunk, &ious[k..=k], lr, &g);
-            dices.push(seg.masks[0].dice(&inst.mask).map_err(|e| e.to_string())?);
-            if k == 0 {
-                first = Some((seg.masks[0].clone(), ious[0]));
-            }
+/// What to score: a decoder on prepared instances, with jitter levels and an inference
+/// strategy.
+pub struct Scoring<'a> {
+    pub decoder: &'a SamDecoder,
+    pub prepared: &'a Prepared,
+    pub jitter: &'a [f32],
+    pub seed: u64,
+    pub strategy: &'a Strategy,
+    pub device: &'a Device,
+}
+
+impl Scoring<'_> {
+    /// Scores of instance `n` (tight box, then each jitter).
+    fn one(&self, n: usize) -> CliResult<Scores> {
+        let Scoring { decoder, prepared, jitter, seed, strategy, device } = *self;
+        let lr = decoder.prompt_encoder.mask_input_size();
+        let inst = &prepared.instances[n];
+        let img = &prepared.images[inst.image];
+        let g = img.geometry;
+        let tight = tight_frame_box(inst, &g)?;
+        let mut rng = Rng::derive(seed, n as u64);
+        let mut boxes = vec![tight];
+        for &j in jitter.iter().filter(|j| **j > 0.0) {
+            boxes.push(jitter_box(tight, j, &g, &mut rng));
         }
-        (dices, first)
-    } else {
-        let mut dices = Vec::new();
-        let mut first = None;
-        for (k, b) in boxes.iter().enumerate() {
-            let (mask, iou) = predict(decoder, &emb, *b, &g, strategy)?;
-            dices.push(mask.dice(&inst.mask).map_err(|e| e.to_string())?);
-            if k == 0 {
-                first = Some((mask, iou));
+        let emb = embedding_tensor(decoder, img, device);
+        let (dices, first) = if *strategy == Strategy::default() {
+            // One batched decode of every box.
+            let prompts: Vec<Prompt> = boxes.iter().map(|b| Prompt::from_box(*b)).collect();
+            let res = decoder
+                .decode(emb, &prompts, None, false)
+                .map_err(|err| err.to_string())?;
+            let logits = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
+            let ious = read_f32(res.iou).map_err(|e| e.to_string())?;
+            let mut dices = Vec::new();
+            let mut first = None;
+            for (k, chunk) in logits.chunks_exact(lr * lr).enumerate() {
+                let seg = Segmentation::from_outputs(chunk, &ious[k..=k], lr, &g);
+                dices.push(seg.masks[0].dice(&inst.mask).map_err(|e| e.to_string())?);
+                if k == 0 {
+                    first = Some((seg.masks[0].clone(), ious[0]));
+                }
             }
-        }
-        (dices, first)
-    };
-    let (mask, predicted_iou) = first.unwrap();
-    // Jitter 0 is the tight box itself.
-    let jitter_dice = jitter
-        .iter()
-        .map(|&j| {
-            if j <= 0.0 {
-                dices[0]
-            } else {
-                dices[1 + jitter.iter().filter(|x| **x > 0.0).position(|x| *x == j).unwrap()]
+            (dices, first)
+        } else {
+            let mut dices = Vec::new();
+            let mut first = None;
+            for (k, b) in boxes.iter().enumerate() {
+                let (mask, iou) = predict(decoder, &emb, *b, &g, strategy)?;
+                dices.push(mask.dice(&inst.mask).map_err(|e| e.to_string())?);
+                if k == 0 {
+                    first = Some((mask, iou));
+                }
             }
+            (dices, first)
+        };
+        let (mask, predicted_iou) = first.unwrap();
+        // Jitter 0 is the tight box itself.
+        let jitter_dice = jitter
+            .iter()
+            .map(|&j| {
+                if j <= 0.0 {
+                    dices[0]
+                } else {
+                    dices[1 + jitter.iter().filter(|x| **x > 0.0).position(|x| *x == j).unwrap()]
+                }
+            })
+            .collect();
+        Ok(Scores {
+            dice: dices[0],
+            iou: mask.iou(&inst.mask).map_err(|e| e.to_string())?,
+            hd95: mask.hd95(&inst.mask).map_err(|e| e.to_string())?,
+            predicted_iou,
+            jitter_dice,
         })
-        .collect();
-    Ok(Scores {
-        dice: dices[0],
-        iou: mask.iou(&inst.mask).map_err(|e| e.to_string())?,
-        hd95: mask.hd95(&inst.mask).map_err(|e| e.to_string())?,
-        predicted_iou,
-        jitter_dice,
-    })
+    }
 }
 
 /// Threads for [`score`]: the cores on the CPU backend, one on a GPU.
@@ -572,7 +569,15 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
         let (name, weights) = decoder_weights(spec, &loaded.id, &loaded.base_decoder)?;
         let decoder = SamDecoder::load(&sam.config, &weights, &device).map_err(|e| e.to_string())?;
         let strategy: Strategy = args.strategy.parse()?;
-        let scores = score(&decoder, &prepared, &args.jitter, args.seed, &strategy, &device, &name, scoring_threads(args.backend))?;
+        let job = Scoring {
+            decoder: &decoder,
+            prepared: &prepared,
+            jitter: &args.jitter,
+            seed: args.seed,
+            strategy: &strategy,
+            device: &device,
+        };
+        let scores = score(&job, &name, scoring_threads(args.backend))?;
         summaries.push(summarise(&name, &args.split, &prepared, &scores, &args.jitter));
         all_scores.push((name, scores));
     }

@@ -19,7 +19,7 @@ use sonosam_model::{Prompt, SamDecoder, StoreDType, TensorMap};
 
 use crate::CliResult;
 use crate::dataset::Dataset;
-use crate::eval::{decoder_weights, fit_mask_logit_bias, score, scoring_threads, summarise};
+use crate::eval::{Scoring, decoder_weights, fit_mask_logit_bias, score, scoring_threads, summarise};
 use crate::fetch::write_atomic;
 use crate::model_io::{self, LoadedModel, ModelArgs};
 use crate::prepare::{EmbeddingCache, Prepared, cache_root, model_key, prepare};
@@ -256,7 +256,15 @@ fn validate(
 ) -> CliResult<(f64, f64)> {
     let decoder = SamDecoder::load(&trainer.config, &trainer.decoder_weights(), device)
         .map_err(|e| e.to_string())?;
-    let scores = score(&decoder, val, &[0.0], 0, &Default::default(), device, "validate", threads)?;
+    let job = Scoring {
+        decoder: &decoder,
+        prepared: val,
+        jitter: &[0.0],
+        seed: 0,
+        strategy: &Default::default(),
+        device,
+    };
+    let scores = score(&job, "validate", threads)?;
     let s = summarise("", split, val, &scores, &[0.0]);
     Ok((s.overall.dice_mean, s.overall.iou_mean))
 }
@@ -442,7 +450,15 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
         let (bias, before, after) = fit_mask_logit_bias(&decoder, &train, &inner)?;
         weights.set_metadata(MASK_LOGIT_BIAS_KEY, bias.to_string());
         let decoder = SamDecoder::load(&loaded.sam.config, &weights, &inner).map_err(|e| e.to_string())?;
-        let scores = score(&decoder, &val, &[0.0], 0, &Default::default(), &inner, "validate", scoring_threads(args.backend))?;
+        let job = Scoring {
+            decoder: &decoder,
+            prepared: &val,
+            jitter: &[0.0],
+            seed: 0,
+            strategy: &Default::default(),
+            device: &inner,
+        };
+        let scores = score(&job, "validate", scoring_threads(args.backend))?;
         let val_dice = summarise("", &args.val_split, &val, &scores, &[0.0]).overall.dice_mean;
         println!(
             "calibration on {}: mask-logit bias {bias:+.2} (train Dice {before:.4} → {after:.4}); \
