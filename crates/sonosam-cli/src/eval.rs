@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use sonosam_model::backend::{BackendKind, init_device};
+use sonosam_model::backend::{BackendKind, host_threads, init_device};
 use sonosam_model::burn::tensor::{Device, Tensor, TensorData};
 use sonosam_model::rng::Rng;
 use sonosam_model::sam::DECODER_PREFIXES;
@@ -479,14 +479,6 @@ impl Scoring<'_> {
     }
 }
 
-/// Threads for [`score`]: the cores on the CPU backend, one on a GPU.
-pub fn scoring_threads(backend: BackendKind) -> usize {
-    match backend {
-        BackendKind::Cpu => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        _ => 1,
-    }
-}
-
 fn print_table(summaries: &[Summary], jitter: &[f32]) {
     let w = 14;
     print!("{:<22}", "");
@@ -577,7 +569,7 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
             strategy: &strategy,
             device: &device,
         };
-        let scores = score(&job, &name, scoring_threads(args.backend))?;
+        let scores = score(&job, &name, host_threads(args.backend))?;
         summaries.push(summarise(&name, &args.split, &prepared, &scores, &args.jitter));
         all_scores.push((name, scores));
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use sonosam_model::backend::{BackendKind, init_device};
+use sonosam_model::backend::{BackendKind, host_threads, init_device};
 use sonosam_model::rng::Rng;
 use sonosam_model::train::{
     Adam, AdamConfig, Batch, DecoderTrainer, LossKind, default_shards, jitter_box, target_low_res, tight_box,
@@ -19,7 +19,7 @@ use sonosam_model::{Prompt, SamDecoder, StoreDType, TensorMap};
 
 use crate::CliResult;
 use crate::dataset::Dataset;
-use crate::eval::{Scoring, decoder_weights, fit_mask_logit_bias, score, scoring_threads, summarise};
+use crate::eval::{Scoring, decoder_weights, fit_mask_logit_bias, score, summarise};
 use crate::fetch::write_atomic;
 use crate::model_io::{self, LoadedModel, ModelArgs};
 use crate::prepare::{EmbeddingCache, Prepared, cache_root, model_key, prepare};
@@ -366,7 +366,7 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
     )?;
     let inner = device.clone();
     if state.epoch == 0 {
-        let (base_dice, _) = validate(&trainer, &val, &inner, &args.val_split, scoring_threads(args.backend))?;
+        let (base_dice, _) = validate(&trainer, &val, &inner, &args.val_split, host_threads(args.backend))?;
         state.best_val_dice = base_dice;
         state.base_val_dice = base_dice;
         println!("validation Dice before fine-tuning: {base_dice:.4}");
@@ -418,7 +418,7 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
         }
         bar.finish_and_clear();
         let train_loss = loss_sum / steps_per_epoch as f64;
-        let (val_dice, val_iou) = validate(&trainer, &val, &inner, &args.val_split, scoring_threads(args.backend))?;
+        let (val_dice, val_iou) = validate(&trainer, &val, &inner, &args.val_split, host_threads(args.backend))?;
         let seconds = t0.elapsed().as_secs_f64();
         println!(
             "epoch {epoch}/{}: train loss {train_loss:.4}, val Dice {val_dice:.4}, val IoU {val_iou:.4}, lr {lr:.2e}, {seconds:.0} s",
@@ -458,7 +458,7 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
             strategy: &Default::default(),
             device: &inner,
         };
-        let scores = score(&job, "validate", scoring_threads(args.backend))?;
+        let scores = score(&job, "validate", host_threads(args.backend))?;
         let val_dice = summarise("", &args.val_split, &val, &scores, &[0.0]).overall.dice_mean;
         println!(
             "calibration on {}: mask-logit bias {bias:+.2} (train Dice {before:.4} → {after:.4}); \

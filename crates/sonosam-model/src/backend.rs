@@ -43,6 +43,15 @@ impl FromStr for BackendKind {
     }
 }
 
+/// Threads worth running side by side on `kind`: the cores for the CPU backend (most of its
+/// kernels use one core each), one for a GPU.
+pub fn host_threads(kind: BackendKind) -> usize {
+    match kind {
+        BackendKind::Cpu => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        _ => 1,
+    }
+}
+
 #[cfg(not(target_family = "wasm"))]
 const NO_GPU_HELP: &str = "no usable GPU adapter. On Linux without a GPU, install a software \
 Vulkan driver (Debian/Ubuntu: `sudo apt-get install mesa-vulkan-drivers`), or use --backend cpu";

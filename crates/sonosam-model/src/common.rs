@@ -1,7 +1,7 @@
 //! Building blocks shared by the components, built from PyTorch-layout weights.
 
 use burn::module::{Module, Param};
-use burn::nn::conv::{Conv2d, ConvTranspose2d};
+use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -145,35 +145,6 @@ pub fn conv2d_bn(w: &TensorMap, prefix: &str, spec: ConvSpec, device: &Device) -
     let weight = Tensor::from_data(TensorData::new(folded, shape), device);
     let bias = Tensor::from_data(TensorData::new(bias, [c]), device);
     Ok(spec.build(weight, Some(bias)))
-}
-
-/// `torch.nn.ConvTranspose2d(in, out, kernel, stride)` without padding, with bias.
-pub fn conv_transpose2d(
-    w: &TensorMap,
-    prefix: &str,
-    in_chans: usize,
-    out_chans: usize,
-    kernel: usize,
-    stride: usize,
-    device: &Device,
-) -> Result<ConvTranspose2d> {
-    let weight = w.param(
-        &join(prefix, "weight"),
-        [in_chans, out_chans, kernel, kernel],
-        device,
-    )?;
-    let bias = w.param(&join(prefix, "bias"), [out_chans], device)?;
-    Ok(ConvTranspose2d {
-        weight,
-        bias: Some(bias),
-        stride: [stride; 2],
-        kernel_size: [kernel; 2],
-        dilation: [1, 1],
-        groups: 1,
-        padding: [0, 0],
-        padding_out: [0, 0],
-        channels: [in_chans, out_chans],
-    })
 }
 
 /// Layer normalisation over the channel axis of an NCHW tensor (SAM's `LayerNorm2d`).

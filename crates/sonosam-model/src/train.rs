@@ -264,7 +264,7 @@ impl Adam {
 /// batches are small); one on a GPU, which is busy with one graph already.
 pub fn default_shards(kind: crate::backend::BackendKind) -> usize {
     match kind {
-        crate::backend::BackendKind::Cpu => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+        crate::backend::BackendKind::Cpu => 2 * crate::backend::host_threads(kind),
         _ => 1,
     }
 }
@@ -283,10 +283,12 @@ pub struct DecoderTrainer {
     precision: Option<FloatDType>,
     /// Parts a batch is split into (threads); see [`with_shards`](Self::with_shards).
     shards: usize,
+    /// The frozen prompt encoder's prompt-independent outputs, read once.
+    dense_inputs: DenseInputs,
 }
 
 /// Outputs of the frozen prompt encoder that do not depend on the prompts, `[1, C, E, E]` each.
-struct Frozen {
+struct DenseInputs {
     dense_pe: Vec<f32>,
     no_mask: Vec<f32>,
 }
@@ -304,11 +306,11 @@ struct ShardInput<'a> {
 }
 
 /// What a shard's thread needs of the trainer (the trainer itself is not `Sync`).
-#[derive(Clone)]
 struct ShardTrainer<'a> {
     config: &'a SamConfig,
     device: Device,
     precision: Option<FloatDType>,
+    dense_inputs: &'a DenseInputs,
 }
 
 impl<'a> ShardTrainer<'a> {
@@ -317,11 +319,12 @@ impl<'a> ShardTrainer<'a> {
             config: &t.config,
             device: t.device.clone(),
             precision: t.precision,
+            dense_inputs: &t.dense_inputs,
         }
     }
 
     /// Forward and backward of one shard on a fresh decoder built from `params`.
-    fn run(&self, params: &TensorMap, frozen: &Frozen, x: ShardInput<'_>, loss: LossKind) -> Result<StepOutput> {
+    fn run(&self, params: &TensorMap, x: ShardInput<'_>, loss: LossKind) -> Result<StepOutput> {
         let b = x.b;
         let lr = self.config.low_res_size();
         let e = self.config.decoder.embedding_size;
@@ -342,8 +345,8 @@ impl<'a> ShardTrainer<'a> {
         let emb = tensor(x.embeddings, [b, d, e, e]);
         let target = tensor(x.targets, [b, 1, lr, lr]);
         let sparse = tensor(x.sparse, [1, b, x.tokens, d]).reshape([b, x.tokens, d]);
-        let dense_pe = tensor(&frozen.dense_pe, [1, d, e, e]);
-        let dense = tensor(&frozen.no_mask, [1, d, e, e]).expand([b, d, e, e]);
+        let dense_pe = tensor(&self.dense_inputs.dense_pe, [1, d, e, e]);
+        let dense = tensor(&self.dense_inputs.no_mask, [1, d, e, e]).expand([b, d, e, e]);
         let out = decoder.forward(emb, dense_pe, sparse, dense, false)?;
         let logits = out.low_res_logits;
         let value = match loss {
@@ -398,6 +401,10 @@ impl DecoderTrainer {
         // Build once to validate every key and shape before training starts.
         MaskDecoder::load(&params, "mask_decoder", &config.decoder, &device)?;
         params.check_all_used(TRAINABLE_PREFIX)?;
+        let dense_inputs = DenseInputs {
+            dense_pe: read_f32(prompt_encoder.dense_pe().inner())?,
+            no_mask: read_f32(prompt_encoder.embed_dense(None, 1).inner())?,
+        };
         Ok(Self {
             config,
             params,
@@ -407,6 +414,7 @@ impl DecoderTrainer {
             device,
             precision: None,
             shards: 1,
+            dense_inputs,
         })
     }
 
@@ -439,10 +447,6 @@ impl DecoderTrainer {
         // The frozen prompt encoder runs here, once; the shards get its outputs as data.
         let sparse = read_f32(self.prompt_encoder.embed_sparse(&batch.prompts, &self.device)?)?;
         let tokens = sparse.len() / (b * d);
-        let frozen = Frozen {
-            dense_pe: read_f32(self.prompt_encoder.dense_pe().inner())?,
-            no_mask: read_f32(self.prompt_encoder.embed_dense(None, 1).inner())?,
-        };
         let shards = self.shards.min(b);
         let mut ranges = Vec::with_capacity(shards);
         let mut start = 0;
@@ -459,26 +463,23 @@ impl DecoderTrainer {
             tokens,
             targets: &batch.targets[r.start * lr * lr..r.end * lr * lr],
         };
-        let outputs: Vec<Result<StepOutput>> = if shards == 1 {
-            vec![self.shard_loss_and_grads(&self.params, &frozen, shard(&ranges[0]), loss)]
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = ranges[1..]
-                    .iter()
-                    .map(|r| {
-                        // A map per thread: it records the parameters it builds.
-                        let params = self.params.subset(&[TRAINABLE_PREFIX], "mask decoder");
-                        let (input, frozen, trainer) = (shard(r), &frozen, ShardTrainer::of(self));
-                        scope.spawn(move || trainer.run(&params, frozen, input, loss))
-                    })
-                    .collect();
-                let mut outputs = vec![self.shard_loss_and_grads(&self.params, &frozen, shard(&ranges[0]), loss)];
-                outputs.extend(handles.into_iter().map(|h| {
-                    h.join().unwrap_or_else(|_| Err(SamError::Invalid("a training thread panicked".into())))
-                }));
-                outputs
-            })
-        };
+        // The first shard runs on this thread, the others on their own (none when unsplit).
+        let outputs: Vec<Result<StepOutput>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ranges[1..]
+                .iter()
+                .map(|r| {
+                    // A map per thread: it records the parameters it builds.
+                    let params = self.params.subset(&[TRAINABLE_PREFIX], "mask decoder");
+                    let (input, trainer) = (shard(r), ShardTrainer::of(self));
+                    scope.spawn(move || trainer.run(&params, input, loss))
+                })
+                .collect();
+            let mut outputs = vec![ShardTrainer::of(self).run(&self.params, shard(&ranges[0]), loss)];
+            outputs.extend(handles.into_iter().map(|h| {
+                h.join().unwrap_or_else(|_| Err(SamError::Invalid("a training thread panicked".into())))
+            }));
+            outputs
+        });
         let mut total = StepOutput {
             loss: 0.0,
             grads: BTreeMap::new(),
@@ -498,16 +499,6 @@ impl DecoderTrainer {
             }
         }
         Ok(total)
-    }
-
-    fn shard_loss_and_grads(
-        &self,
-        params: &TensorMap,
-        frozen: &Frozen,
-        input: ShardInput<'_>,
-        loss: LossKind,
-    ) -> Result<StepOutput> {
-        ShardTrainer::of(self).run(params, frozen, input, loss)
     }
 
     /// One optimisation step; returns the loss before the update.
