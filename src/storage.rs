@@ -134,6 +134,11 @@ pub async fn post_bytes(url: &str, body: &[u8]) -> Result<Vec<u8>, String> {
     let array = Uint8Array::from(body);
     init.set_body(&array);
     let request = Request::new_with_str_and_init(url, &init).map_err(js_err)?;
+    // The server takes image bytes only as image/* or octet-stream (no cross-site "simple" requests).
+    request
+        .headers()
+        .set("Content-Type", "application/octet-stream")
+        .map_err(js_err)?;
     let resp = JsFuture::from(fetch(&request)?)
         .await
         .map_err(|e| format!("the companion server is unreachable ({url}): {}", js_err(e)))?;

@@ -16,7 +16,7 @@ use sonosam_model::train::{grow_box, jitter_box, tight_box};
 use sonosam_model::{Mask, Prompt, SamDecoder, Segmentation, StoreDType, TensorMap};
 
 use crate::CliResult;
-use crate::dataset::Dataset;
+use sonosam_data::Dataset;
 use crate::fetch::write_atomic;
 use crate::model_io::{self, ModelArgs};
 use crate::prepare::{EmbeddingCache, Prepared, cache_root, model_key, prepare};

@@ -18,7 +18,7 @@ use sonosam_model::weights::sha256_hex;
 use sonosam_model::{Prompt, SamDecoder, StoreDType, TensorMap};
 
 use crate::CliResult;
-use crate::dataset::Dataset;
+use sonosam_data::Dataset;
 use crate::eval::{Scoring, decoder_weights, fit_mask_logit_bias, score, summarise};
 use crate::fetch::write_atomic;
 use crate::model_io::{self, LoadedModel, ModelArgs};

@@ -1,7 +1,6 @@
 //! `sonosam`: the native companion tool.
 
 mod bench;
-mod dataset;
 mod eval;
 mod fetch;
 mod loadtest;

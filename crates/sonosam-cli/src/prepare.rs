@@ -10,7 +10,7 @@ use sonosam_model::weights::sha256_hex;
 use sonosam_model::{Geometry, Mask, Sam, decode_image, preprocess};
 
 use crate::CliResult;
-use crate::dataset::{Dataset, ImageEntry};
+use sonosam_data::{Dataset, ImageEntry};
 
 /// Root of caches: `--cache`, `$SONOSAM_CACHE`, `$XDG_CACHE_HOME/sonosam`, `~/.cache/sonosam`.
 pub fn cache_root(cli: Option<PathBuf>) -> PathBuf {

@@ -10,7 +10,7 @@ use sonosam_model::segmentation::read_f32;
 use sonosam_model::{Point, PointLabel, Prompt, Segmentation, StoreDType, decode_image, preprocess};
 
 use crate::CliResult;
-use crate::fetch::write_atomic;
+use crate::fetch::{check_output, write_atomic};
 use crate::model_io::{self, ModelArgs};
 
 #[derive(Args)]
@@ -64,10 +64,13 @@ fn parse_box(s: &str) -> Result<[f32; 4], String> {
 
 fn parse_point(s: &str) -> Result<Point, String> {
     let v = parse_numbers(s, 3, "point")?;
-    let label = match v[2] as i32 {
-        1 => PointLabel::Positive,
-        0 => PointLabel::Negative,
-        _ => return Err(format!("point `{s}`: label must be 1 (lesion) or 0 (background)")),
+    // Exactly 1 or 0: `0.5` or `nan` must not quietly become a background point.
+    let label = if v[2] == 1.0 {
+        PointLabel::Positive
+    } else if v[2] == 0.0 {
+        PointLabel::Negative
+    } else {
+        return Err(format!("point `{s}`: label must be 1 (lesion) or 0 (background)"));
     };
     Ok(Point {
         x: v[0],
@@ -97,6 +100,14 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
     if prompt.is_empty() {
         return Err("give a --box and/or at least one --point".into());
     }
+    // Every output must be writable before any work is done, so a bad path never leaves
+    // some outputs written and others not.
+    let mut outputs = vec![args.out.clone()];
+    if args.multimask {
+        outputs.extend((0..3).map(|k| sibling(&args.out, k)));
+    }
+    outputs.extend(args.overlay.clone());
+    outputs.iter().try_for_each(|p| check_output(p))?;
     let bytes = model_io::read(&args.image)?;
     let image = decode_image(&bytes).map_err(|e| format!("{}: {e}", args.image.display()))?;
 

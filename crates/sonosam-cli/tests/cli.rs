@@ -161,6 +161,49 @@ fn bad_inputs_are_clear_errors() {
     fails_with(&["weights", "--dir", &s(&dir.join("w2")), "--from", &s(&dir.join("fake.pth"))], &["sha256"]);
 }
 
+/// What an outside probe of the CLI broke (issue "Hardening", items 1, 7 and 8), with exactly
+/// its inputs.
+#[test]
+fn probe_cases_are_clear_errors_that_leave_nothing_behind() {
+    let dir = scratch("probe");
+    let img = "www/samples/benign_93.png";
+    let out = s(&dir.join("m.png"));
+    // 1. The first 10 % of a JPEG.
+    let jpeg = {
+        let mut v = Vec::new();
+        image::open(repo().join(img)).unwrap().write_to(&mut std::io::Cursor::new(&mut v), image::ImageFormat::Jpeg).unwrap();
+        v
+    };
+    std::fs::write(dir.join("t.jpg"), &jpeg[..jpeg.len() / 10]).unwrap();
+    fails_with(&["segment", &s(&dir.join("t.jpg")), "--box", "41,44,176,119", "--out", &out], &["truncated"]);
+    // 7. An existing folder as --out: an error, and no `<dir>.partial` left.
+    let folder = dir.join("already-a-folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    fails_with(&["segment", img, "--box", "41,44,176,119", "--out", &s(&folder)], &["is a folder"]);
+    // An overlay in a missing folder fails before the mask is written.
+    fails_with(
+        &["segment", img, "--box", "41,44,176,119", "--out", &out, "--overlay", &s(&dir.join("nodir/o.png"))],
+        &["does not exist"],
+    );
+    let mut left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+    left.sort();
+    assert_eq!(left, ["already-a-folder", "t.jpg"].map(std::ffi::OsString::from), "nothing written");
+    // A box that clips to zero width; labels that are neither 0 nor 1.
+    fails_with(&["segment", img, "--box", "-100,10,0,100", "--out", &out], &["less than a pixel"]);
+    for label in ["0.5", "nan", "-1"] {
+        fails_with(&["segment", img, "--point", &format!("100,100,{label}"), "--out", &out], &["label must be 1"]);
+    }
+    // 8. A splits file that points outside the data folder.
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("splits.csv"),
+        "image,masks,label,split\n../../../../etc/passwd,../../../../etc/passwd,benign,val\n",
+    )
+    .unwrap();
+    fails_with(&["eval", "--data", &s(&data), "--split", "val"], &["splits.csv line 2", "inside the data folder"]);
+}
+
 #[test]
 fn eval_reports_and_writes_json() {
     let dir = scratch("eval");

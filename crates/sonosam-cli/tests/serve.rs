@@ -3,101 +3,11 @@
 //! every error path (400, 413, 422, 503 under overload, static files confined to dist/), and
 //! concurrent requests.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
 
+use common::{metric, request, sample, start};
 use sonosam_model::golden::{Golden, diff};
 use sonosam_model::wire;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(extra: &[&str]) -> Server {
-    let dist = repo().join("target/serve-test-dist");
-    std::fs::create_dir_all(&dist).unwrap();
-    std::fs::write(dist.join("index.html"), "<!doctype html><title>sonosam</title>").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sonosam"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--backend", "cpu", "--reference-compat", "--dist"])
-        .arg(&dist)
-        .args(extra)
-        .current_dir(repo())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run sonosam serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    eprintln!("{line}");
-    let port = line
-        .rsplit("http://127.0.0.1:")
-        .next()
-        .and_then(|s| s.trim().trim_end_matches('/').parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    Server { child, port }
-}
-
-/// (status, headers, body) of one HTTP/1.1 request.
-fn request(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP answer");
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut body = raw[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        body = dechunk(&body);
-    }
-    (status, head, body)
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(nl) = b.windows(2).position(|w| w == b"\r\n") else { break };
-        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..nl]).trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
-        b = &b[nl + 2 + n + 2..];
-    }
-    out
-}
-
-fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(repo().join("www/samples").join(name)).unwrap()
-}
-
-fn metric(port: u16, name: &str) -> f64 {
-    let (_, _, body) = request(port, "GET", "/metrics", b"");
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(|v| v.parse().unwrap()))
-        .unwrap_or(0.0)
-}
 
 #[test]
 fn embeddings_match_the_reference_and_are_cached() {
@@ -117,7 +27,7 @@ fn embeddings_match_the_reference_and_are_cached() {
     let (header, data) = wire::decode(&body).unwrap();
     assert_eq!(header.shape, vec![1, 256, 64, 64]);
     assert_eq!((header.geometry.orig_w, header.geometry.orig_h), (561, 466));
-    let g = Golden::from_bytes(&std::fs::read(repo().join("../shared/golden/benign_93.safetensors")).unwrap(), "benign_93").unwrap();
+    let g = Golden::from_bytes(&std::fs::read(common::repo().join("../shared/golden/benign_93.safetensors")).unwrap(), "benign_93").unwrap();
     let (max, mean) = diff(&data, &g.f32("embedding"));
     eprintln!("served embedding vs golden: max {max:.2e}, mean {mean:.2e}");
     assert!(max <= 5e-4 && mean <= 2e-5, "max {max}, mean {mean}");
@@ -206,12 +116,9 @@ fn overload_is_answered_with_503_and_retry_after() {
     // One queue slot, no cache: of many simultaneous new images, some must be turned away.
     let server = start(&["--queue", "1", "--batch", "1", "--cache-entries", "0"]);
     let port = server.port;
-    let base = sample("benign_93.png");
     let handles: Vec<_> = (0..6)
         .map(|i| {
-            // Distinct bytes (a trailing byte after the PNG's end is ignored by decoders).
-            let mut img = base.clone();
-            img.push(i as u8);
+            let img = common::distinct_image(i as u8);
             std::thread::spawn(move || {
                 let (status, head, _) = request(port, "POST", "/api/v1/embeddings", &img);
                 (status, head.to_ascii_lowercase().contains("retry-after: 1"))

@@ -14,27 +14,43 @@ use crate::prompt_encoder::{Point, PointLabel, Prompt};
 pub const MAX_SIDE: u32 = 16_384;
 /// Largest accepted pixel count (guards against decompression bombs).
 pub const MAX_PIXELS: u64 = 100_000_000;
+/// Largest model input frame of any supported model (SAM's 1024).
+const MAX_FRAME: usize = 4096;
 
-/// Decode PNG, JPEG or BMP bytes (8-bit gray, RGB, RGBA, 16-bit PNG) to 8-bit RGB.
-pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
+/// What the header of an image file says, checked before anything is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub format: image::ImageFormat,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Identify PNG, JPEG or BMP bytes and read their size from the header, refusing empty,
+/// unknown, truncated and oversized files without decoding the pixels.
+pub fn inspect_image(bytes: &[u8]) -> Result<ImageInfo> {
     if bytes.is_empty() {
         return Err(SamError::Image("the file is empty".into()));
     }
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| SamError::Image(format!("cannot read: {e}")))?;
-    if reader.format().is_none() {
+    let Some(format) = reader.format() else {
         return Err(SamError::Image(
             "not a PNG, JPEG or BMP image (unrecognised file signature)".into(),
         ));
-    }
-    let (w, h) = reader
+    };
+    check_complete(bytes, format)?;
+    let (width, height) = reader
         .into_dimensions()
         .map_err(|e| SamError::Image(format!("cannot decode: {e}")))?;
-    check_size(w, h)?;
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| SamError::Image(format!("cannot read: {e}")))?;
+    check_size(width, height)?;
+    Ok(ImageInfo { format, width, height })
+}
+
+/// Decode PNG, JPEG or BMP bytes (8-bit gray, RGB, RGBA, 16-bit PNG) to 8-bit RGB.
+pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
+    let info = inspect_image(bytes)?;
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), info.format);
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -44,6 +60,64 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
         .decode()
         .map_err(|e| SamError::Image(format!("cannot decode: {e}")))?;
     Ok(img.to_rgb8())
+}
+
+/// Refuse files that end before their image data does. JPEG decoders fill a truncated scan
+/// with grey and report success, so a JPEG's segments are walked to its end-of-image marker
+/// (see [`jpeg_is_complete`]). PNG and BMP decoders report truncation themselves.
+pub fn check_complete(bytes: &[u8], format: image::ImageFormat) -> Result<()> {
+    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(SamError::Image(
+            "truncated or corrupt JPEG: the file ends before its image data does".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Walk a JPEG's marker segments (skipping each by its length, so thumbnails inside APP
+/// segments do not count) and its entropy-coded scans (where a data `FF` is always followed
+/// by `00` or a restart marker) to the end-of-image marker `FF D9`.
+pub fn jpeg_is_complete(b: &[u8]) -> bool {
+    if !b.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let mut i = 2;
+    loop {
+        // A marker: one or more 0xFF (fill bytes), then its code.
+        if b.get(i) != Some(&0xFF) {
+            return false;
+        }
+        while b.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let Some(&code) = b.get(i) else { return false };
+        i += 1;
+        match code {
+            0xD9 => return true,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {
+                let Some(len) = b.get(i..i + 2).map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+                else {
+                    return false;
+                };
+                if len < 2 {
+                    return false;
+                }
+                i += len;
+                if code == 0xDA {
+                    // Entropy-coded data up to the next real marker.
+                    loop {
+                        match (b.get(i), b.get(i + 1)) {
+                            (Some(0xFF), Some(0x00 | 0xD0..=0xD7)) => i += 2,
+                            (Some(0xFF), Some(_)) => break,
+                            (Some(_), _) => i += 1,
+                            (None, _) => return false,
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn check_size(w: u32, h: u32) -> Result<()> {
@@ -72,6 +146,16 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// Whether `g` is what [`Geometry::new`] makes of its own image size and frame, for an
+    /// image this crate accepts (a check on geometries read from files and the network).
+    pub fn plausible(g: Geometry) -> bool {
+        let side_ok = |v: usize| v > 0 && v <= MAX_SIDE as usize;
+        side_ok(g.orig_h)
+            && side_ok(g.orig_w)
+            && (1..=MAX_FRAME).contains(&g.frame)
+            && g == Geometry::new(g.orig_h, g.orig_w, g.frame)
+    }
+
     pub fn new(orig_h: usize, orig_w: usize, frame: usize) -> Self {
         let scale = frame as f64 / orig_h.max(orig_w) as f64;
         let round = |v: usize| ((v as f64 * scale + 0.5) as usize).clamp(1, frame);
@@ -107,16 +191,19 @@ impl Geometry {
                 self.orig_w, self.orig_h
             )));
         }
-        // A box partly outside is clipped to the image, as a user dragging past the edge means.
+        // A box partly outside is clipped to the image, as a user dragging past the edge means;
+        // what is left must still be a box (at least a pixel wide and high).
         let clip = |v: f32, max: f32| v.clamp(0.0, max);
+        let [cx0, cy0, cx1, cy1] = [clip(x0, w - 1.0), clip(y0, h - 1.0), clip(x1, w - 1.0), clip(y1, h - 1.0)];
+        if cx1 - cx0 < 1.0 || cy1 - cy0 < 1.0 {
+            return Err(SamError::Prompt(format!(
+                "box {x0},{y0},{x1},{y1} covers less than a pixel of the {}×{} image once clipped to it",
+                self.orig_w, self.orig_h
+            )));
+        }
         let s = self.scale();
         let f = |v: f32| (v as f64 * s) as f32;
-        Ok([
-            f(clip(x0, w - 1.0)),
-            f(clip(y0, h - 1.0)),
-            f(clip(x1, w - 1.0)),
-            f(clip(y1, h - 1.0)),
-        ])
+        Ok([f(cx0), f(cy0), f(cx1), f(cy1)])
     }
 
     /// Scale a point in original pixels to the frame, after checking it lies in the image.
@@ -437,6 +524,42 @@ mod tests {
         let b = g.box_to_frame([-20.0, 10.0, 500.0, 50.0]).unwrap();
         assert_eq!(b[0], 0.0);
         assert!((b[2] - 199.0 * 256.0 / 200.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn boxes_that_clip_to_nothing_are_rejected() {
+        // The probe's case: x0 = -100 and x1 = 0 clip to a zero-width box.
+        let g = Geometry::new(466, 561, 256);
+        let e = g.box_to_frame([-100.0, 10.0, 0.0, 100.0]).unwrap_err().to_string();
+        assert!(e.contains("less than a pixel"), "{e}");
+        assert!(g.box_to_frame([10.0, 465.5, 50.0, 600.0]).is_err());
+    }
+
+    #[test]
+    fn truncated_files_are_refused() {
+        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 128]));
+        for format in [image::ImageFormat::Jpeg, image::ImageFormat::Png, image::ImageFormat::Bmp] {
+            let mut buf = Vec::new();
+            image::DynamicImage::ImageRgb8(img.clone())
+                .write_to(&mut Cursor::new(&mut buf), format)
+                .unwrap();
+            assert_eq!(decode_image(&buf).unwrap().dimensions(), (64, 48));
+            // Cuts into the image data. (A PNG that loses only its IEND trailer still has every
+            // pixel and decodes; a JPEG must keep its end-of-image marker.)
+            let mut cuts = vec![buf.len() / 10, buf.len() / 2];
+            if format == image::ImageFormat::Jpeg {
+                cuts.extend([buf.len() - 2, buf.len() - 1]);
+            }
+            for cut in cuts {
+                let e = decode_image(&buf[..cut]);
+                assert!(e.is_err(), "{format:?} cut at {cut} of {} was accepted", buf.len());
+            }
+        }
+        // Trailing bytes after a complete JPEG are harmless.
+        let mut buf = Vec::new();
+        image::DynamicImage::ImageRgb8(img).write_to(&mut Cursor::new(&mut buf), image::ImageFormat::Jpeg).unwrap();
+        buf.extend_from_slice(&[0, 0, 0]);
+        assert!(decode_image(&buf).is_ok());
     }
 
     #[test]

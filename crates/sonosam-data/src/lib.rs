@@ -1,11 +1,16 @@
+//! # sonosam-data
+//!
 //! Labelled data: the BUSI layout (`X.png` + `X_mask*.png`, listed in `splits.csv`) and a plain
 //! `images/` + `masks/` layout. One instance per mask file; problems are reported, never
-//! silently dropped.
+//! silently dropped. Paths named by a list must stay inside the data folder.
+//!
+//! No dependencies: the fuzz targets build it quickly.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::CliResult;
+/// Errors are messages naming the file (and line) and what is wrong.
+pub type Result<T> = std::result::Result<T, String>;
 
 /// An image with its lesion masks.
 #[derive(Debug, Clone)]
@@ -29,7 +34,7 @@ pub struct Dataset {
 impl Dataset {
     /// Open `root`: with `splits` (or `root/splits.csv`) the BUSI layout, else
     /// `root/images` + `root/masks`.
-    pub fn open(root: &Path, splits: Option<&Path>) -> CliResult<Self> {
+    pub fn open(root: &Path, splits: Option<&Path>) -> Result<Self> {
         if !root.is_dir() {
             return Err(format!("data folder {} does not exist", root.display()));
         }
@@ -67,13 +72,20 @@ impl Dataset {
     }
 }
 
-fn read_splits(path: &Path) -> CliResult<Vec<ImageEntry>> {
+fn read_splits(path: &Path) -> Result<Vec<ImageEntry>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_splits(&text).map_err(|e| format!("{}{e}", path.display()))
+}
+
+/// Parse a splits list: a CSV header with `image`, `masks` (`;`-separated), `label` and
+/// `split` columns, then one image per line. Errors start with ` line N:` or `:` (the caller
+/// puts the file name in front).
+pub fn parse_splits(text: &str) -> Result<Vec<ImageEntry>> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines
         .next()
-        .ok_or_else(|| format!("{} is empty", path.display()))?
+        .ok_or_else(|| " is empty".to_string())?
         .split(',')
         .map(str::trim)
         .collect();
@@ -81,7 +93,7 @@ fn read_splits(path: &Path) -> CliResult<Vec<ImageEntry>> {
         header
             .iter()
             .position(|h| *h == name)
-            .ok_or_else(|| format!("{}: no `{name}` column (have {header:?})", path.display()))
+            .ok_or_else(|| format!(": no `{name}` column (have {header:?})"))
     };
     let (ci, cm, cl, cs) = (col("image")?, col("masks")?, col("label")?, col("split")?);
     let mut out = Vec::new();
@@ -91,9 +103,9 @@ fn read_splits(path: &Path) -> CliResult<Vec<ImageEntry>> {
         }
         let f: Vec<&str> = line.split(',').map(|s| s.trim().trim_matches('"')).collect();
         if f.len() < header.len() {
-            return Err(format!("{} line {}: expected {} fields", path.display(), n + 2, header.len()));
+            return Err(format!(" line {}: expected {} fields", n + 2, header.len()));
         }
-        out.push(ImageEntry {
+        let entry = ImageEntry {
             image: f[ci].to_string(),
             masks: f[cm]
                 .split(';')
@@ -102,9 +114,26 @@ fn read_splits(path: &Path) -> CliResult<Vec<ImageEntry>> {
                 .collect(),
             label: f[cl].to_string(),
             split: f[cs].to_string(),
-        });
+        };
+        for rel in std::iter::once(&entry.image).chain(&entry.masks) {
+            inside_data_folder(rel).map_err(|e| format!(" line {}: {e}", n + 2))?;
+        }
+        out.push(entry);
     }
     Ok(out)
+}
+
+/// A data file named in a splits file must lie inside the data folder: a relative path
+/// without `..` (a list from elsewhere must not make the tool read arbitrary files).
+pub fn inside_data_folder(rel: &str) -> Result<()> {
+    use std::path::Component;
+    let p = Path::new(rel);
+    if rel.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(format!(
+            "`{rel}` is not a path inside the data folder (absolute paths and `..` are refused)"
+        ));
+    }
+    Ok(())
 }
 
 fn is_image(p: &Path) -> bool {
@@ -114,8 +143,8 @@ fn is_image(p: &Path) -> bool {
 }
 
 /// `images/NAME.ext` with `masks/NAME*.ext` (e.g. `NAME.png`, `NAME_mask.png`, `NAME_1.png`).
-fn scan_images_masks(root: &Path) -> CliResult<Vec<ImageEntry>> {
-    let list = |dir: &Path| -> CliResult<Vec<PathBuf>> {
+fn scan_images_masks(root: &Path) -> Result<Vec<ImageEntry>> {
+    let list = |dir: &Path| -> Result<Vec<PathBuf>> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
             .flatten()
@@ -154,4 +183,24 @@ fn scan_images_masks(root: &Path) -> CliResult<Vec<ImageEntry>> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_parse_and_stay_inside_the_data_folder() {
+        let ok = parse_splits("image,masks,label,split\nbenign/a.png,benign/a_mask.png;benign/a_mask_1.png,benign,train\n").unwrap();
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok[0].masks.len(), 2);
+        for bad in ["../../../../etc/passwd", "/etc/passwd", "a/../../b.png", ""] {
+            let text = format!("image,masks,label,split\n{bad},x.png,benign,val\n");
+            let e = parse_splits(&text).unwrap_err();
+            assert!(e.contains("line 2"), "{bad}: {e}");
+        }
+        assert!(parse_splits("").unwrap_err().contains("empty"));
+        assert!(parse_splits("image,masks\n").unwrap_err().contains("label"));
+        assert!(parse_splits("image,masks,label,split\na.png\n").unwrap_err().contains("fields"));
+    }
 }

@@ -1,0 +1,195 @@
+//! `sonosam serve`: the browser app (Trunk's `dist/`) and an embeddings API, so browsers can
+//! use heavier encoders or a GPU they do not have.
+//!
+//! - `POST /api/v1/embeddings[?dtype=f16|f32]` — body: PNG/JPEG/BMP bytes; answer: the
+//!   embedding in the binary format of `sonosam_model::wire` (header with model, hashes and
+//!   geometry, then the tensor).
+//! - `GET /api/v1/models`, `GET /healthz`, `GET /metrics` (Prometheus text).
+//!
+//! Modules by concern: [`policy`] (who may call, content types, limits, JSON errors),
+//! [`api`] (the handlers), [`encoder`] (the encoder thread, queue and single flight),
+//! [`cache`] (memory and disk tiers), [`metrics`], [`http`] (connections, timeouts,
+//! shutdown). The security model is in the README ("Security").
+
+mod api;
+mod cache;
+mod encoder;
+mod http;
+mod metrics;
+mod policy;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
+use clap::Args;
+use sonosam_model::StoreDType;
+use sonosam_model::backend::{BackendKind, init_device};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::ServeDir;
+
+use crate::CliResult;
+use crate::model_io::ModelArgs;
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on (127.0.0.1: this machine only; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Backend of the encoder: wgpu (GPU), cuda (feature `cuda`), cpu.
+    #[arg(long, default_value = "wgpu", value_parser = crate::parse_backend)]
+    pub backend: BackendKind,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The built browser app (`trunk build` / scripts/build-web.sh).
+    #[arg(long, default_value = "dist")]
+    pub dist: PathBuf,
+    /// Largest accepted request body, in bytes (larger: 413).
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    pub max_body: usize,
+    /// Largest accepted image, in pixels (larger: 422; guards against decompression bombs).
+    #[arg(long, default_value_t = 40_000_000)]
+    pub max_pixels: u64,
+    /// Requests that may wait for the encoder (more: 503 with Retry-After).
+    #[arg(long, default_value_t = 32)]
+    pub queue: usize,
+    /// Most images encoded together in one batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Per-request time limit in seconds (exceeded: 504).
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// Embeddings kept in memory (≈ 4 MB each).
+    #[arg(long, default_value_t = 64)]
+    pub cache_entries: usize,
+    /// Also keep embeddings in this folder (survives restarts).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Origins allowed to call the API from other pages (CORS; default: none).
+    #[arg(long = "cors-origin")]
+    pub cors_origins: Vec<String>,
+    /// Host names accepted in the Host header besides IP addresses and localhost (needed to
+    /// reach the server by a DNS name; guards against DNS rebinding).
+    #[arg(long = "allowed-host")]
+    pub allowed_hosts: Vec<String>,
+    /// Memory the images waiting for the encoder may take, in MB (estimated decoded size;
+    /// beyond: 503 with Retry-After).
+    #[arg(long, default_value_t = 512)]
+    pub queue_memory: u64,
+    /// Seconds a client has to send a request's headers.
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Seconds a client has to send a request's body (larger images need a faster link).
+    #[arg(long, default_value_t = 60)]
+    pub body_timeout: u64,
+    /// Seconds an idle connection (no request in progress) stays open.
+    #[arg(long, default_value_t = 30)]
+    pub idle_timeout: u64,
+    /// Seconds requests in flight get to finish after SIGINT/SIGTERM before they are cut.
+    #[arg(long, default_value_t = 20)]
+    pub shutdown_grace: u64,
+}
+
+pub fn run(args: ServeArgs) -> CliResult<()> {
+    if !args.dist.join("index.html").is_file() {
+        eprintln!(
+            "serve: {} has no built app (run `trunk build` or scripts/build-web.sh): serving the API only",
+            args.dist.display()
+        );
+    }
+    let device = init_device(args.backend).map_err(|e| e.to_string())?;
+    let loaded = args.model.load(StoreDType::F32, &device)?;
+    let d = &loaded.sam.config.decoder;
+    let identity = cache::Identity {
+        model_id: loaded.id.clone(),
+        encoder_sha256: loaded.encoder_sha256.clone(),
+        shape: vec![1, d.embed_dim, d.embedding_size, d.embedding_size],
+        frame: loaded.sam.config.img_size(),
+    };
+    let metrics = Arc::new(metrics::Metrics::default());
+    let cache = Arc::new(cache::EmbeddingCache::new(identity, args.cache_entries, args.cache_dir.clone(), metrics.clone()));
+    let limits = encoder::QueueLimits {
+        jobs: args.queue,
+        bytes: args.queue_memory.saturating_mul(1 << 20),
+        batch: args.batch,
+        timeout: Duration::from_secs(args.timeout.max(1)),
+    };
+    let encoder = encoder::Encoder::start(loaded.sam, limits, cache.clone(), metrics.clone())
+        .map_err(|e| format!("cannot start the encoder thread: {e}"))?;
+    let api = Arc::new(api::Api {
+        cache,
+        encoder,
+        metrics: metrics.clone(),
+        backend: args.backend,
+        max_body: args.max_body,
+        max_pixels: args.max_pixels,
+        body_timeout: Duration::from_secs(args.body_timeout.max(1)),
+    });
+    let app = router(&args, api, metrics)?;
+    let timeouts = http::Timeouts {
+        header: Duration::from_secs(args.header_timeout.max(1)),
+        idle: Duration::from_secs(args.idle_timeout.max(1)),
+        grace: Duration::from_secs(args.shutdown_grace),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("serve: {} on {} — listening on http://{addr}/", loaded.id, args.backend);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        http::serve(listener, app, timeouts).await.map_err(|e| e.to_string())
+    })?;
+    // The encoder thread may be in the middle of a batch: it ends with the process.
+    Ok(())
+}
+
+/// The routes and the layers around them (outermost last).
+fn router(args: &ServeArgs, api: Arc<api::Api>, metrics: Arc<metrics::Metrics>) -> CliResult<Router> {
+    let policy = Arc::new(policy::Policy {
+        allowed_hosts: args.allowed_hosts.clone(),
+        cors_origins: args.cors_origins.clone(),
+    });
+    let cors = if args.cors_origins.is_empty() {
+        CorsLayer::new()
+    } else {
+        let origins: Vec<HeaderValue> = args
+            .cors_origins
+            .iter()
+            .map(|o| o.parse().map_err(|_| format!("bad CORS origin {o}")))
+            .collect::<CliResult<_>>()?;
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([header::CONTENT_TYPE])
+    };
+    let api_routes = Router::new()
+        .route("/api/v1/embeddings", post(api::embeddings))
+        .route("/api/v1/models", get(api::models))
+        .with_state(api)
+        .layer(from_fn_with_state(policy.clone(), policy::check_api_call))
+        .layer(cors);
+    let metrics_route = {
+        let metrics = metrics.clone();
+        get(move || async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()) })
+    };
+    Ok(Router::new()
+        .merge(api_routes)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", metrics_route)
+        .fallback_service(ServeDir::new(&args.dist).append_index_html_on_directories(true))
+        .layer(from_fn(policy::json_errors))
+        .layer(from_fn_with_state(policy, policy::check_request))
+        .layer(from_fn_with_state(metrics, metrics::count_requests)))
+}
