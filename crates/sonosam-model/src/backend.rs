@@ -52,7 +52,7 @@ pub fn host_threads(kind: BackendKind) -> usize {
     }
 }
 
-#[cfg(not(target_family = "wasm"))]
+#[cfg(all(not(target_family = "wasm"), feature = "wgpu"))]
 const NO_GPU_HELP: &str = "no usable GPU adapter. On Linux without a GPU, install a software \
 Vulkan driver (Debian/Ubuntu: `sudo apt-get install mesa-vulkan-drivers`), or use --backend cpu";
 
