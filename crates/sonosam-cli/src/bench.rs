@@ -22,6 +22,9 @@ pub struct BenchArgs {
     /// Timed runs per measurement (after one warm-up run).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Timed runs of the image encoder [default: --runs; 0: only the decoder is timed].
+    #[arg(long)]
+    pub encoder_runs: Option<usize>,
     /// Instead of inference, time fine-tuning steps of the mask decoder (seed recipe: batch of
     /// 4 box prompts, Dice loss, Adam) on random embeddings and targets of the real shapes —
     /// the same measurement as `scripts/reference_epoch.py` for PyTorch.
@@ -95,8 +98,8 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
         image.height()
     );
     println!(
-        "{:<8} {:>14} {:>20} {:>20}",
-        "backend", "encoder (ms)", "decoder 1 mask (ms)", "decoder 3 masks (ms)"
+        "{:<8} {:>13} {:>13} {:>14} {:>15} {:>22}",
+        "backend", "encoder (ms)", "prepare (ms)", "1 mask (ms)", "3 masks (ms)", "1 mask unprepared (ms)"
     );
     for (backend, device) in devices(&args.backend) {
         let sam = args.model.load(StoreDType::F32, &device)?.sam;
@@ -111,28 +114,30 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
         let prompt = g
             .prompt_to_frame(&Prompt::from_box(bbox))
             .map_err(|e| e.to_string())?;
-        let encoder = time(runs, || {
-            let e = sam.encode(&[&input]);
-            read_f32(e.narrow(1, 0, 1)).map_err(|e| e.to_string())
-        })?;
-        let embedding = sam.encode(&[&input]);
-        let decode = |multimask: bool| {
-            time(runs, || {
-                let out = sam
-                    .decoder
-                    .decode(
-                        embedding.clone(),
-                        std::slice::from_ref(&prompt),
-                        None,
-                        multimask,
-                    )
-                    .map_err(|e| e.to_string())?;
-                read_f32(out.low_res_logits).map_err(|e| e.to_string())
-            })
+        let prompts = std::slice::from_ref(&prompt);
+        let encoder = match args.encoder_runs.unwrap_or(runs) {
+            0 => f64::NAN,
+            n => time(n, || {
+                let e = sam.encode(&[&input]);
+                read_f32(e.narrow(1, 0, 1)).map_err(|e| e.to_string())
+            })?,
         };
-        let single = decode(false)?;
-        let multi = decode(true)?;
-        println!("{backend:<8} {encoder:>14.1} {single:>20.1} {multi:>20.1}");
+        let embedding = sam.encode(&[&input]);
+        let read = |out: sonosam_model::mask_decoder::DecoderOutput| read_f32(out.low_res_logits).map_err(|e| e.to_string());
+        // Once per image: the decoder's image-side work.
+        let prepare = time(runs, || {
+            let p = sam.decoder.prepare(embedding.clone()).map_err(|e| e.to_string())?;
+            device.sync().map_err(|e| format!("{e:?}"))?;
+            Ok(p)
+        })?;
+        let prepared = sam.decoder.prepare(embedding.clone()).map_err(|e| e.to_string())?;
+        let per_prompt = |multimask: bool| {
+            time(runs, || read(sam.decoder.decode_prepared(&prepared, prompts, multimask).map_err(|e| e.to_string())?))
+        };
+        let single = per_prompt(false)?;
+        let multi = per_prompt(true)?;
+        let unprepared = time(runs, || read(sam.decoder.decode(embedding.clone(), prompts, None, false).map_err(|e| e.to_string())?))?;
+        println!("{backend:<8} {encoder:>13.1} {prepare:>13.1} {single:>14.1} {multi:>15.1} {unprepared:>22.1}");
     }
     Ok(())
 }

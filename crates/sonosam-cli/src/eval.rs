@@ -53,6 +53,9 @@ pub struct EvalArgs {
     pub limit: Option<usize>,
     #[arg(long, default_value = "cpu", value_parser = crate::parse_backend)]
     pub backend: BackendKind,
+    /// Weights precision: f32, f16 or i8 (the browser's files; computation is f32).
+    #[arg(long, default_value = "f32", value_parser = crate::segment::parse_dtype)]
+    pub dtype: StoreDType,
     #[command(flatten)]
     pub model: ModelArgs,
     /// Cache folder for embeddings [env: SONOSAM_CACHE; default: ~/.cache/sonosam].
@@ -541,7 +544,7 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
         entries.truncate(n);
     }
     let device = init_device(args.backend).map_err(|e| e.to_string())?;
-    let loaded = args.model.load(StoreDType::F32, &device)?;
+    let loaded = args.model.load(args.dtype, &device)?;
     let sam = &loaded.sam;
     let e = sam.config.decoder.embedding_size;
     let cache = EmbeddingCache::new(

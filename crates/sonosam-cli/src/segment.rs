@@ -37,7 +37,7 @@ pub struct SegmentArgs {
     pub backend: BackendKind,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Weights precision: f32 or f16 (computation is f32 either way).
+    /// Weights precision: f32, f16 or i8 (computation is f32 either way).
     #[arg(long, default_value = "f32", value_parser = parse_dtype)]
     pub dtype: StoreDType,
     /// Decoder: `base`, a fine-tuning run folder or a decoder .safetensors file.
@@ -83,7 +83,8 @@ pub fn parse_dtype(s: &str) -> Result<StoreDType, String> {
     match s {
         "f32" => Ok(StoreDType::F32),
         "f16" => Ok(StoreDType::F16),
-        _ => Err(format!("unknown precision `{s}` (f32, f16)")),
+        "i8" => Ok(StoreDType::I8),
+        _ => Err(format!("unknown precision `{s}` (f32, f16, i8)")),
     }
 }
 

@@ -15,6 +15,7 @@
 //!        ─► low-res logits [B,M,256,256], IoU [B,M] ─ Segmentation::from_outputs ─► masks
 //! ```
 
+pub mod activation;
 pub mod backend;
 pub mod common;
 pub mod config;

@@ -3,7 +3,8 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::activation::{gelu, relu};
+use burn::tensor::activation::relu;
+use crate::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use crate::common::{layer_norm, linear};
@@ -165,28 +166,64 @@ impl MaskDecoder {
         dense: Tensor<4>,
         multimask: bool,
     ) -> Result<DecoderOutput> {
-        let [b, _, d] = sparse.dims();
+        let [b, _, _] = sparse.dims();
         let [bi, c, e, _] = image_embeddings.dims();
         if bi != 1 && bi != b {
             return Err(SamError::Invalid(format!(
                 "{bi} image embeddings for {b} prompts: give one embedding, or one per prompt"
             )));
         }
+        self.check_channels(c)?;
+        let src = image_embeddings.expand([b, c, e, e]) + dense;
+        let pos = image_pe.expand([b, c, e, e]);
+        let (hs, src) = self.transformer.forward(src, pos, self.tokens(sparse));
+        Ok(self.predict(hs, src, e, multimask))
+    }
+
+    /// What [`Self::forward`] computes from one image alone when the dense prompt is the same
+    /// for every prompt (no mask prompt): `image_embedding [1, C, E, E]`, `image_pe
+    /// [1, C, E, E]`, `dense [1, C, E, E]`.
+    pub fn prepare(&self, image_embedding: Tensor<4>, image_pe: Tensor<4>, dense: Tensor<4>) -> Result<PreparedImage> {
+        let [bi, c, e, _] = image_embedding.dims();
+        if bi != 1 {
+            return Err(SamError::Invalid(format!("prepare one image at a time, not {bi}")));
+        }
+        self.check_channels(c)?;
+        Ok(PreparedImage { transformer: self.transformer.prepare(image_embedding + dense, image_pe), side: e })
+    }
+
+    /// [`Self::forward`] for prompts `sparse [B, N, C]` against a prepared image.
+    pub fn forward_prepared(&self, image: &PreparedImage, sparse: Tensor<3>, multimask: bool) -> Result<DecoderOutput> {
+        self.check_channels(sparse.dims()[2])?;
+        let (hs, src) = self.transformer.forward_prepared(&image.transformer, self.tokens(sparse));
+        Ok(self.predict(hs, src, image.side, multimask))
+    }
+
+    fn check_channels(&self, c: usize) -> Result<()> {
+        let d = self.iou_token.dims()[1];
         if c != d {
             return Err(SamError::Invalid(format!(
                 "embedding has {c} channels, the decoder expects {d}"
             )));
         }
+        Ok(())
+    }
+
+    /// The output tokens (IoU token, mask tokens) followed by the prompt tokens `[B, N, C]`.
+    fn tokens(&self, sparse: Tensor<3>) -> Tensor<3> {
+        let [b, _, d] = sparse.dims();
         let m = self.num_mask_tokens;
         let output_tokens = Tensor::cat(vec![self.iou_token.val(), self.mask_tokens.val()], 0)
             .unsqueeze::<3>()
             .expand([b, m + 1, d]);
-        let tokens = Tensor::cat(vec![output_tokens, sparse], 1);
+        Tensor::cat(vec![output_tokens, sparse], 1)
+    }
 
-        let src = image_embeddings.expand([b, c, e, e]) + dense;
-        let pos = image_pe.expand([b, c, e, e]);
-        let (hs, src) = self.transformer.forward(src, pos, tokens);
-
+    /// Masks and IoU from the transformer's tokens `hs [B, T, C]` and image tokens
+    /// `src [B, E·E, C]` (`e` = E).
+    fn predict(&self, hs: Tensor<3>, src: Tensor<3>, e: usize, multimask: bool) -> DecoderOutput {
+        let [b, _, d] = hs.dims();
+        let m = self.num_mask_tokens;
         let iou_token_out = hs.clone().narrow(1, 0, 1).reshape([b, d]);
         // `src` is `[B, E·E, C]`: pixels in row-major order, channels last.
         let up = gelu(self.upscale_norm.forward(self.upscale_conv1.forward(src)));
@@ -214,9 +251,17 @@ impl MaskDecoder {
             .reshape([b, count, 4 * e, 4 * e]);
         let iou = self.iou_head.forward(iou_token_out);
 
-        Ok(DecoderOutput {
+        DecoderOutput {
             low_res_logits: masks,
             iou: iou.narrow(1, start, count),
-        })
+        }
     }
+}
+
+/// The decoder's per-image work for one image, done once: see [`MaskDecoder::prepare`].
+#[derive(Debug, Clone)]
+pub struct PreparedImage {
+    transformer: crate::transformer::PreparedImage,
+    /// Side `E` of the embedding grid.
+    side: usize,
 }

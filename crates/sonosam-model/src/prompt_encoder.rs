@@ -6,7 +6,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::gelu;
+use crate::activation::gelu;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::common::{ConvSpec, LayerNorm2d, conv2d};

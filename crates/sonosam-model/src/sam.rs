@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{SamConfig, VitConfig};
 use crate::error::{Result, SamError};
 pub use crate::image_encoder::{ENCODER_PREFIX, ImageEncoder};
+pub use crate::mask_decoder::PreparedImage;
 use crate::mask_decoder::{DecoderOutput, MaskDecoder};
 use crate::preprocess::ModelInput;
 use crate::prompt_encoder::{Prompt, PromptEncoder};
@@ -85,17 +86,43 @@ impl SamDecoder {
         }
         let sparse = self.prompt_encoder.embed_sparse(prompts, &device)?;
         let dense = self.prompt_encoder.embed_dense(mask_input, b);
-        let mut out = self.mask_decoder.forward(
+        let out = self.mask_decoder.forward(
             embedding,
             self.prompt_encoder.dense_pe(),
             sparse,
             dense,
             multimask,
         )?;
+        Ok(self.calibrated(out))
+    }
+
+    /// The per-image part of decoding, done once for an embedding `[1, 256, 64, 64]`; then
+    /// [`Self::decode_prepared`] answers each prompt without a mask with about a third less
+    /// work (the same outputs as [`Self::decode`] up to rounding).
+    pub fn prepare(&self, embedding: Tensor<4>) -> Result<PreparedImage> {
+        let dense = self.prompt_encoder.embed_dense(None, 1);
+        self.mask_decoder.prepare(embedding, self.prompt_encoder.dense_pe(), dense)
+    }
+
+    /// [`Self::decode`] without a mask prompt, against a prepared image.
+    pub fn decode_prepared(&self, image: &PreparedImage, prompts: &[Prompt], multimask: bool) -> Result<DecoderOutput> {
+        if prompts.is_empty() || prompts.iter().any(Prompt::is_empty) {
+            return Err(SamError::Prompt(
+                "nothing to segment: give a box or at least one point".into(),
+            ));
+        }
+        let device = self.prompt_encoder.dense_pe().device();
+        let sparse = self.prompt_encoder.embed_sparse(prompts, &device)?;
+        let out = self.mask_decoder.forward_prepared(image, sparse, multimask)?;
+        Ok(self.calibrated(out))
+    }
+
+    /// Apply the calibration bias.
+    fn calibrated(&self, mut out: DecoderOutput) -> DecoderOutput {
         if self.mask_logit_bias != 0.0 {
             out.low_res_logits = out.low_res_logits.add_scalar(self.mask_logit_bias);
         }
-        Ok(out)
+        out
     }
 }
 
@@ -254,7 +281,7 @@ pub fn convert_checkpoint(
         part.set_metadata("model", config.id.clone());
         part.set_metadata("component", component.name());
         part.set_metadata("source_sha256", source_sha256);
-        for dtype in [StoreDType::F32, StoreDType::F16] {
+        for dtype in [StoreDType::F32, StoreDType::F16, StoreDType::I8] {
             let bytes = part.to_safetensors(dtype)?;
             let file = weights_file_name(&config.id, component, dtype);
             files.push(WeightsFile {

@@ -28,22 +28,50 @@ impl RawTensor {
     }
 }
 
-/// Storage precision of a converted weights file.
+/// Storage precision of a converted weights file. Computation is f32 whatever the storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreDType {
     F32,
     /// Half precision for tensors of rank ≥ 2; vectors (norms, biases, BatchNorm statistics)
     /// stay f32 so that folding and normalisation keep full precision.
     F16,
+    /// 8-bit integers with one f32 scale per channel (the first dimension: the output channel
+    /// of linear and convolution weights; symmetric, `w ≈ q · scale`, `|q| ≤ 127`), for
+    /// weight matrices of at least [`INT8_MIN_VALUES`] values; smaller tensors and vectors
+    /// stay f32. Dequantised when the file is read.
+    I8,
 }
+
+/// Smallest weight tensor stored as int8 (smaller ones — tokens, positional matrices,
+/// attention bias tables — stay f32: they weigh little and some are sensitive).
+pub const INT8_MIN_VALUES: usize = 4096;
+
+/// Suffix of the per-channel scales of an int8 tensor `key` (`{key}.__scale`).
+pub const INT8_SCALE_SUFFIX: &str = ".__scale";
 
 impl StoreDType {
     pub fn suffix(self) -> &'static str {
         match self {
             StoreDType::F32 => "f32",
             StoreDType::F16 => "f16",
+            StoreDType::I8 => "i8",
         }
     }
+}
+
+/// Quantise `t` to int8 per first-dimension channel: the values and the scales.
+fn quantize_i8(t: &RawTensor) -> (Vec<u8>, Vec<f32>) {
+    let channels = t.shape[0];
+    let per = t.data.len() / channels.max(1);
+    let mut q = Vec::with_capacity(t.data.len());
+    let mut scales = Vec::with_capacity(channels);
+    for row in t.data.chunks(per.max(1)) {
+        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        q.extend(row.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8 as u8));
+        scales.push(scale);
+    }
+    (q, scales)
 }
 
 /// Reads the gradient of one parameter, flattened in PyTorch layout.
@@ -354,9 +382,30 @@ impl TensorMap {
         {
             map.metadata = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         }
+        // Per-channel scales of int8 tensors: consumed with their tensor, not model weights.
+        let scales: HashMap<String, Vec<f32>> = st
+            .iter()
+            .filter(|(name, view)| name.ends_with(INT8_SCALE_SUFFIX) && view.dtype() == Dtype::F32)
+            .map(|(name, view)| {
+                let v = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                (name.trim_end_matches(INT8_SCALE_SUFFIX).to_string(), v)
+            })
+            .collect();
         for (name, view) in st.iter() {
+            if name.ends_with(INT8_SCALE_SUFFIX) {
+                continue;
+            }
             let raw = view.data();
             let data: Vec<f32> = match view.dtype() {
+                Dtype::I8 => {
+                    let scale = scales.get(&*name).ok_or_else(|| bad(format!("int8 tensor `{name}` has no scales")))?;
+                    let channels = view.shape().first().copied().unwrap_or(0);
+                    if scale.len() != channels || channels == 0 || raw.len() % channels != 0 {
+                        return Err(bad(format!("int8 tensor `{name}`: {} scales for {channels} channels", scale.len())));
+                    }
+                    let per = raw.len() / channels;
+                    raw.iter().enumerate().map(|(i, &q)| f32::from(q as i8) * scale[i / per]).collect()
+                }
                 Dtype::F32 => raw
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -391,6 +440,13 @@ impl TensorMap {
         let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
         for (k, t) in &self.tensors {
             let half = dtype == StoreDType::F16 && t.shape.len() >= 2;
+            if dtype == StoreDType::I8 && t.shape.len() >= 2 && t.data.len() >= INT8_MIN_VALUES {
+                let (q, scales) = quantize_i8(t);
+                buffers.push((k.clone(), Dtype::I8, t.shape.clone(), q));
+                let scale_bytes = scales.iter().flat_map(|v| v.to_le_bytes()).collect();
+                buffers.push((format!("{k}{INT8_SCALE_SUFFIX}"), Dtype::F32, vec![t.shape[0]], scale_bytes));
+                continue;
+            }
             let (dt, bytes) = if half {
                 (
                     Dtype::F16,
@@ -489,5 +545,42 @@ pub fn verify_sha256(bytes: &[u8], expected: &str, source: &str) -> Result<()> {
             expected: expected.to_string(),
             found,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_files_round_trip_within_half_a_step_per_channel() {
+        let mut map = TensorMap::new("test");
+        // Two channels of different ranges (per-channel scales), and a small tensor and a
+        // vector that stay f32.
+        let big: Vec<f32> = (0..2 * 4096).map(|i| if i < 4096 { (i as f32 * 0.37).sin() } else { (i as f32).cos() * 20.0 }).collect();
+        map.insert("w", RawTensor::new(vec![2, 4096], big.clone()));
+        map.insert("small", RawTensor::new(vec![2, 3], vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6]));
+        map.insert("bias", RawTensor::new(vec![2], vec![1.5, -2.5]));
+        let bytes = map.to_safetensors(StoreDType::I8).unwrap();
+        assert!(bytes.len() < 2 * 4096 + 1024, "int8 file of {} bytes", bytes.len());
+        let back = TensorMap::from_safetensors(&bytes, "test").unwrap();
+        assert_eq!(back.keys().collect::<Vec<_>>(), vec!["bias", "small", "w"]);
+        let w = back.raw("w").unwrap();
+        for (c, max) in [(0usize, 1.0f32), (1, 20.0)] {
+            let step = max / 127.0;
+            let err = (0..4096).map(|i| (w.data[c * 4096 + i] - big[c * 4096 + i]).abs()).fold(0f32, f32::max);
+            assert!(err <= step / 2.0 + 1e-6, "channel {c}: error {err} > half a step {}", step / 2.0);
+        }
+        assert_eq!(back.raw("small").unwrap().data, vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6]);
+        assert_eq!(back.raw("bias").unwrap().data, vec![1.5, -2.5]);
+        // Scales missing: a clear error.
+        let mut broken = TensorMap::new("broken");
+        broken.insert("w", RawTensor::new(vec![2, 4096], big));
+        let bytes = broken.to_safetensors(StoreDType::I8).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let w = st.tensor("w").unwrap();
+        let only = safetensors::serialize(vec![("w".to_string(), w)], None).unwrap();
+        let e = TensorMap::from_safetensors(&only, "broken").unwrap_err().to_string();
+        assert!(e.contains("no scales"), "{e}");
     }
 }

@@ -128,12 +128,21 @@ fn decoder_parity(device: &Device, name: &str, logit_tol: f32, iou_tol: f32) {
     for case in CASES {
         let g = golden(case);
         let embedding = g.tensor::<4>("embedding", device);
-        for kind in ["box", "box.multi", "points.multi", "box_point", "box_mask"] {
+        // Prompts without a mask also go through the prepared image (decode_prepared): the
+        // same tolerances against the reference.
+        let prepared = dec.prepare(embedding.clone()).unwrap();
+        let kinds = ["box", "box.multi", "points.multi", "box_point", "box_mask"];
+        let runs = kinds.iter().map(|k| (*k, false)).chain(kinds.iter().filter(|k| **k != "box_mask").map(|k| (*k, true)));
+        for (kind, via_prepared) in runs {
             let multimask = kind.ends_with(".multi");
-            let mask_in = (kind == "box_mask").then(|| g.tensor::<4>("box.low_res_logits", device));
-            let out = dec
-                .decode(embedding.clone(), &[golden_prompt(&g, kind)], mask_in, multimask)
-                .unwrap();
+            let prompt = golden_prompt(&g, kind);
+            let out = if via_prepared {
+                dec.decode_prepared(&prepared, &[prompt], multimask).unwrap()
+            } else {
+                let mask_in = (kind == "box_mask").then(|| g.tensor::<4>("box.low_res_logits", device));
+                dec.decode(embedding.clone(), &[prompt], mask_in, multimask).unwrap()
+            };
+            let name = &if via_prepared { format!("{name} prepared") } else { name.to_string() };
             let logits_key = format!("{kind}.low_res_logits");
             assert_eq!(out.low_res_logits.dims().to_vec(), g.shape(&logits_key));
             assert_close(

@@ -8,7 +8,7 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::activation::{gelu, softmax};
+use crate::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::{Neck, window_partition, window_unpartition};
