@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the browser app into dist/ (or $1): with Trunk when it is installed (the demo does
 # this), otherwise with cargo + wasm-bindgen doing what Trunk does for index.html (CI: Trunk
-# takes 10–30 min to install on 2 cores). Set PROFILE=release for an optimised build.
+# takes 10–30 min to install on 2 cores). Set PROFILE=release for an optimised build. Both
+# ways also build the threaded module into $1/mt (scripts/build-threaded.sh; Trunk runs it as
+# a post-build hook); SONOSAM_THREADS=0 skips it, and the app then runs single-threaded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-dist}"
@@ -9,7 +11,7 @@ profile="${PROFILE:-dev}"
 [ -f weights/litemedsam.json ] || { echo "no weights: run \`sonosam weights\` first" >&2; exit 1; }
 if command -v trunk >/dev/null && [ "${SONOSAM_NO_TRUNK:-0}" != 1 ]; then
   flags=(); [ "$profile" = release ] && flags+=(--release)
-  exec trunk build --dist "$out" "${flags[@]}"
+  exec trunk build --dist "$out" "${flags[@]}"  # its post-build hook adds $out/mt
 fi
 cargo_flags=(); dir=debug
 [ "$profile" = release ] && { cargo_flags+=(--release); dir=release; }
@@ -17,10 +19,10 @@ cargo build --target wasm32-unknown-unknown --bin sonosam-web "${cargo_flags[@]}
 rm -rf "$out"; mkdir -p "$out/weights"
 wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name sonosam-web \
   "target/wasm32-unknown-unknown/$dir/sonosam-web.wasm"
-cp www/style.css www/sw.js www/worker.js "$out/"
+cp www/style.css www/sw.js www/worker.js www/bench.html "$out/"
 cp -r www/samples "$out/samples"
-cp weights/litemedsam.json weights/litemedsam.decoder.f16.safetensors \
-   weights/litemedsam.image_encoder.f16.safetensors "$out/weights/"
+# The app downloads the int8 files; the f16 ones stay available next to them.
+cp weights/litemedsam.json weights/litemedsam.{decoder,image_encoder}.{i8,f16}.safetensors "$out/weights/"
 # index.html: Trunk's asset lines become a stylesheet link and the module that starts the app.
 awk '
   /data-trunk rel="rust"/ { print "    <script type=\"module\">import init from \"./sonosam-web.js\"; init();</script>"; next }
@@ -28,4 +30,5 @@ awk '
   /data-trunk/ { next }
   { print }
 ' index.html > "$out/index.html"
+[ "${SONOSAM_THREADS:-1}" = 0 ] || ./scripts/build-threaded.sh "$out" "$profile"
 echo "built the app into $out/ (without Trunk)"

@@ -8,3 +8,12 @@ ensure_nightly() {
     rustup toolchain install "$SONOSAM_NIGHTLY" --profile minimal --component rust-src >&2
   fi
 }
+# `cargo` for the threaded wasm build (the app's feature `threads`): wasm atomics and a std
+# rebuilt with them, in its own target folder so the stable build's artifacts stay valid.
+threaded_cargo() {
+  local cmd="$1"; shift
+  # (The shared memory and thread-local-storage link arguments come from build.rs.)
+  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS='--cfg=web_sys_unstable_apis --cfg=getrandom_backend="wasm_js" -C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128' \
+    cargo "+$SONOSAM_NIGHTLY" "$cmd" --target wasm32-unknown-unknown -Z build-std=panic_abort,std \
+      --target-dir target/mt --no-default-features --features threads "$@"
+}

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test of sonosam: native unit and parity tests (CPU and wgpu), the browser tests
-# (wasm-bindgen-test in headless Chromium, WebGPU and CPU: model parity and the app's
-# components) and the end-to-end test of the built app driven through ChromeDriver. Installs what it needs when missing:
-# Debian packages (chromium, chromium-driver, mesa-vulkan-drivers), the wasm32 target,
-# wasm-bindgen-cli at the version in Cargo.lock, and the LiteMedSAM weights.
+# Runs every test of sonosam: native unit, property and parity tests (CPU and wgpu), the
+# server's regression tests, the browser tests (wasm-bindgen-test in headless Chromium, WebGPU
+# and CPU: model parity and the app's components) of the single-threaded build and the model
+# parity of the threaded one, the end-to-end test of the built app (both builds) driven
+# through ChromeDriver, and the fuzz targets for a bounded time (SONOSAM_FUZZ_SECONDS per
+# target, default 20; 0 skips). Installs what it needs when missing: Debian packages
+# (chromium, chromium-driver, mesa-vulkan-drivers), the wasm32 target, wasm-bindgen-cli at the
+# version in Cargo.lock, the pinned nightly with rust-src (scripts/nightly.sh), cargo-fuzz,
+# and the LiteMedSAM weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '\n== %s (%s)\n' "$*" "$(date +%T)"; }
@@ -39,7 +43,7 @@ export SONOSAM_REQUIRE_WGPU="${SONOSAM_REQUIRE_WGPU:-1}"
 if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
   export XDG_RUNTIME_DIR="${TMPDIR:-/tmp}/sonosam-xdg-$(id -u)"; mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 fi
-log "building the browser app for the end-to-end test"
+log "building the browser app (single-threaded and threaded) for the end-to-end test"
 # Without Trunk here: installing it takes 10–30 min on 2 cores (the demo installs it).
 SONOSAM_NO_TRUNK=1 ./scripts/build-web.sh target/e2e-dist
 export SONOSAM_E2E_DIST=target/e2e-dist
@@ -53,4 +57,14 @@ export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-900}"
 # The image encoder in the browser (~8 min on SwiftShader + wasm CPU) runs on request.
 slow=(); [ "${SONOSAM_SLOW_BROWSER_TESTS:-0}" = 1 ] && slow=(--include-ignored)
 cargo test --target wasm32-unknown-unknown --test browser -- --nocapture "${slow[@]}"
+log "browser tests of the threaded build (headless Chromium, a dedicated worker)"
+. scripts/nightly.sh
+threaded_cargo test --test browser_threads -- --nocapture
+
+# --- fuzzing -------------------------------------------------------------------------------
+fuzz_seconds="${SONOSAM_FUZZ_SECONDS:-20}"
+if [ "$fuzz_seconds" != 0 ]; then
+  log "fuzzing ($fuzz_seconds s per target)"
+  ./scripts/fuzz.sh "$fuzz_seconds"
+fi
 log "all tests passed"

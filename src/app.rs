@@ -126,7 +126,8 @@ pub enum Msg {
     Export(&'static str),
     Key(KeyboardEvent),
     Tick,
-    Nothing,
+    /// Render again (to show a measurement taken after the last render).
+    Refresh,
 }
 
 pub struct App {
@@ -149,6 +150,12 @@ pub struct App {
     status: String,
     error: Option<String>,
     latency_ms: Option<f64>,
+    /// When the last box or point was released (ms, page clock), until its mask is drawn; then
+    /// the time from release to drawn mask (shown with the decoder latency, measured by e2e).
+    released_at: Option<f64>,
+    drawn_at: Option<f64>,
+    release_to_draw_ms: Option<f64>,
+    release_draws: u32,
     opacity: f64,
     show_gt: bool,
     multimask: bool,
@@ -611,6 +618,10 @@ impl Component for App {
             status: String::new(),
             error: None,
             latency_ms: None,
+            released_at: None,
+            drawn_at: None,
+            release_to_draw_ms: None,
+            release_draws: 0,
             opacity: 0.45,
             show_gt: false,
             multimask: false,
@@ -644,7 +655,7 @@ impl Component for App {
             }
         }
         match msg {
-            Msg::Nothing => return false,
+            Msg::Refresh => {}
             Msg::Tick => return self.busy_since.is_some(),
             Msg::Progress(s, f) => {
                 if let EngineState::Loading(..) = self.engine {
@@ -836,6 +847,7 @@ impl Component for App {
             }
             Msg::PointerUp(e) => {
                 let Drag::Down { start, now, negative, moved, .. } = self.drag else { return false };
+                self.released_at = Some(now_ms());
                 self.drag = Drag::None;
                 let Some(img) = self.image.as_ref() else { return true };
                 let (w, h) = (img.geometry.orig_w as f64, img.geometry.orig_h as f64);
@@ -869,6 +881,7 @@ impl Component for App {
                 match result {
                     Ok((seg, ms)) => {
                         self.latency_ms = Some(ms);
+                        self.drawn_at = self.released_at.take();
                         if let Some(o) = self.doc.objects.iter_mut().find(|o| o.id == object) {
                             o.segmentation = Some(ObjectSegmentation::new(seg));
                         }
@@ -971,8 +984,14 @@ impl Component for App {
         true
     }
 
-    fn rendered(&mut self, _ctx: &Context<Self>, _first: bool) {
+    fn rendered(&mut self, ctx: &Context<Self>, _first: bool) {
         self.redraw();
+        if let Some(t0) = self.drawn_at.take() {
+            // The mask of the released prompt is on the canvas now.
+            self.release_to_draw_ms = Some(now_ms() - t0);
+            self.release_draws += 1;
+            ctx.link().send_message(Msg::Refresh);
+        }
     }
 
     fn view(&self, ctx: &Context<Self>) -> Html {
@@ -990,14 +1009,24 @@ impl Component for App {
                     <button onclick={ let b = self.backend_choice; link.callback(move |_| Msg::SetBackend(b)) }>{ "Retry" }</button>
                 </div>
             },
-            EngineState::Ready(e) => html! {
-                <div class="engine ready" id="engine-status" data-state="ready" data-backend={ e.kind().to_string() }
-                     data-worker={ e.in_worker().to_string() }>
-                    { format!("{} on {}{}", e.manifest().model,
-                        if e.kind() == BackendKind::Wgpu { "WebGPU" } else { "CPU (wasm SIMD)" },
-                        if e.in_worker() { ", in a Web Worker" } else { ", in the page" }) }
-                </div>
-            },
+            EngineState::Ready(e) => {
+                let (threads, single) = e.threads();
+                let cpu = match threads {
+                    1 => "CPU (wasm SIMD, 1 thread)".to_string(),
+                    n => format!("CPU (wasm SIMD, {n} threads)"),
+                };
+                html! {
+                    <div class="engine ready" id="engine-status" data-state="ready" data-backend={ e.kind().to_string() }
+                         data-worker={ e.in_worker().to_string() } data-threads={ threads.to_string() }>
+                        { format!("{} on {}{}", e.manifest().model,
+                            if e.kind() == BackendKind::Wgpu { "WebGPU".to_string() } else { cpu },
+                            if e.in_worker() { ", in a Web Worker" } else { ", in the page" }) }
+                        if let (BackendKind::Cpu, Some(why)) = (e.kind(), single) {
+                            <small class="threads-note">{ format!(" — single-threaded: {why}") }</small>
+                        }
+                    </div>
+                }
+            }
         };
         let backend_select = {
             let onchange = link.callback(|e: Event| {
@@ -1108,7 +1137,11 @@ impl Component for App {
                     { stage }
                     <aside>
                         <div class="status" id="status">{ format!("{}{busy}", self.status) }</div>
-                        <div class="latency" id="latency">{ self.latency_ms.map(|ms| format!("decoder {ms:.0} ms")).unwrap_or_default() }</div>
+                        <div class="latency" id="latency" data-release-to-draw-ms={ self.release_to_draw_ms.map(|ms| format!("{ms:.1}")) }
+                             data-release-draws={ self.release_draws.to_string() }>
+                            { self.latency_ms.map(|ms| format!("decoder {ms:.0} ms")).unwrap_or_default() }
+                            { self.release_to_draw_ms.map(|ms| format!(" · release → mask {ms:.0} ms")).unwrap_or_default() }
+                        </div>
                         <div class="tools">
                             <button id="new-object" onclick={ link.callback(|_| Msg::NewObject) }>{ "New lesion (N)" }</button>
                             <button id="undo" disabled={ !self.history.can_undo() } onclick={ link.callback(|_| Msg::Undo) }>{ "Undo" }</button>

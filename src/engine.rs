@@ -12,8 +12,8 @@ use wasm_bindgen::JsCast;
 use sonosam_model::backend::{BackendKind, init_device_async};
 use sonosam_model::burn::tensor::{Device, Tensor, TensorData};
 use sonosam_model::image_encoder::ImageEncoder;
-use sonosam_model::preprocess::{Geometry, preprocess};
-use sonosam_model::sam::{Component, WeightsManifest, input_tensor};
+use sonosam_model::preprocess::{Geometry, ModelInput, preprocess};
+use sonosam_model::sam::{Component, PreparedImage, WeightsManifest, input_tensor};
 use sonosam_model::segmentation::read_f32_async;
 use sonosam_model::weights::sha256_hex;
 use sonosam_model::{Prompt, SamDecoder, StoreDType};
@@ -39,13 +39,18 @@ pub enum WeightSource {
 /// Progress of a long step, for the UI: what, and the fraction done (`None`: unknown).
 pub type Progress = Rc<dyn Fn(String, Option<f64>)>;
 
-/// Precision of downloaded weights: f16 halves the download; the math runs in f32 either way.
-pub const DOWNLOAD_DTYPE: StoreDType = StoreDType::F16;
+/// Precision of downloaded weights: int8 (per-channel scales) when the model's manifest lists
+/// it — a quarter of f32, half of f16, Dice within 0.001 of f32 on BUSI validation (README) —
+/// else f16. The math runs in f32 either way.
+pub fn download_dtype(manifest: &WeightsManifest) -> StoreDType {
+    let has = |d| [Component::ImageEncoder, Component::Decoder].iter().all(|&c| manifest.file(c, d).is_some());
+    if has(StoreDType::I8) { StoreDType::I8 } else { StoreDType::F16 }
+}
 
 /// Cache key of an image's embedding: the encoder weights' hash and the image bytes' hash.
 pub fn embedding_cache_key(manifest: &WeightsManifest, image_sha256: &str) -> String {
     let encoder = manifest
-        .file(Component::ImageEncoder, DOWNLOAD_DTYPE)
+        .file(Component::ImageEncoder, download_dtype(manifest))
         .map(|f| f.sha256.as_str())
         .unwrap_or("unknown");
     let compat = serde_json::to_string(&manifest.config.encoder).unwrap_or_default();
@@ -74,6 +79,19 @@ pub struct Embedding {
     pub cached: bool,
 }
 
+/// Threads the CPU backend computes with in this build: the thread pool's size in the threaded
+/// build (wasm atomics), else one.
+pub fn cpu_threads() -> usize {
+    #[cfg(feature = "threads")]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(not(feature = "threads"))]
+    {
+        1
+    }
+}
+
 pub struct Engine {
     pub kind: BackendKind,
     pub manifest: WeightsManifest,
@@ -85,7 +103,17 @@ pub struct Engine {
     decoder: RefCell<(String, Rc<SamDecoder>)>,
     encoder: RefCell<Option<Rc<ImageEncoder>>>,
     /// The embedding on the device, with the cache key of its image.
-    current: RefCell<Option<(String, Tensor<4>)>>,
+    current: RefCell<Option<Current>>,
+}
+
+/// The image being segmented.
+struct Current {
+    /// Cache key of the image's embedding.
+    key: String,
+    /// `[1, 256, 64, 64]` on the device.
+    embedding: Tensor<4>,
+    /// The decoder's per-image work for the decoder in use, once the first prompt needed it.
+    prepared: Option<Rc<PreparedImage>>,
 }
 
 impl Engine {
@@ -167,7 +195,7 @@ impl Engine {
             .map_err(|e| format!("the model description is invalid: {e}"))?;
         let bytes = file_bytes(&source, &manifest, Component::Decoder, &progress).await?;
         let weights = manifest
-            .load_component(Component::Decoder, DOWNLOAD_DTYPE, &bytes)
+            .load_component(Component::Decoder, download_dtype(&manifest), &bytes)
             .map_err(|e| e.to_string())?;
         let decoder =
             SamDecoder::load(&manifest.config, &weights, &device).map_err(|e| e.to_string())?;
@@ -191,13 +219,32 @@ impl Engine {
         let bytes = file_bytes(&self.source, &self.manifest, Component::ImageEncoder, progress).await?;
         let weights = self
             .manifest
-            .load_component(Component::ImageEncoder, DOWNLOAD_DTYPE, &bytes)
+            .load_component(Component::ImageEncoder, download_dtype(&self.manifest), &bytes)
             .map_err(|e| e.to_string())?;
         let enc = ImageEncoder::load(&weights, &self.manifest.config.encoder, &self.device)
             .map_err(|e| e.to_string())?;
         let enc = Rc::new(enc);
         *self.encoder.borrow_mut() = Some(enc.clone());
         Ok(enc)
+    }
+
+    /// Run the image encoder on a preprocessed image: the embedding on the device and read
+    /// back, checked.
+    async fn encode_input(&self, encoder: &ImageEncoder, input: &ModelInput) -> Result<(Tensor<4>, Vec<f32>), String> {
+        let x = input_tensor(&[input], self.manifest.config.img_size(), &self.device);
+        let out = encoder.forward(x);
+        let data = read_f32_async(out.clone()).await.map_err(|e| e.to_string())?;
+        if data.len() != self.embedding_len() || data.iter().any(|v| !v.is_finite()) {
+            return Err("the encoder produced an invalid embedding (GPU error?)".into());
+        }
+        Ok((out, data))
+    }
+
+    /// The embedding of a model input given as is (`[3, S, S]`, already normalised), loading
+    /// the encoder when needed; not cached (the browser benchmark's seeded input).
+    pub async fn encode_raw(&self, input: &ModelInput, progress: &Progress) -> Result<Vec<f32>, String> {
+        let encoder = self.encoder(progress).await?;
+        Ok(self.encode_input(&encoder, input).await?.1)
     }
 
     fn embedding_len(&self) -> usize {
@@ -236,16 +283,11 @@ impl Engine {
         // Let the page paint that message before the CPU backend holds the thread.
         gloo::timers::future::TimeoutFuture::new(30).await;
         let input = preprocess(image, config);
-        let x = input_tensor(&[&input], config.img_size(), &self.device);
-        let out = encoder.forward(x);
-        let data = read_f32_async(out.clone()).await.map_err(|e| e.to_string())?;
-        if data.len() != self.embedding_len() || data.iter().any(|v| !v.is_finite()) {
-            return Err("the encoder produced an invalid embedding (GPU error?)".into());
-        }
+        let (out, data) = self.encode_input(&encoder, &input).await?;
         if let Err(e) = storage::cache_put(&key, &to_le_bytes(&data)).await {
             web_sys::console::warn_1(&e.into());
         }
-        *self.current.borrow_mut() = Some((key, out));
+        *self.current.borrow_mut() = Some(Current { key, embedding: out, prepared: None });
         Ok(Embedding { data: Rc::new(data), geometry, cached: false })
     }
 
@@ -314,22 +356,57 @@ impl Engine {
         let d = SamDecoder::load(&self.manifest.config, &weights, &self.device)
             .map_err(|e| format!("{name} is not a decoder for {}: {e}", self.manifest.model))?;
         *self.decoder.borrow_mut() = (name.to_string(), Rc::new(d));
+        self.forget_prepared();
         Ok(())
     }
 
     /// Back to the model's own decoder.
     pub fn use_base_decoder(&self) {
         *self.decoder.borrow_mut() = ("base".into(), self.base_decoder.clone());
+        self.forget_prepared();
+    }
+
+    /// The prepared image belongs to the decoder that made it.
+    fn forget_prepared(&self) {
+        if let Some(c) = self.current.borrow_mut().as_mut() {
+            c.prepared = None;
+        }
     }
 
     /// Make `data` (an embedding from elsewhere) the current one.
     pub fn set_current(&self, key: &str, data: &[f32]) {
+        if self.current.borrow().as_ref().is_some_and(|c| c.key == key) {
+            return; // already on the device, with its prepared decoder work
+        }
         let d = &self.manifest.config.decoder;
         let t = Tensor::<4>::from_data(
             TensorData::new(data.to_vec(), [1, d.embed_dim, d.embedding_size, d.embedding_size]),
             &self.device,
         );
-        *self.current.borrow_mut() = Some((key.to_string(), t));
+        *self.current.borrow_mut() = Some(Current { key: key.to_string(), embedding: t, prepared: None });
+    }
+
+    /// The current embedding.
+    fn embedding(&self) -> Result<Tensor<4>, String> {
+        let current = self.current.borrow();
+        Ok(current.as_ref().ok_or("the image embedding is not ready yet")?.embedding.clone())
+    }
+
+    /// Do the decoder's per-image work for the current image now (else the first prompt does).
+    pub fn prepare_current(&self) -> Result<(), String> {
+        let decoder = self.decoder.borrow().1.clone();
+        self.prepared(&decoder).map(|_| ())
+    }
+
+    /// The current image prepared for `decoder`, made on first use.
+    fn prepared(&self, decoder: &SamDecoder) -> Result<Rc<PreparedImage>, String> {
+        let mut current = self.current.borrow_mut();
+        let current = current.as_mut().ok_or("the image embedding is not ready yet")?;
+        if current.prepared.is_none() {
+            let prepared = decoder.prepare(current.embedding.clone()).map_err(|e| e.to_string())?;
+            current.prepared = Some(Rc::new(prepared));
+        }
+        Ok(current.prepared.clone().expect("just made"))
     }
 
     /// Decode `prompt` (original-image pixels) against the current embedding: the low-res
@@ -341,25 +418,18 @@ impl Engine {
         mask_input: Option<&[f32]>,
         multimask: bool,
     ) -> Result<(Vec<f32>, Vec<f32>), String> {
-        let embedding = self
-            .current
-            .borrow()
-            .as_ref()
-            .map(|(_, t)| t.clone())
-            .ok_or("the image embedding is not ready yet")?;
         let frame_prompt = geometry.prompt_to_frame(prompt).map_err(|e| e.to_string())?;
         let lr = self.manifest.config.low_res_size();
-        let mask = match mask_input {
-            Some(m) if m.len() == lr * lr => Some(Tensor::<4>::from_data(
-                TensorData::new(m.to_vec(), [1, 1, lr, lr]),
-                &self.device,
-            )),
-            _ => None,
-        };
         let decoder = self.decoder.borrow().1.clone();
-        let out = decoder
-            .decode(embedding, &[frame_prompt], mask, multimask)
-            .map_err(|e| e.to_string())?;
+        let out = match mask_input {
+            Some(m) if m.len() == lr * lr => {
+                let mask = Tensor::<4>::from_data(TensorData::new(m.to_vec(), [1, 1, lr, lr]), &self.device);
+                decoder.decode(self.embedding()?, &[frame_prompt], Some(mask), multimask)
+            }
+            // Without a mask prompt, the per-image part of decoding is done once per image.
+            _ => decoder.decode_prepared(&*self.prepared(&decoder)?, &[frame_prompt], multimask),
+        }
+        .map_err(|e| e.to_string())?;
         let logits = read_f32_async(out.low_res_logits).await.map_err(|e| e.to_string())?;
         let iou = read_f32_async(out.iou).await.map_err(|e| e.to_string())?;
         if logits.iter().any(|v| v.is_nan()) {
@@ -381,7 +451,7 @@ async fn file_bytes(
     progress: &Progress,
 ) -> Result<Vec<u8>, String> {
     let entry = manifest
-        .file(component, DOWNLOAD_DTYPE)
+        .file(component, download_dtype(manifest))
         .ok_or_else(|| format!("the model lists no {} weights", component.name()))?;
     let what = format!("{} weights", component.name().replace('_', " "));
     match source {

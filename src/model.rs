@@ -56,11 +56,23 @@ impl Model {
         progress: Progress,
     ) -> Result<(Model, Option<String>), String> {
         let mut fallback = None;
+        let (wanted, why) = match choice {
+            Some(k) => (k, None),
+            None => Engine::auto_backend().await,
+        };
         if let (Placement::Worker(script), WeightSource::Url(weights)) = (&placement, &source) {
             progress("starting the model worker".into(), None);
-            match Client::start(&absolute(script)).await {
+            // The threaded build carries the CPU backend only (wgpu's WebGPU objects are not
+            // thread-safe under wasm atomics): WebGPU runs in the single-threaded one.
+            let script = if wanted == BackendKind::Wgpu && !script.contains("threads=") {
+                format!("{script}{}threads=0", if script.contains('?') { '&' } else { '?' })
+            } else {
+                script.clone()
+            };
+            match Client::start(&absolute(&script)).await {
                 Ok(client) => {
-                    let (kind, manifest, notice) = client.init(choice, &absolute(weights), progress).await?;
+                    let (kind, manifest, notice) = client.init(Some(wanted), &absolute(weights), progress).await?;
+                    let notice = notice.or(why);
                     let model = Model { runner: Runner::Worker(client), kind, manifest, decoder_name: RefCell::new("base".into()) };
                     return Ok((model, notice));
                 }
@@ -70,10 +82,6 @@ impl Model {
                 }
             }
         }
-        let (wanted, why) = match choice {
-            Some(k) => (k, None),
-            None => Engine::auto_backend().await,
-        };
         let (kind, device, notice) = Engine::init_backend(wanted).await;
         let engine = Engine::load(source, kind, device, progress).await?;
         let notice = [fallback, notice.or(why)].into_iter().flatten().collect::<Vec<_>>().join("; ");
@@ -97,6 +105,14 @@ impl Model {
     /// Whether the model runs in a Web Worker.
     pub fn in_worker(&self) -> bool {
         matches!(self.runner, Runner::Worker(_))
+    }
+
+    /// Threads the CPU backend computes with, and why only one when so.
+    pub fn threads(&self) -> (usize, Option<String>) {
+        match &self.runner {
+            Runner::Worker(c) => c.threads(),
+            Runner::Page(_) => (1, Some("the model runs in the page".into())),
+        }
     }
 
     /// Why the model can no longer run (its worker stopped), if so.

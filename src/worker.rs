@@ -46,8 +46,9 @@ pub enum Request {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reply {
-    /// Sent first, once the worker listens.
-    Hello,
+    /// Sent first, once the worker listens: how many threads the CPU backend computes with,
+    /// and why only one when that is so.
+    Hello { threads: usize, single_thread_reason: Option<String> },
     /// Progress of a request (any number, before its answer).
     Progress { what: String, fraction: Option<f64> },
     /// The model is loaded (`manifest`: the model description as JSON).
@@ -115,8 +116,10 @@ fn post(id: u32, reply: &Reply, bytes: Option<&[u8]>) {
     }
 }
 
-/// Run the worker: answer the page's requests until it terminates us.
-pub fn serve() {
+/// Run the worker: answer the page's requests until it terminates us. `www/worker.js` calls
+/// this (through `sonosam_worker`) once the module — and in the threaded build its thread
+/// pool — is ready; `single_thread_reason` says why it chose the single-threaded build.
+pub fn serve(single_thread_reason: Option<String>) {
     std::panic::set_hook(Box::new(|info| {
         let message = format!("the model worker stopped on an internal error: {info}");
         web_sys::console::error_1(&message.clone().into());
@@ -139,7 +142,8 @@ pub fn serve() {
     });
     scope().set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     on_message.forget();
-    post(0, &Reply::Hello, None);
+    let threads = crate::engine::cpu_threads();
+    post(0, &Reply::Hello { threads, single_thread_reason }, None);
 }
 
 fn engine() -> Result<Rc<Engine>, String> {
@@ -205,6 +209,9 @@ pub struct Client {
     pending: Rc<RefCell<HashMap<u32, Pending>>>,
     /// Set when the worker died: every later call fails with it.
     dead: Rc<RefCell<Option<String>>>,
+    /// Threads the worker computes with, and why one when so (from its hello).
+    threads: Cell<usize>,
+    single_thread_reason: RefCell<Option<String>>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_error: Closure<dyn FnMut(web_sys::Event)>,
 }
@@ -281,6 +288,8 @@ impl Client {
             next_id: Cell::new(1),
             pending,
             dead,
+            threads: Cell::new(1),
+            single_thread_reason: RefCell::new(None),
             _on_message: on_message,
             _on_error: on_error,
         };
@@ -294,7 +303,11 @@ impl Client {
             }
         });
         match client.await_reply(hello).await? {
-            (Reply::Hello, _) => Ok(client),
+            (Reply::Hello { threads, single_thread_reason }, _) => {
+                client.threads.set(threads);
+                *client.single_thread_reason.borrow_mut() = single_thread_reason;
+                Ok(client)
+            }
             (other, _) => Err(format!("the model worker said {other:?} instead of hello")),
         }
     }
@@ -333,6 +346,11 @@ impl Client {
             return Err(format!("cannot reach the model worker: {}", js_string(&e)));
         }
         self.await_reply(promise).await
+    }
+
+    /// Threads the worker's CPU backend computes with, and why only one when so.
+    pub fn threads(&self) -> (usize, Option<String>) {
+        (self.threads.get(), self.single_thread_reason.borrow().clone())
     }
 
     /// Why the worker stopped, if it did (a panic, a lost GPU device, a failed script).

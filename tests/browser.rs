@@ -1,59 +1,21 @@
-//! Browser tests (wasm-bindgen-test in headless Chromium): the prompt encoder and mask decoder
-//! on a golden LiteMedSAM embedding, on WebGPU and on the CPU backend compiled to wasm, must
-//! match the PyTorch reference's low-res logits.
+//! Browser tests (wasm-bindgen-test in headless Chromium) of the single-threaded build: the
+//! model's parity with the PyTorch reference on WebGPU and on the CPU backend compiled to wasm
+//! (`parity_web`, shared with `browser_threads.rs`), and the app's components.
 //!
 //! Run with `cargo test --target wasm32-unknown-unknown --test browser` (see scripts/test.sh).
 #![cfg(target_arch = "wasm32")]
 
-use sonosam_model::backend::{BackendKind, init_device_async};
-use sonosam_model::golden::{Golden, diff};
+use sonosam_model::backend::BackendKind;
+use sonosam_model::golden::Golden;
 use sonosam_model::sam::{Component, WeightsManifest};
-use sonosam_model::segmentation::read_f32_async;
-use sonosam_model::{Point, PointLabel, Prompt, SamDecoder, StoreDType};
+use sonosam_model::StoreDType;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-static MANIFEST: &str = include_str!("../weights/litemedsam.json");
-static DECODER_F32: &[u8] = include_bytes!("../weights/litemedsam.decoder.f32.safetensors");
-static GOLDEN: &[u8] = include_bytes!("../../shared/golden/benign_93.safetensors");
+mod parity_web;
 
-fn log(s: &str) {
-    web_sys::console::log_1(&s.into());
-}
-
-async fn decoder_parity(kind: BackendKind) {
-    let device = init_device_async(kind).await.expect("backend");
-    let manifest: WeightsManifest = serde_json::from_str(MANIFEST).unwrap();
-    let weights = manifest
-        .load_component(Component::Decoder, StoreDType::F32, DECODER_F32)
-        .unwrap();
-    let decoder = SamDecoder::load(&manifest.config, &weights, &device).unwrap();
-    let g = Golden::from_bytes(GOLDEN, "benign_93").unwrap();
-    let embedding = g.tensor::<4>("embedding", &device);
-    let b: [f32; 4] = g.f32("box256").try_into().unwrap();
-    let p = g.f32("points");
-    let positive = Point { x: p[0], y: p[1], label: PointLabel::Positive };
-    let negative = Point { x: p[2], y: p[3], label: PointLabel::Negative };
-    let cases = [
-        ("box", Prompt::from_box(b), false, false),
-        ("box.multi", Prompt::from_box(b), true, false),
-        ("points.multi", Prompt { points: vec![positive, negative], bbox: None }, true, false),
-        ("box_point", Prompt { points: vec![positive], bbox: Some(b) }, false, false),
-        ("box_mask", Prompt::from_box(b), false, true),
-    ];
-    for (key, prompt, multimask, with_mask) in cases {
-        let mask = with_mask.then(|| g.tensor::<4>("box.low_res_logits", &device));
-        let out = decoder.decode(embedding.clone(), &[prompt], mask, multimask).unwrap();
-        let logits = read_f32_async(out.low_res_logits).await.unwrap();
-        let iou = read_f32_async(out.iou).await.unwrap();
-        let (lmax, lmean) = diff(&logits, &g.f32(&format!("{key}.low_res_logits")));
-        let (imax, _) = diff(&iou, &g.f32(&format!("{key}.iou")));
-        log(&format!("{kind} {key}: logits max |Δ| {lmax:.3e} mean {lmean:.3e}, IoU max |Δ| {imax:.3e}"));
-        assert!(lmax <= 2e-2, "{kind} {key}: low-res logits max |Δ| {lmax}");
-        assert!(imax <= 5e-3, "{kind} {key}: IoU max |Δ| {imax}");
-    }
-}
+use parity_web::{GOLDEN, MANIFEST, decoder_parity, encoder_parity, log, now as js_sys_now};
 
 #[wasm_bindgen_test]
 async fn decoder_matches_reference_on_webgpu() {
@@ -63,37 +25,6 @@ async fn decoder_matches_reference_on_webgpu() {
 #[wasm_bindgen_test]
 async fn decoder_matches_reference_on_cpu() {
     decoder_parity(BackendKind::Cpu).await;
-}
-
-static ENCODER_F32: &[u8] = include_bytes!("../weights/litemedsam.image_encoder.f32.safetensors");
-
-/// The image encoder (75 GFLOP) in the browser: parity of the embedding with the reference
-/// (reference-compat configuration, see the README), on WebGPU and on the wasm CPU backend.
-async fn encoder_parity(kind: BackendKind) {
-    let device = init_device_async(kind).await.expect("backend");
-    let manifest: WeightsManifest = serde_json::from_str(MANIFEST).unwrap();
-    let weights = manifest
-        .load_component(Component::ImageEncoder, StoreDType::F32, ENCODER_F32)
-        .unwrap();
-    let config = manifest.config.clone().reference_compat();
-    let encoder = sonosam_model::sam::ImageEncoder::load(&weights, &config.encoder, &device).unwrap();
-    let g = Golden::from_bytes(GOLDEN, "benign_93").unwrap();
-    let start = js_sys_now();
-    let embedding = encoder.forward(g.tensor::<4>("input", &device));
-    let got = read_f32_async(embedding).await.unwrap();
-    let (max, mean) = diff(&got, &g.f32("embedding"));
-    log(&format!(
-        "{kind} encoder: embedding max |Δ| {max:.3e} mean {mean:.3e} in {:.1} s",
-        (js_sys_now() - start) / 1e3
-    ));
-    assert!(max <= 5e-3 && mean <= 1e-4, "{kind} embedding: max {max}, mean {mean}");
-}
-
-fn js_sys_now() -> f64 {
-    web_sys::window()
-        .and_then(|w| w.performance())
-        .map(|p| p.now())
-        .unwrap_or(0.0)
 }
 
 #[wasm_bindgen_test]
@@ -109,7 +40,7 @@ async fn encoder_matches_reference_on_cpu() {
 
 // --- component test: the app itself -------------------------------------------------------
 
-static DECODER_F16: &[u8] = include_bytes!("../weights/litemedsam.decoder.f16.safetensors");
+static DECODER_I8: &[u8] = include_bytes!("../weights/litemedsam.decoder.i8.safetensors");
 static SAMPLE_PNG: &[u8] = include_bytes!("../www/samples/benign_93.png");
 
 async fn sleep_ms(ms: u32) {
@@ -156,8 +87,8 @@ async fn app_segments_a_dropped_image_with_a_box_drag() {
     let doc = web_sys::window().unwrap().document().unwrap();
     let root = doc.create_element("div").unwrap();
     doc.body().unwrap().append_child(&root).unwrap();
-    let decoder_file = manifest.file(Component::Decoder, StoreDType::F16).unwrap().file.clone();
-    let files = HashMap::from([(decoder_file, DECODER_F16.to_vec())]);
+    let decoder_file = manifest.file(Component::Decoder, StoreDType::I8).unwrap().file.clone();
+    let files = HashMap::from([(decoder_file, DECODER_I8.to_vec())]);
     let props = AppProps {
         weights: WeightSource::Bytes { manifest: MANIFEST.to_string(), files: Rc::new(files) },
         samples_url: "no-samples-here".into(),
@@ -256,62 +187,6 @@ async fn app_segments_a_dropped_image_with_a_box_drag() {
     assert!((a - b).abs() / a < 0.01, "f16 and f32 decoders disagree: {a} vs {b} px");
     js_sys::Function::new_no_args("document.getElementById('decoder-base').click();").call0(&wasm_bindgen::JsValue::NULL).unwrap();
     wait_js("the base decoder", "document.getElementById('decoder-name').textContent === 'base'", 10.0).await;
-}
-
-// --- benchmark (run on request) ----------------------------------------------------------
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Latency in the browser after a warm-up run: the image encoder on the wasm CPU backend (median
-/// of 3; SwiftShader's WebGPU needs minutes for it) and prompt encoder + mask decoder on the CPU
-/// and on WebGPU (median of 10). Needs WASM_BINDGEN_TEST_TIMEOUT=900 like the other tests.
-/// `cargo test --target wasm32-unknown-unknown --test browser -- --include-ignored bench`
-#[wasm_bindgen_test]
-#[ignore = "benchmark: run with --include-ignored bench"]
-async fn bench_encoder_and_decoder() {
-    let manifest: WeightsManifest = serde_json::from_str(MANIFEST).unwrap();
-    let g = Golden::from_bytes(GOLDEN, "benign_93").unwrap();
-    let b: [f32; 4] = g.f32("box256").try_into().unwrap();
-    for kind in [BackendKind::Cpu, BackendKind::Wgpu] {
-        let device = init_device_async(kind).await.expect("backend");
-        let dec_w = manifest.load_component(Component::Decoder, StoreDType::F32, DECODER_F32).unwrap();
-        let decoder = SamDecoder::load(&manifest.config, &dec_w, &device).unwrap();
-        if kind == BackendKind::Cpu {
-            let enc_w = manifest.load_component(Component::ImageEncoder, StoreDType::F32, ENCODER_F32).unwrap();
-            let encoder = sonosam_model::sam::ImageEncoder::load(&enc_w, &manifest.config.encoder, &device).unwrap();
-            let mut times = Vec::new();
-            for i in 0..=3 {
-                sleep_ms(50).await; // let the test runner poll the page between runs
-                let t = js_sys_now();
-                read_f32_async(encoder.forward(g.tensor::<4>("input", &device))).await.unwrap();
-                if i > 0 {
-                    times.push(js_sys_now() - t);
-                }
-            }
-            log(&format!("bench {kind}: image encoder median {:.0} ms of 3", median(times)));
-        }
-        let embedding = g.tensor::<4>("embedding", &device);
-        for multimask in [false, true] {
-            let mut times = Vec::new();
-            for i in 0..=10 {
-                let t = js_sys_now();
-                let out = decoder.decode(embedding.clone(), &[Prompt::from_box(b)], None, multimask).unwrap();
-                read_f32_async(out.low_res_logits).await.unwrap();
-                if i > 0 {
-                    times.push(js_sys_now() - t);
-                }
-            }
-            log(&format!(
-                "bench {kind}: decoder ({} mask{}) median {:.1} ms of 10",
-                if multimask { 3 } else { 1 },
-                if multimask { "s" } else { "" },
-                median(times)
-            ));
-        }
-    }
 }
 
 /// A worker script that cannot load is a clear error (the app then runs the model in the

@@ -333,6 +333,43 @@ fn segment_sample(d: &Driver, phase: &str, embedding_from: &str, a: (f64, f64), 
     exported_mask(d)
 }
 
+/// Threads the model's CPU backend runs with (`data-threads` of the model panel), and whether
+/// the page is cross-origin isolated.
+fn threads(d: &Driver) -> (u64, bool, String) {
+    let v = d.js(
+        "const e = document.getElementById('engine-status'); \
+         return [Number(e.dataset.threads), self.crossOriginIsolated === true, e.textContent];",
+        json!([]),
+    );
+    (v[0].as_u64().unwrap_or(0), v[1].as_bool().unwrap_or(false), v[2].as_str().unwrap_or("").to_string())
+}
+
+/// Drag `n` boxes around `a`–`b` (each a pixel larger) and read the app's own measurement of
+/// each: the time from releasing the box to its mask drawn on the canvas (ms).
+fn release_to_draw(d: &Driver, a: (f64, f64), b: (f64, f64), n: usize) -> Vec<f64> {
+    let count = || d.js("return Number(document.getElementById('latency').dataset.releaseDraws)", json!([])).as_u64().unwrap_or(0);
+    let mut times = Vec::new();
+    for i in 0..n {
+        let before = count();
+        let g = i as f64;
+        drag_box(d, (a.0 - g, a.1 - g), (b.0 + g, b.1 + g));
+        d.wait_for(
+            "the mask of a dragged box",
+            &format!("return Number(document.getElementById('latency').dataset.releaseDraws) > {before}"),
+            Duration::from_secs(120),
+        );
+        let ms = d.js("return Number(document.getElementById('latency').dataset.releaseToDrawMs)", json!([]));
+        times.push(ms.as_f64().unwrap());
+    }
+    times
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.len() % 2 == 1 { s[s.len() / 2] } else { (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0 }
+}
+
 /// The native pipeline (what `sonosam segment` runs) on the same image and box.
 fn native_mask(root: &Path, image: &[u8], bbox: [f32; 4]) -> Segmentation {
     let manifest: WeightsManifest =
@@ -387,6 +424,12 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
         .collect();
     eprintln!("e2e: mask of {} px for the dragged box {bbox:?} (ground-truth box {x0},{y0},{x1},{y1})", exported.area());
     driver.screenshot(&root.join("target/e2e/app.png"));
+    // This plain server sends no COOP/COEP headers: the single-threaded build runs, and says why.
+    let (n, isolated, status) = threads(&driver);
+    assert!(!isolated && n == 1, "online: {n} threads, isolated {isolated}: {status}");
+    assert!(status.contains("not cross-origin isolated"), "online: no reason for one thread: {status}");
+    let times = release_to_draw(&driver, a, b, 5);
+    eprintln!("e2e: online (CPU, 1 thread): box release → mask drawn {times:.0?} ms, median {:.0} ms", median(&times));
 
     let native = native_mask(&root, &image, [bbox[0], bbox[1], bbox[2], bbox[3]]);
     let dice = exported.dice(&native.masks[0]).unwrap();
@@ -432,6 +475,18 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     }
     driver.wait_for("the companion server", "return !!document.getElementById('server-status')", Duration::from_secs(30));
     let served = segment_sample(&driver, "served", "embedding from the companion server", a, b);
+    // `sonosam serve` makes the page cross-origin isolated: the threaded build runs, one thread
+    // per core (when it was built: SONOSAM_THREADS=0 builds only the single-threaded one).
+    let (n, isolated, status) = threads(&driver);
+    let cores = driver.js("return navigator.hardwareConcurrency", json!([])).as_u64().unwrap_or(1);
+    assert!(isolated, "served: the page is not cross-origin isolated: {status}");
+    if root.join(std::env::var("SONOSAM_E2E_DIST").unwrap()).join("mt").is_dir() && backend == json!("cpu") {
+        assert_eq!(n, cores, "served: the threaded build does not run with one thread per core: {status}");
+    }
+    if backend == json!("cpu") {
+        let times = release_to_draw(&driver, a, b, 5);
+        eprintln!("e2e: served (CPU, {n} threads): box release → mask drawn {times:.0?} ms, median {:.0} ms", median(&times));
+    }
     let d3 = served.dice(&exported).unwrap();
     eprintln!("e2e: mask with the server's embedding vs in-browser encoding: Dice {d3:.5}");
     assert!(d3 >= 0.99);
@@ -441,7 +496,7 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     let port: u16 = server_url.trim_end_matches('/').rsplit(':').next().unwrap().parse().unwrap();
     let metrics = String::from_utf8_lossy(&{
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
         let mut b = Vec::new();
         s.read_to_end(&mut b).unwrap();
         b

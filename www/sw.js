@@ -2,7 +2,7 @@
 // when the server is unreachable. Network first, so a running server always serves the newest
 // build; the cached copy answers only when the network fails. Model weights and image
 // embeddings are cached by the app itself (Cache API, verified by SHA-256), not here.
-const SHELL = 'sonosam-shell-v1';
+const SHELL = 'sonosam-shell-v2';
 
 // What the page loads before this worker controls it: the page itself and the assets it names
 // (Trunk gives them hashed names, so read them from the page), plus the samples list.
@@ -41,12 +41,23 @@ self.addEventListener('fetch', (event) => {
     try {
       const resp = await fetch(req);
       if (resp.ok) await cache.put(req, resp.clone());
-      return resp;
+      return isolated(resp);
     } catch (err) {
+      // Query strings select options (`worker.js?threads=0`, `?backend=cpu`), not content.
       const page = req.mode === 'navigate';
-      const hit = await cache.match(page ? './' : req, { ignoreSearch: page });
-      if (hit) return hit;
+      const hit = await cache.match(page ? './' : req, { ignoreSearch: true });
+      if (hit) return isolated(hit);
       throw err;
     }
   })());
 });
+
+// Static hosts rarely send COOP/COEP: the app's own files get them here, so that from the
+// second visit on the page is cross-origin isolated and the model worker runs threaded.
+function isolated(resp) {
+  if (resp.status === 0 || resp.headers.get('Cross-Origin-Embedder-Policy')) return resp;
+  const headers = new Headers(resp.headers);
+  headers.set('Cross-Origin-Opener-Policy', 'same-origin');
+  headers.set('Cross-Origin-Embedder-Policy', 'require-corp');
+  return new Response(resp.body, { status: resp.status, statusText: resp.statusText, headers });
+}
