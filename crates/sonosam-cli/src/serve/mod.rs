@@ -190,6 +190,7 @@ fn router(args: &ServeArgs, api: Arc<api::Api>, metrics: Arc<metrics::Metrics>) 
         .route("/metrics", metrics_route)
         .fallback_service(ServeDir::new(&args.dist).append_index_html_on_directories(true))
         .layer(from_fn(policy::json_errors))
+        .layer(from_fn(policy::isolation_headers))
         .layer(from_fn_with_state(policy, policy::check_request))
         .layer(from_fn_with_state(metrics, metrics::count_requests)))
 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -131,6 +131,16 @@ pub async fn check_api_call(State(policy): State<Arc<Policy>>, req: Request, nex
 fn image_content_type(value: &str) -> bool {
     let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     essence.starts_with("image/") || essence == "application/octet-stream"
+}
+
+/// Middleware: every answer makes the page cross-origin isolated (COOP `same-origin`, COEP
+/// `require-corp`), so the app's model worker can use shared memory and run threaded.
+pub async fn isolation_headers(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    headers.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    headers.insert("cross-origin-embedder-policy", HeaderValue::from_static("require-corp"));
+    response
 }
 
 /// Middleware: error answers that carry no body (404 of a missing file, 405 of a wrong
