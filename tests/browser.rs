@@ -15,7 +15,7 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 mod parity_web;
 
-use parity_web::{GOLDEN, MANIFEST, decoder_parity, encoder_parity, log, now as js_sys_now};
+use parity_web::{DECODER_F32, GOLDEN, MANIFEST, decoder_parity, encoder_parity, log, now as js_sys_now};
 
 #[wasm_bindgen_test]
 async fn decoder_matches_reference_on_webgpu() {
