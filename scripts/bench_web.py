@@ -104,12 +104,16 @@ def gz(path):
 
 
 def download(folder):
-    """Bytes of a first visit as transferred with gzip -9: the app shell and the weights."""
+    """Bytes of a first visit as transferred with gzip -9: the app shell and the weights the app
+    downloads (the manifest's int8 files when it lists them, else f16, as src/engine.rs)."""
     shell = ["index.html", "style.css", "sonosam-web.js", "sonosam-web_bg.wasm", "worker.js", "sw.js"]
-    weights = [os.path.join("weights", f) for f in sorted(os.listdir(os.path.join(folder, "weights")))]
+    with open(os.path.join(folder, "weights", "litemedsam.json")) as f:
+        files = json.load(f)["files"]
+    dtype = "i8" if {e["component"] for e in files if e["dtype"] == "i8"} >= {"image_encoder", "decoder"} else "f16"
+    weights = ["weights/litemedsam.json"] + [f"weights/{e['file']}" for e in files if e["dtype"] == dtype]
     sizes = {f: gz(os.path.join(folder, f)) for f in shell + weights if os.path.exists(os.path.join(folder, f))}
     mt = os.path.join(folder, "mt")
-    out = {"config": "sonosam-download", "encoding": "gzip -9",
+    out = {"config": "sonosam-download", "encoding": "gzip -9", "weights_dtype": dtype,
            "bytes_shell": sum(v for k, v in sizes.items() if k in shell),
            "bytes_weights": sum(v for k, v in sizes.items() if k not in shell), "files": sizes}
     if os.path.isdir(mt):

@@ -12,10 +12,10 @@ cd "$(dirname "$0")/.."
 out="${1:-dist}"
 profile="${2:-${PROFILE:-dev}}"
 ensure_nightly
-flags=(); dir=debug
-[ "$profile" = release ] && { flags+=(--release); dir=release; }
-threaded_cargo build --bin sonosam-web "${flags[@]}"
+. scripts/web-profile.sh "$profile"
+threaded_cargo build --bin sonosam-web "${cargo_flags[@]}"
 rm -rf "$out/mt"
-wasm-bindgen --target web --no-typescript --out-dir "$out/mt" --out-name sonosam-web \
+wasm-bindgen --target web --no-typescript "${bindgen_flags[@]}" --out-dir "$out/mt" --out-name sonosam-web \
   "target/mt/wasm32-unknown-unknown/$dir/sonosam-web.wasm"
+optimise_wasm "$out/mt/sonosam-web_bg.wasm"
 echo "built the threaded module into $out/mt/"

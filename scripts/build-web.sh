@@ -13,12 +13,12 @@ if command -v trunk >/dev/null && [ "${SONOSAM_NO_TRUNK:-0}" != 1 ]; then
   flags=(); [ "$profile" = release ] && flags+=(--release)
   exec trunk build --dist "$out" "${flags[@]}"  # its post-build hook adds $out/mt
 fi
-cargo_flags=(); dir=debug
-[ "$profile" = release ] && { cargo_flags+=(--release); dir=release; }
+. scripts/web-profile.sh "$profile"
 cargo build --target wasm32-unknown-unknown --bin sonosam-web "${cargo_flags[@]}"
 rm -rf "$out"; mkdir -p "$out/weights"
-wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name sonosam-web \
+wasm-bindgen --target web --no-typescript "${bindgen_flags[@]}" --out-dir "$out" --out-name sonosam-web \
   "target/wasm32-unknown-unknown/$dir/sonosam-web.wasm"
+optimise_wasm "$out/sonosam-web_bg.wasm"
 cp www/style.css www/sw.js www/worker.js www/bench.html "$out/"
 cp -r www/samples "$out/samples"
 # The app downloads the int8 files; the f16 ones stay available next to them.

@@ -360,6 +360,10 @@ fn release_to_draw(d: &Driver, a: (f64, f64), b: (f64, f64), n: usize) -> Vec<f6
         );
         let ms = d.js("return Number(document.getElementById('latency').dataset.releaseToDrawMs)", json!([]));
         times.push(ms.as_f64().unwrap());
+        if i == 0 {
+            let text = d.js("return document.getElementById('latency').textContent", json!([]));
+            eprintln!("e2e: the app says: {}", text.as_str().unwrap_or("").trim());
+        }
     }
     times
 }

@@ -48,7 +48,7 @@ fn on_host<const D: usize>(x: &Tensor<D>) -> bool {
 /// build).
 fn map_host<const D: usize>(x: Tensor<D>, unit: usize, f: impl Fn(&mut [f32]) + Send + Sync) -> Tensor<D> {
     let (shape, device) = (x.shape(), x.device());
-    let mut values: Vec<f32> = x.into_data().into_vec().expect("a float tensor");
+    let mut values: Vec<f32> = x.into_data().try_into_vec().expect("a float tensor");
     let chunk = unit * (CHUNK / unit).max(1);
     #[cfg(feature = "threads")]
     {

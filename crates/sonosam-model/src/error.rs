@@ -50,6 +50,10 @@ pub enum SamError {
     #[error("image: {0}")]
     Image(String),
 
+    /// The image is larger than this build accepts (checked from its header).
+    #[error("image: {0}")]
+    ImageTooLarge(String),
+
     /// A prompt (box, point, mask) is invalid for the image.
     #[error("prompt: {0}")]
     Prompt(String),

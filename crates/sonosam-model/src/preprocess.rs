@@ -125,7 +125,7 @@ fn check_size(w: u32, h: u32) -> Result<()> {
         return Err(SamError::Image(format!("image has no pixels ({w}×{h})")));
     }
     if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > MAX_PIXELS {
-        return Err(SamError::Image(format!(
+        return Err(SamError::ImageTooLarge(format!(
             "image is {w}×{h}: larger than the supported {MAX_SIDE} px per side / {} Mpx",
             MAX_PIXELS / 1_000_000
         )));

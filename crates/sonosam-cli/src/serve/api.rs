@@ -12,7 +12,7 @@ use serde_json::json;
 use sonosam_model::backend::BackendKind;
 use sonosam_model::preprocess::inspect_image;
 use sonosam_model::weights::sha256_hex;
-use sonosam_model::wire;
+use sonosam_model::{SamError, wire};
 
 use super::cache::EmbeddingCache;
 use super::encoder::Encoder;
@@ -39,10 +39,9 @@ async fn embed(api: &Api, query: Option<&str>, headers: &HeaderMap, body: Body) 
     let dtype = dtype(query)?;
     let image = read_body(api, headers, body).await?;
     let info = inspect_image(&image).map_err(|e| {
-        let status = if e.to_string().contains("larger than") {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            StatusCode::BAD_REQUEST
+        let status = match e {
+            SamError::ImageTooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
         };
         error(status, e.to_string())
     })?;

@@ -1,0 +1,18 @@
+# Sourced by build-web.sh and build-threaded.sh with the profile (dev or release): the cargo
+# flags, the output folder name, wasm-bindgen's flags and the optional wasm-opt pass.
+case "${1:-dev}" in
+  release)
+    # LTO and one codegen unit (Cargo.toml's web-release profile); no name or producers
+    # section in the shipped module.
+    cargo_flags=(--profile web-release); dir=web-release
+    bindgen_flags=(--remove-name-section --remove-producers-section) ;;
+  *) cargo_flags=(); dir=debug; bindgen_flags=() ;;
+esac
+# wasm-opt (npm `binaryen`) when installed and the build is a release: nothing is downloaded
+# at build time.
+optimise_wasm() {
+  if [ "$dir" = web-release ] && command -v wasm-opt >/dev/null; then
+    wasm-opt -O3 --enable-simd --enable-bulk-memory --enable-threads --enable-mutable-globals \
+      --enable-nontrapping-float-to-int --enable-sign-ext "$1" -o "$1.opt" && mv "$1.opt" "$1"
+  fi
+}
