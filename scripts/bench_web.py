@@ -85,10 +85,15 @@ def run_config(driver, base, config, part, build, threads, warmup, runs, timeout
         "crossOriginIsolated": r["crossOriginIsolated"], "runs": len(times),
         "warmup_ms": [round(v, 3) for v in r["warmup_ms"]],
     })
+    for key in ("wasm_memory_bytes", "js_heap_bytes"):
+        if r.get(key) is not None:
+            out[key] = r[key]
     if r.get("prepare_ms") is not None:
         out["prepare_ms"] = round(r["prepare_ms"], 3)
     if refs:
-        if part == "decoder":
+        if part == "decoder3":
+            pass  # the yardstick's references are for one mask
+        elif part == "decoder":
             ref = refs["decoder"]
             out["iou_diff_vs_ort_cpu"] = abs(r["iou"] - ref["iou"][0])
             out["mask_abs_sum_rel_diff_vs_ort_cpu"] = abs(r["abs_sum"] - ref["mask_abs_sum"]) / ref["mask_abs_sum"]
@@ -98,26 +103,33 @@ def run_config(driver, base, config, part, build, threads, warmup, runs, timeout
     return out
 
 
-def gz(path):
+def transferred(path):
+    """Bytes sent for `path`: its precompressed copy as `sonosam serve` sends it to Chromium
+    (.br, else .gz, made by a release build), else gzip -9 as a static host would."""
+    for ext, encoding in ((".br", "br"), (".gz", "gzip")):
+        if os.path.exists(path + ext):
+            return os.path.getsize(path + ext), encoding
     with open(path, "rb") as f:
-        return len(gzip.compress(f.read(), 9))
+        return len(gzip.compress(f.read(), 9)), "gzip -9"
 
 
 def download(folder):
-    """Bytes of a first visit as transferred with gzip -9: the app shell and the weights the app
-    downloads (the manifest's int8 files when it lists them, else f16, as src/engine.rs)."""
+    """Bytes of a first visit as transferred: the app shell and the weights the app downloads
+    (the manifest's int8 files when it lists them, else f16, as src/engine.rs)."""
     shell = ["index.html", "style.css", "sonosam-web.js", "sonosam-web_bg.wasm", "worker.js", "sw.js"]
     with open(os.path.join(folder, "weights", "litemedsam.json")) as f:
         files = json.load(f)["files"]
     dtype = "i8" if {e["component"] for e in files if e["dtype"] == "i8"} >= {"image_encoder", "decoder"} else "f16"
     weights = ["weights/litemedsam.json"] + [f"weights/{e['file']}" for e in files if e["dtype"] == dtype]
-    sizes = {f: gz(os.path.join(folder, f)) for f in shell + weights if os.path.exists(os.path.join(folder, f))}
-    mt = os.path.join(folder, "mt")
-    out = {"config": "sonosam-download", "encoding": "gzip -9", "weights_dtype": dtype,
+    sent = {f: transferred(os.path.join(folder, f)) for f in shell + weights if os.path.exists(os.path.join(folder, f))}
+    sizes = {f: n for f, (n, _) in sent.items()}
+    out = {"config": "sonosam-download", "encoding": {f: e for f, (_, e) in sent.items()}, "weights_dtype": dtype,
            "bytes_shell": sum(v for k, v in sizes.items() if k in shell),
            "bytes_weights": sum(v for k, v in sizes.items() if k not in shell), "files": sizes}
+    mt = os.path.join(folder, "mt")
     if os.path.isdir(mt):
-        out["bytes_shell_threaded"] = sum(gz(os.path.join(mt, f)) for f in os.listdir(mt) if os.path.isfile(os.path.join(mt, f)))
+        # The threaded build's module and its JS (the worker loads them when the page is isolated).
+        out["bytes_shell_threaded"] = sum(transferred(os.path.join(mt, f))[0] for f in ("sonosam-web.js", "sonosam-web_bg.wasm"))
     return out
 
 
@@ -144,8 +156,10 @@ def main():
     timeout = float(os.environ.get("TIMEOUT_S", 600))
     threaded = os.path.isdir(os.path.join(args.dist, "mt"))
     configs = []
-    for part, tag, runs, warm in [("decoder", "dec", dec_runs, dec_warm), ("encoder", "enc", enc_runs, enc_warm)]:
-        if args.group in ("all", part):
+    parts = [("decoder", "dec", dec_runs, dec_warm), ("decoder3", "dec3", dec_runs, dec_warm),
+             ("encoder", "enc", enc_runs, enc_warm)]
+    for part, tag, runs, warm in parts:
+        if args.group in ("all", part.rstrip("3")):
             configs.append((f"sonosam-{tag}-t1", part, "st", 1, warm, runs))
             if threaded:
                 configs.append((f"sonosam-{tag}-t{n}", part, "mt", n, warm, runs))

@@ -18,4 +18,5 @@ rm -rf "$out/mt"
 wasm-bindgen --target web --no-typescript "${bindgen_flags[@]}" --out-dir "$out/mt" --out-name sonosam-web \
   "target/mt/wasm32-unknown-unknown/$dir/sonosam-web.wasm"
 optimise_wasm "$out/mt/sonosam-web_bg.wasm"
+precompress "$out"/mt/sonosam-web{_bg.wasm,.js}
 echo "built the threaded module into $out/mt/"

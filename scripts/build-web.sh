@@ -30,5 +30,6 @@ awk '
   /data-trunk/ { next }
   { print }
 ' index.html > "$out/index.html"
+precompress "$out"/sonosam-web{_bg.wasm,.js} "$out"/weights/litemedsam.{json,decoder.i8.safetensors,image_encoder.i8.safetensors}
 [ "${SONOSAM_THREADS:-1}" = 0 ] || ./scripts/build-threaded.sh "$out" "$profile"
 echo "built the app into $out/ (without Trunk)"

@@ -16,3 +16,13 @@ optimise_wasm() {
       --enable-nontrapping-float-to-int --enable-sign-ext "$1" -o "$1.opt" && mv "$1.opt" "$1"
   fi
 }
+# A release build also gets .gz copies (and .br ones when `brotli` is installed) of the files
+# that dominate a first visit, which `sonosam serve` sends to browsers that accept them.
+precompress() {
+  [ "$dir" = web-release ] || return 0
+  local f
+  for f in "$@"; do
+    gzip -9 -k -f "$f"
+    if command -v brotli >/dev/null; then brotli -q 11 -k -f "$f"; fi
+  done
+}

@@ -16,6 +16,7 @@ use yew::prelude::*;
 use crate::draw::{self, Layer};
 use crate::engine::{Progress, WeightSource};
 use crate::model::{Model, Placement};
+use crate::perf::{Stage, now_ms};
 use crate::state::{DRAG_THRESHOLD_PX, Document, History, ObjectSegmentation, corners_to_box};
 use crate::storage;
 
@@ -186,13 +187,6 @@ pub const SHORTCUTS: [(&str, &str); 10] = [
     ("+ / − / 0", "zoom in / out / fit"),
     ("E", "export the mask PNG"),
 ];
-
-fn now_ms() -> f64 {
-    web_sys::window()
-        .and_then(|w| w.performance())
-        .map(|p| p.now())
-        .unwrap_or(0.0)
-}
 
 mod gloo_keys {
     //! A window `keydown` listener that lives as long as the app.
@@ -644,6 +638,7 @@ impl Component for App {
     }
 
     fn update(&mut self, ctx: &Context<Self>, msg: Self::Message) -> bool {
+        let _stage = Stage::start("sonosam:update");
         // A model worker that stopped (internal error, GPU device lost) is shown as a failed
         // model with a Retry button; the document and its masks stay.
         if let Some(why) = self.engine().and_then(|e| e.failure()) {
@@ -985,7 +980,10 @@ impl Component for App {
     }
 
     fn rendered(&mut self, ctx: &Context<Self>, _first: bool) {
-        self.redraw();
+        {
+            let _stage = Stage::start("sonosam:draw");
+            self.redraw();
+        }
         if let Some(t0) = self.drawn_at.take() {
             // The mask of the released prompt is on the canvas now.
             self.release_to_draw_ms = Some(now_ms() - t0);
@@ -995,6 +993,7 @@ impl Component for App {
     }
 
     fn view(&self, ctx: &Context<Self>) -> Html {
+        let _stage = Stage::start("sonosam:view");
         let link = ctx.link();
         let engine_panel = match &self.engine {
             EngineState::Loading(s, f) => html! {

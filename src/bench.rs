@@ -14,10 +14,10 @@ use serde::Serialize;
 use sonosam_model::backend::BackendKind;
 use sonosam_model::preprocess::{Geometry, ModelInput};
 use sonosam_model::Prompt;
-use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use crate::engine::{Engine, WeightSource};
+use crate::perf::now_ms as now;
 
 /// The yardstick's generator (`mulberry32` as in its bench page).
 struct Mulberry32(u32);
@@ -47,15 +47,8 @@ struct Report {
     abs_sum: f64,
 }
 
-/// The page's or the worker's clock (ms).
-fn now() -> f64 {
-    js_sys::Reflect::get(&js_sys::global(), &"performance".into())
-        .ok()
-        .and_then(|p| p.dyn_into::<web_sys::Performance>().ok())
-        .map_or(0.0, |p| p.now())
-}
-
-/// Time `part` (`decoder` or `encoder`) on the CPU backend: `warmup` untimed runs, then `runs`.
+/// Time `part` on the CPU backend: `warmup` untimed runs, then `runs`. Parts: `decoder` (one
+/// mask, as the yardstick), `decoder3` (the three multimask candidates), `encoder`.
 #[wasm_bindgen]
 pub async fn sonosam_bench(part: String, warmup: u32, runs: u32) -> Result<JsValue, JsValue> {
     let err = |e: String| JsValue::from_str(&e);
@@ -78,7 +71,8 @@ pub async fn sonosam_bench(part: String, warmup: u32, runs: u32) -> Result<JsVal
         if i < warmup { report.warmup_ms.push(ms) } else { report.times_ms.push(ms) }
     };
     match part.as_str() {
-        "decoder" => {
+        "decoder" | "decoder3" => {
+            let multimask = part == "decoder3";
             let embedding: Vec<f32> = (0..256 * 64 * 64).map(|_| (rng.next() * 2.0 - 1.0) as f32).collect();
             engine.set_current("bench", &embedding);
             let geometry = Geometry::new(256, 256, 256);
@@ -88,7 +82,7 @@ pub async fn sonosam_bench(part: String, warmup: u32, runs: u32) -> Result<JsVal
             report.prepare_ms = Some(now() - t);
             for i in 0..warmup + runs {
                 let t = now();
-                let (logits, iou) = engine.decode(&geometry, &prompt, None, false).await.map_err(err)?;
+                let (logits, iou) = engine.decode(&geometry, &prompt, None, multimask).await.map_err(err)?;
                 timed(i, now() - t, &mut report);
                 report.iou = iou.first().copied();
                 report.abs_sum = logits.iter().map(|v| f64::from(v.abs())).sum();
@@ -104,7 +98,7 @@ pub async fn sonosam_bench(part: String, warmup: u32, runs: u32) -> Result<JsVal
                 report.abs_sum = embedding.iter().map(|v| f64::from(v.abs())).sum();
             }
         }
-        other => return Err(err(format!("unknown part {other} (decoder, encoder)"))),
+        other => return Err(err(format!("unknown part {other} (decoder, decoder3, encoder)"))),
     }
     serde_wasm_bindgen::to_value(&report).map_err(|e| err(e.to_string()))
 }

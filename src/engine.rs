@@ -472,7 +472,8 @@ async fn file_bytes(
             let expected = entry.bytes;
             let mb = |v: u64| v as f64 / 1e6;
             let b = storage::fetch_with_progress(&url, move |got, total| {
-                let total = if total == 0 { expected } else { total };
+                // The manifest's size: a compressed answer's Content-Length counts other bytes.
+                let total = if expected > 0 { expected } else { total };
                 p(
                     format!("downloading {what}: {:.1} / {:.1} MB", mb(got), mb(total)),
                     (total > 0).then(|| got as f64 / total as f64),

@@ -7,6 +7,7 @@
 //! - `model` / `worker`: the engine in a Web Worker (or in the page), behind one async API;
 //! - `storage`: fetch with progress and the Cache API;
 //! - `app` / `draw`: the UI and the canvas;
+//! - `perf`: named stages on the browser's performance timeline;
 //! - `bench`: the browser benchmark (`scripts/bench-web.sh`, `www/bench.html`).
 
 pub mod state;
@@ -21,6 +22,8 @@ pub mod draw;
 pub mod engine;
 #[cfg(target_arch = "wasm32")]
 pub mod model;
+#[cfg(target_arch = "wasm32")]
+pub mod perf;
 #[cfg(target_arch = "wasm32")]
 pub mod storage;
 #[cfg(target_arch = "wasm32")]

@@ -12,6 +12,7 @@ use sonosam_model::sam::WeightsManifest;
 use sonosam_model::{Prompt, Segmentation};
 
 use crate::engine::{Engine, Progress, WeightSource};
+use crate::perf::Stage;
 use crate::worker::{Client, Reply, Request};
 
 enum Runner {
@@ -191,10 +192,13 @@ impl Model {
         mask_input: Option<&[f32]>,
         multimask: bool,
     ) -> Result<Segmentation, String> {
+        let stage = Stage::start("sonosam:decode");
         let (logits, iou) = match &self.runner {
             Runner::Page(e) => e.decode(geometry, prompt, mask_input, multimask).await?,
             Runner::Worker(c) => c.decode(geometry, prompt, mask_input, multimask).await?,
         };
+        drop(stage);
+        let _stage = Stage::start("sonosam:postprocess");
         Ok(Segmentation::from_outputs(&logits, &iou, self.manifest.config.low_res_size(), geometry))
     }
 }

@@ -24,6 +24,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent, Worker, WorkerOptions, WorkerType};
 
 use crate::engine::{Engine, Progress, WeightSource, from_le_bytes, to_le_bytes};
+use crate::perf::Stage;
 
 /// What the page asks of the worker. Bulk inputs travel in the envelope's `bytes`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -184,6 +185,7 @@ async fn handle(id: u32, request: Request, bytes: Option<Vec<u8>>) -> Result<(Re
             Ok((Reply::Done, None))
         }
         Request::Decode { geometry, prompt, multimask } => {
+            let _stage = Stage::start("sonosam:worker-decode");
             let mask = bytes.map(|b| from_le_bytes(&b));
             let (logits, iou) = engine()?.decode(&geometry, &prompt, mask.as_deref(), multimask).await?;
             Ok((Reply::Decoded { iou }, Some(to_le_bytes(&logits))))

@@ -132,3 +132,27 @@ fn overload_is_answered_with_503_and_retry_after() {
     assert!(results.iter().any(|&(s, _)| s == 503));
     assert!(results.iter().filter(|r| r.0 == 503).all(|r| r.1));
 }
+
+/// A release build's precompressed copies are what browsers that accept them download.
+#[test]
+fn app_files_are_sent_precompressed() {
+    let server = start(&[]);
+    let dist = common::repo().join("target/serve-test-dist");
+    std::fs::write(dist.join("app.wasm"), b"\0asm plain bytes").unwrap();
+    std::fs::write(dist.join("app.wasm.gz"), b"gzip bytes").unwrap();
+    std::fs::write(dist.join("app.wasm.br"), b"brotli bytes").unwrap();
+    let host = format!("Host: 127.0.0.1:{}\r\n", server.port);
+    let get = |accept: &str| common::request_with(server.port, "GET", "/app.wasm", &format!("{host}{accept}"), b"");
+    let (status, head, body) = get("Accept-Encoding: gzip, deflate, br\r\n");
+    assert_eq!(status, 200);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-encoding: br"), "{head}");
+    assert!(head.contains("content-type: application/wasm"), "{head}");
+    assert_eq!(body, b"brotli bytes");
+    let (_, head, body) = get("Accept-Encoding: gzip\r\n");
+    assert!(head.to_ascii_lowercase().contains("content-encoding: gzip"), "{head}");
+    assert_eq!(body, b"gzip bytes");
+    let (_, head, body) = get("");
+    assert!(!head.to_ascii_lowercase().contains("content-encoding"), "{head}");
+    assert_eq!(body, b"\0asm plain bytes");
+}
