@@ -3,9 +3,11 @@
 # the onnxruntime-web yardstick (../shared/bench/onnxruntime-web), with 1 thread and (when the
 # threaded build exists) all threads. Builds the app in release (scripts/build-web.sh) into
 # target/bench-dist, serves it cross-origin isolated, and prints one JSON line per
-# configuration (config, median_ms, p10_ms, p90_ms, threads_effective, crossOriginIsolated, …)
-# and one line with the first visit's download size ("sonosam-download"). Run the yardstick
-# right before or after it and compare the medians.
+# configuration (config, median_ms, p10_ms, p90_ms, threads_effective, crossOriginIsolated,
+# wasm_memory_bytes, js_heap_bytes, …): sonosam-dec-t1/tN (one mask, as the yardstick),
+# sonosam-dec3-t1/tN (three masks), sonosam-enc-t1/tN; then one line with the first visit's
+# bytes as transferred ("sonosam-download"). Run the yardstick right before or after it and
+# compare the medians.
 #
 #   scripts/bench-web.sh [decoder|encoder|all]      env: RUNS WARMUP ENC_RUNS ENC_WARMUP TIMEOUT_S
 set -euo pipefail
