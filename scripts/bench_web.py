@@ -156,10 +156,10 @@ def main():
     timeout = float(os.environ.get("TIMEOUT_S", 600))
     threaded = os.path.isdir(os.path.join(args.dist, "mt"))
     configs = []
-    parts = [("decoder", "dec", dec_runs, dec_warm), ("decoder3", "dec3", dec_runs, dec_warm),
-             ("encoder", "enc", enc_runs, enc_warm)]
-    for part, tag, runs, warm in parts:
-        if args.group in ("all", part.rstrip("3")):
+    parts = [("decoder", "decoder", "dec", dec_runs, dec_warm), ("decoder", "decoder3", "dec3", dec_runs, dec_warm),
+             ("encoder", "encoder", "enc", enc_runs, enc_warm)]
+    for group, part, tag, runs, warm in parts:
+        if args.group in ("all", group):
             configs.append((f"sonosam-{tag}-t1", part, "st", 1, warm, runs))
             if threaded:
                 configs.append((f"sonosam-{tag}-t{n}", part, "mt", n, warm, runs))
