@@ -1,12 +1,12 @@
-//! Drawing the image and its annotations on a canvas: masks blended into the pixels (fill with
-//! the user's opacity, opaque contour), ground truth as a green contour, then boxes, points and
-//! calipers as vector strokes.
+//! Drawing on canvases: layers of pixels (the image; a mask's fill or contour in one colour)
+//! that are drawn onto the visible canvas with the user's opacity, and vector strokes for
+//! boxes, points and calipers.
 
 use sonosam_model::measure::{Caliper, Measurements};
 use sonosam_model::overlay::MASK_COLORS;
 use sonosam_model::{Mask, PointLabel, Prompt};
-use wasm_bindgen::{Clamped, JsValue};
-use web_sys::{CanvasRenderingContext2d, ImageData};
+use wasm_bindgen::{Clamped, JsCast, JsValue};
+use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, ImageData};
 
 /// Colour of object `i`.
 pub fn object_color(i: usize) -> [u8; 3] {
@@ -17,46 +17,39 @@ fn css([r, g, b]: [u8; 3]) -> String {
     format!("rgb({r},{g},{b})")
 }
 
-/// One mask layer to blend.
-pub struct Layer<'a> {
-    pub mask: &'a Mask,
-    pub color: [u8; 3],
-    /// Fill opacity (0 = contour only).
-    pub alpha: f32,
-    pub contour: bool,
+/// A canvas of `w × h` that is not in the page (a layer drawn onto the visible canvas).
+fn offscreen(w: usize, h: usize) -> Result<HtmlCanvasElement, JsValue> {
+    let doc = web_sys::window().and_then(|w| w.document()).ok_or("no document")?;
+    let canvas: HtmlCanvasElement = doc.create_element("canvas")?.dyn_into()?;
+    canvas.set_width(w as u32);
+    canvas.set_height(h as u32);
+    Ok(canvas)
 }
 
-/// Blend `layers` into RGBA pixels (`rgba` is the image, `w × h`).
-pub fn compose(rgba: &[u8], w: usize, h: usize, layers: &[Layer]) -> Vec<u8> {
-    let mut out = rgba.to_vec();
-    for l in layers {
-        if (l.mask.width, l.mask.height) != (w, h) {
-            continue;
-        }
-        if l.alpha > 0.0 {
-            for (i, &m) in l.mask.data.iter().enumerate() {
-                if m != 0 {
-                    for c in 0..3 {
-                        let p = &mut out[4 * i + c];
-                        *p = (f32::from(*p) * (1.0 - l.alpha) + f32::from(l.color[c]) * l.alpha) as u8;
-                    }
-                }
-            }
-        }
-        if l.contour {
-            for (x, y) in l.mask.contour() {
-                let i = 4 * (y * w + x);
-                out[i..i + 3].copy_from_slice(&l.color);
-            }
-        }
-    }
-    out
+/// The 2-D context of `canvas`.
+pub fn context_2d(canvas: &HtmlCanvasElement) -> Option<CanvasRenderingContext2d> {
+    canvas.get_context("2d").ok().flatten()?.dyn_into().ok()
 }
 
-/// Put RGBA pixels on the canvas.
-pub fn put_pixels(ctx: &CanvasRenderingContext2d, rgba: &[u8], w: usize, h: usize) -> Result<(), JsValue> {
+/// A layer holding RGBA pixels (`w × h`).
+pub fn pixel_layer(rgba: &[u8], w: usize, h: usize) -> Result<HtmlCanvasElement, JsValue> {
+    let canvas = offscreen(w, h)?;
     let data = ImageData::new_with_u8_clamped_array_and_sh(Clamped(rgba), w as u32, h as u32)?;
-    ctx.put_image_data(&data, 0, 0)
+    context_2d(&canvas).ok_or("no 2-D context")?.put_image_data(&data, 0, 0)?;
+    Ok(canvas)
+}
+
+/// A layer with `mask` in opaque `color` — its pixels, or only its contour — and transparent
+/// elsewhere; drawn with the user's opacity for a fill.
+pub fn mask_layer(mask: &Mask, color: [u8; 3], contour_only: bool) -> Result<HtmlCanvasElement, JsValue> {
+    let mut rgba = vec![0u8; mask.width * mask.height * 4];
+    let mut paint = |i: usize| rgba[4 * i..4 * i + 4].copy_from_slice(&[color[0], color[1], color[2], 255]);
+    if contour_only {
+        mask.contour().into_iter().for_each(|(x, y)| paint(y * mask.width + x));
+    } else {
+        mask.data.iter().enumerate().filter(|(_, m)| **m != 0).for_each(|(i, _)| paint(i));
+    }
+    pixel_layer(&rgba, mask.width, mask.height)
 }
 
 /// Stroke a box, with `scale` = image pixels per screen pixel (lines stay visible when zoomed).

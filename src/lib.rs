@@ -1,12 +1,13 @@
 //! sonosam in the browser: a Yew app that runs Segment Anything (LiteMedSAM) on WebGPU, or on
 //! the CPU with wasm SIMD, entirely client-side.
 //!
-//! - [`state`]: the document model (lesions, prompts, undo/redo, exports) — plain Rust, also
-//!   unit-tested natively;
+//! - [`state`]: the document model (lesions, prompts, undo/redo, exports), the pointer gesture,
+//!   decode sequencing and the hover preview — plain Rust, also unit-tested natively;
 //! - `engine`: weights (download, verification, cache) and inference;
 //! - `model` / `worker`: the engine in a Web Worker (or in the page), behind one async API;
 //! - `storage`: fetch with progress and the Cache API;
-//! - `app` / `draw`: the UI and the canvas;
+//! - `app`: the UI, one component per concern (see its module table); `draw`: canvas layers
+//!   and strokes;
 //! - `perf`: named stages on the browser's performance timeline;
 //! - `bench`: the browser benchmark (`scripts/bench-web.sh`, `www/bench.html`).
 

@@ -4,6 +4,7 @@
 //! through [`worker::Client`](crate::worker::Client) messages.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use image::RgbImage;
 use sonosam_model::backend::BackendKind;
@@ -116,11 +117,12 @@ impl Model {
         }
     }
 
-    /// Why the model can no longer run (its worker stopped), if so.
-    pub fn failure(&self) -> Option<String> {
-        match &self.runner {
-            Runner::Worker(c) => c.failure(),
-            Runner::Page(_) => None,
+    /// Call `f` with the reason when the model can no longer run (its worker stopped: an
+    /// internal error, a lost GPU device, the browser killed it), at once if it already has.
+    /// A model in the page does not stop on its own.
+    pub fn on_failure(&self, f: Rc<dyn Fn(String)>) {
+        if let Runner::Worker(c) = &self.runner {
+            c.on_failure(f);
         }
     }
 

@@ -1,6 +1,9 @@
-//! The app's document model, independent of the browser so it is unit-tested natively:
-//! lesions (objects) with their prompts and segmentations, the selection, undo/redo, and the
-//! exports built from them.
+//! The app's state, independent of the browser so it is unit-tested natively: the document
+//! (lesions with their prompts and segmentations, the selection, undo/redo, the exports built
+//! from them), the pointer gesture that makes prompts, and the sequencing of decode and hover
+//! requests.
+
+use std::rc::Rc;
 
 use sonosam_model::export::{ExportObject, coco_json};
 use sonosam_model::measure::{Measurements, measure};
@@ -10,11 +13,12 @@ use sonosam_model::{Mask, Point, PointLabel, Prompt, Segmentation};
 pub const HISTORY_LIMIT: usize = 100;
 
 /// The decoder's answer for one object's prompt, and which candidate the user keeps.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ObjectSegmentation {
     /// Candidate masks (1, or 3 in multimask mode) with their predicted IoU and low-res logits
-    /// (fed back as the mask prompt when refining).
-    pub decoded: Segmentation,
+    /// (fed back as the mask prompt when refining); shared, so that undo snapshots and the
+    /// canvas's layer cache do not copy masks.
+    pub decoded: Rc<Segmentation>,
     /// The candidate shown and exported.
     chosen: usize,
     /// Measurements of the chosen mask in pixels, computed once (drawing happens on every
@@ -22,10 +26,17 @@ pub struct ObjectSegmentation {
     measurements: Option<Measurements>,
 }
 
+/// The same answer (by identity: masks are not compared pixel by pixel) and the same choice.
+impl PartialEq for ObjectSegmentation {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.decoded, &other.decoded) && self.chosen == other.chosen
+    }
+}
+
 impl ObjectSegmentation {
     /// Keep the decoder's answer, choosing the candidate with the best predicted IoU.
     pub fn new(decoded: Segmentation) -> Self {
-        let mut s = Self { decoded, chosen: 0, measurements: None };
+        let mut s = Self { decoded: Rc::new(decoded), chosen: 0, measurements: None };
         s.choose(s.decoded.best());
         s
     }
@@ -132,17 +143,27 @@ impl Document {
         i
     }
 
-    /// Union of every object's chosen mask.
+    /// Union of every object's chosen mask (masks of another size are left out).
     pub fn union_mask(&self, width: usize, height: usize) -> Mask {
         let mut out = Mask::new(width, height);
         for m in self.objects.iter().filter_map(|o| o.segmentation.as_ref()?.mask()) {
-            if (m.width, m.height) == (width, height) {
-                for (o, &v) in out.data.iter_mut().zip(&m.data) {
-                    *o |= v;
-                }
-            }
+            let _ = out.union_with(m);
         }
         out
+    }
+
+    /// Whether any object has a mask.
+    pub fn has_masks(&self) -> bool {
+        self.objects.iter().any(|o| o.segmentation.is_some())
+    }
+
+    /// Apply a prompt edit to the selected object (a new one when none is selected); returns
+    /// the edited object's index.
+    pub fn apply(&mut self, edit: PromptEdit) -> usize {
+        match edit {
+            PromptEdit::Box(b) => self.set_box(b),
+            PromptEdit::Point { x, y, label } => self.add_point(x, y, label),
+        }
     }
 
     /// Measurements of each object (in object order; `None` for empty masks).
@@ -239,6 +260,159 @@ pub fn corners_to_box(a: (f64, f64), b: (f64, f64)) -> [f32; 4] {
     ]
 }
 
+/// A change of one object's prompt, in original-image pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PromptEdit {
+    /// The object's box `[x0, y0, x1, y1]` (replaces the previous one).
+    Box([f32; 4]),
+    /// One more point.
+    Point { x: f32, y: f32, label: PointLabel },
+}
+
+/// The pointer gesture on the image, from button down to release: a drag makes a box, a
+/// click (or a right/alt click, which is negative) a point. Positions are image pixels;
+/// `screen` positions decide what counts as a drag.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Gesture {
+    #[default]
+    Idle,
+    Down { start: (f64, f64), screen: (f64, f64), now: (f64, f64), negative: bool, moved: bool },
+}
+
+impl Gesture {
+    /// Button pressed at image position `at` (screen position `screen`).
+    pub fn down(at: (f64, f64), screen: (f64, f64), negative: bool) -> Self {
+        Gesture::Down { start: at, screen, now: at, negative, moved: false }
+    }
+
+    /// The pointer moved while pressed; `false` when no button is down (a hover).
+    pub fn move_to(&mut self, at: (f64, f64), screen: (f64, f64)) -> bool {
+        match self {
+            Gesture::Down { screen: s0, now, moved, .. } => {
+                *now = at;
+                *moved |= (screen.0 - s0.0).hypot(screen.1 - s0.1) > DRAG_THRESHOLD_PX;
+                true
+            }
+            Gesture::Idle => false,
+        }
+    }
+
+    /// The box being dragged, to draw while the button is down.
+    pub fn rubber_band(&self) -> Option<[f32; 4]> {
+        match *self {
+            Gesture::Down { start, now, moved: true, negative: false, .. } => Some(corners_to_box(start, now)),
+            _ => None,
+        }
+    }
+
+    /// The button was released at `at` on an image of `width × height`: the prompt edit it
+    /// makes, `Ok(None)` for no edit (no gesture, a click outside the image), or an error for
+    /// a box entirely outside the image. A box is clipped to the image.
+    pub fn release(self, at: (f64, f64), width: usize, height: usize) -> Result<Option<PromptEdit>, &'static str> {
+        let Gesture::Down { start, negative, moved, .. } = self else { return Ok(None) };
+        let (w, h) = (width as f64, height as f64);
+        if moved && !negative {
+            let b = corners_to_box(start, at);
+            let b = [b[0].max(0.0), b[1].max(0.0), b[2].min(w as f32 - 1.0), b[3].min(h as f32 - 1.0)];
+            if b[2] <= b[0] || b[3] <= b[1] {
+                return Err("the box lies outside the image");
+            }
+            return Ok(Some(PromptEdit::Box(b)));
+        }
+        if at.0 < 0.0 || at.1 < 0.0 || at.0 > w - 1.0 || at.1 > h - 1.0 {
+            return Ok(None);
+        }
+        let label = if negative { PointLabel::Negative } else { PointLabel::Positive };
+        Ok(Some(PromptEdit::Point { x: at.0 as f32, y: at.1 as f32, label }))
+    }
+}
+
+/// Latest-wins sequencing of decode requests: for each object only the answer to its newest
+/// request is kept (the user moved on since the older ones were sent).
+#[derive(Debug, Default)]
+pub struct DecodeSequencer {
+    next: u64,
+    /// Newest request per object id.
+    latest: Vec<(u32, u64)>,
+    in_flight: usize,
+}
+
+impl DecodeSequencer {
+    /// A new request for `object`: its sequence number.
+    pub fn request(&mut self, object: u32) -> u64 {
+        self.next += 1;
+        self.latest.retain(|(o, _)| *o != object);
+        self.latest.push((object, self.next));
+        self.in_flight += 1;
+        self.next
+    }
+
+    /// The answer to request `seq` for `object` arrived: whether it is the newest (to keep).
+    pub fn answer(&mut self, object: u32, seq: u64) -> bool {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.latest.contains(&(object, seq))
+    }
+
+    /// Requests sent and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Forget every request (the model stopped: their answers will not come).
+    pub fn reset(&mut self) {
+        self.latest.clear();
+        self.in_flight = 0;
+    }
+}
+
+/// The hover preview: the mask a positive click at the resting pointer would give. At most one
+/// request is in flight; moves meanwhile keep only the latest position, asked for next.
+#[derive(Debug, Default)]
+pub struct HoverPreview {
+    seq: u64,
+    busy: bool,
+    pending: Option<(f64, f64)>,
+    /// The latest preview's mask.
+    pub mask: Option<Rc<Mask>>,
+}
+
+impl HoverPreview {
+    /// The pointer rests at `at`: the sequence number of a request to send now, or `None`
+    /// when one is in flight (then `at` is asked for once it answers).
+    pub fn want(&mut self, at: (f64, f64)) -> Option<u64> {
+        if self.busy {
+            self.pending = Some(at);
+            return None;
+        }
+        self.busy = true;
+        self.seq += 1;
+        Some(self.seq)
+    }
+
+    /// The answer to request `seq`: shown when it is the newest. Returns the position to ask
+    /// for next, if the pointer moved meanwhile.
+    pub fn answer(&mut self, seq: u64, mask: Option<Mask>) -> Option<(f64, f64)> {
+        self.busy = false;
+        if seq == self.seq {
+            self.mask = mask.map(Rc::new);
+        }
+        self.pending.take()
+    }
+
+    /// Hide the preview; an answer on its way is dropped.
+    pub fn clear(&mut self) {
+        self.seq += 1;
+        self.pending = None;
+        self.mask = None;
+    }
+
+    /// Forget a request that will not be answered (the model stopped).
+    pub fn reset(&mut self) {
+        self.clear();
+        self.busy = false;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,5 +479,72 @@ mod tests {
         assert_eq!(json["annotations"].as_array().unwrap().len(), 2);
         assert_eq!(json["annotations"][1]["name"], "lesion 2");
         assert_eq!(corners_to_box((5.0, 1.0), (2.0, 7.0)), [2.0, 1.0, 5.0, 7.0]);
+        assert!(d.has_masks());
+    }
+
+    #[test]
+    fn gestures_make_boxes_and_points() {
+        // A drag beyond the threshold is a box, clipped to the image.
+        let mut g = Gesture::down((10.0, 10.0), (100.0, 100.0), false);
+        assert!(g.move_to((30.0, 40.0), (120.0, 130.0)));
+        assert_eq!(g.rubber_band(), Some([10.0, 10.0, 30.0, 40.0]));
+        assert_eq!(g.release((60.0, -5.0), 50, 40), Ok(Some(PromptEdit::Box([10.0, 0.0, 49.0, 10.0]))));
+        // A short move is a click: a point where released.
+        let mut g = Gesture::down((5.0, 5.0), (0.0, 0.0), false);
+        g.move_to((6.0, 5.0), (3.0, 0.0));
+        assert_eq!(g.rubber_band(), None);
+        assert_eq!(g.release((6.0, 5.0), 50, 40), Ok(Some(PromptEdit::Point { x: 6.0, y: 5.0, label: PointLabel::Positive })));
+        // Right/alt: a negative point even when dragged; outside the image: nothing.
+        let mut g = Gesture::down((5.0, 5.0), (0.0, 0.0), true);
+        g.move_to((20.0, 20.0), (50.0, 50.0));
+        assert_eq!(g.rubber_band(), None);
+        assert!(matches!(g.release((20.0, 20.0), 50, 40), Ok(Some(PromptEdit::Point { label: PointLabel::Negative, .. }))));
+        assert_eq!(Gesture::down((1.0, 1.0), (0.0, 0.0), false).release((60.0, 1.0), 50, 40), Ok(None));
+        // A box dragged entirely outside is refused; no gesture, no edit.
+        let mut g = Gesture::down((60.0, 50.0), (0.0, 0.0), false);
+        g.move_to((80.0, 70.0), (40.0, 40.0));
+        assert!(g.release((80.0, 70.0), 50, 40).is_err());
+        assert_eq!(Gesture::Idle.release((1.0, 1.0), 50, 40), Ok(None));
+        assert!(!Gesture::Idle.move_to((1.0, 1.0), (1.0, 1.0)));
+        // Edits go to the selected object.
+        let mut d = Document::new();
+        let i = d.apply(PromptEdit::Box([1.0, 1.0, 5.0, 5.0]));
+        assert_eq!(d.apply(PromptEdit::Point { x: 2.0, y: 2.0, label: PointLabel::Positive }), i);
+        assert_eq!(d.objects[i].prompt.points.len(), 1);
+    }
+
+    #[test]
+    fn decode_answers_are_latest_wins_per_object() {
+        let mut s = DecodeSequencer::default();
+        let a1 = s.request(1);
+        let b1 = s.request(2);
+        let a2 = s.request(1);
+        assert_eq!(s.in_flight(), 3);
+        assert!(!s.answer(1, a1), "an older request's answer is dropped");
+        assert!(s.answer(2, b1));
+        assert!(s.answer(1, a2));
+        assert_eq!(s.in_flight(), 0);
+        let a3 = s.request(1);
+        s.reset();
+        assert_eq!(s.in_flight(), 0);
+        assert!(!s.answer(1, a3), "answers after a reset are dropped");
+    }
+
+    #[test]
+    fn hover_keeps_one_request_in_flight_and_the_latest_position() {
+        let mut h = HoverPreview::default();
+        let s1 = h.want((1.0, 1.0)).unwrap();
+        assert_eq!(h.want((2.0, 2.0)), None);
+        assert_eq!(h.want((3.0, 3.0)), None);
+        let next = h.answer(s1, Some(Mask::new(2, 2)));
+        assert_eq!(next, Some((3.0, 3.0)));
+        assert!(h.mask.is_some());
+        let s2 = h.want((3.0, 3.0)).unwrap();
+        h.clear();
+        assert_eq!(h.answer(s2, Some(Mask::new(2, 2))), None);
+        assert!(h.mask.is_none(), "an answer after clear() is not shown");
+        h.want((4.0, 4.0));
+        h.reset();
+        assert!(h.want((5.0, 5.0)).is_some(), "a request lost with the model does not block the next");
     }
 }

@@ -204,13 +204,41 @@ struct Pending {
 /// How long the worker may take to fetch and compile its wasm before the page gives up on it.
 const HELLO_TIMEOUT_MS: u32 = 120_000;
 
+/// Told why, when the worker dies.
+pub type FailureHook = Rc<dyn Fn(String)>;
+
+/// What the client and the worker's event handlers share.
+#[derive(Default)]
+struct Shared {
+    pending: RefCell<HashMap<u32, Pending>>,
+    /// Set when the worker died: every later call fails with it.
+    dead: RefCell<Option<String>>,
+    /// Told once, when the worker dies.
+    on_failure: RefCell<Option<FailureHook>>,
+    /// The page ended the worker itself: nothing to report.
+    closing: Cell<bool>,
+}
+
+impl Shared {
+    /// The worker died: fail every call waiting for it and every later one, and say so.
+    fn die(&self, message: String) {
+        if self.closing.get() || self.dead.borrow().is_some() {
+            return;
+        }
+        *self.dead.borrow_mut() = Some(message.clone());
+        fail_all(&self.pending, &message);
+        let on_failure = self.on_failure.borrow().clone();
+        if let Some(f) = on_failure {
+            f(message);
+        }
+    }
+}
+
 /// The page's handle on the model worker.
 pub struct Client {
     worker: Worker,
     next_id: Cell<u32>,
-    pending: Rc<RefCell<HashMap<u32, Pending>>>,
-    /// Set when the worker died: every later call fails with it.
-    dead: Rc<RefCell<Option<String>>>,
+    shared: Rc<Shared>,
     /// Threads the worker computes with, and why one when so (from its hello).
     threads: Cell<usize>,
     single_thread_reason: RefCell<Option<String>>,
@@ -220,6 +248,7 @@ pub struct Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        self.shared.closing.set(true);
         self.worker.terminate();
     }
 }
@@ -233,18 +262,39 @@ fn fail_all(pending: &RefCell<HashMap<u32, Pending>>, message: &str) {
     }
 }
 
+/// Learn of the worker's death however it comes. A worker that panics says so and one whose
+/// script fails raises an error event, but one the browser ends (out of memory, killed) goes
+/// silently: it holds a Web Lock named after itself for its whole life (`www/worker.js`), so
+/// the page, asking for the same lock, is granted it exactly when the worker is gone.
+fn watch_lock(name: &str, shared: Rc<Shared>) {
+    let navigator = Reflect::get(&js_sys::global(), &"navigator".into()).unwrap_or_default();
+    let locks = Reflect::get(&navigator, &"locks".into()).unwrap_or_default();
+    let Ok(request) = Reflect::get(&locks, &"request".into()).and_then(|f| f.dyn_into::<js_sys::Function>()) else {
+        return; // no Web Locks here (an insecure origin): errors and panics are still heard
+    };
+    let granted = Closure::once_into_js(move |_lock: JsValue| {
+        shared.die("the model worker stopped without a word (the browser ended it: out of memory?)".into());
+    });
+    if let Ok(promise) = request.call2(&locks, &name.into(), &granted).and_then(|p| p.dyn_into::<Promise>()) {
+        let ignore = Closure::<dyn FnMut(JsValue)>::new(|_| {});
+        let _ = promise.catch(&ignore);
+        ignore.forget(); // one small closure per worker started
+    }
+}
+
 impl Client {
     /// Start the worker script at `url` and wait until it listens.
     pub async fn start(url: &str) -> Result<Client, String> {
+        // A name of its own: the worker's life lock is named after it.
+        let name = format!("sonosam-model-{:016x}", (js_sys::Math::random() * 2f64.powi(53)) as u64);
         let options = WorkerOptions::new();
         options.set_type(WorkerType::Module);
-        options.set_name("sonosam-model");
+        options.set_name(&name);
         let worker = Worker::new_with_options(url, &options)
             .map_err(|e| format!("cannot start a Web Worker: {}", js_string(&e)))?;
-        let pending: Rc<RefCell<HashMap<u32, Pending>>> = Rc::default();
-        let dead: Rc<RefCell<Option<String>>> = Rc::default();
+        let shared: Rc<Shared> = Rc::default();
         let on_message = {
-            let (pending, dead) = (pending.clone(), dead.clone());
+            let shared = shared.clone();
             Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
                 let data = e.data();
                 let id = Reflect::get(&data, &"id".into()).ok().and_then(|v| v.as_f64()).unwrap_or(0.0) as u32;
@@ -252,7 +302,7 @@ impl Client {
                 let kind = Reflect::get(&msg, &"kind".into()).ok().and_then(|k| k.as_string()).unwrap_or_default();
                 match kind.as_str() {
                     "progress" => {
-                        let p = pending.borrow().get(&id).and_then(|p| p.progress.clone());
+                        let p = shared.pending.borrow().get(&id).and_then(|p| p.progress.clone());
                         if let (Some(p), Ok((_, Reply::Progress { what, fraction }, _))) =
                             (p, open_envelope::<Reply>(&data))
                         {
@@ -262,11 +312,10 @@ impl Client {
                     "fatal" => {
                         let message = Reflect::get(&msg, &"message".into()).ok().and_then(|m| m.as_string())
                             .unwrap_or_else(|| "the model worker stopped".into());
-                        *dead.borrow_mut() = Some(message.clone());
-                        fail_all(&pending, &message);
+                        shared.die(message);
                     }
                     _ => {
-                        let p = pending.borrow_mut().remove(&id);
+                        let p = shared.pending.borrow_mut().remove(&id);
                         if let Some(p) = p {
                             let _ = p.resolve.call1(&JsValue::NULL, &data);
                         }
@@ -275,12 +324,10 @@ impl Client {
             })
         };
         let on_error = {
-            let (pending, dead) = (pending.clone(), dead.clone());
+            let shared = shared.clone();
             Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
                 let detail = Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_default();
-                let message = format!("the model worker failed{}", if detail.is_empty() { String::new() } else { format!(": {detail}") });
-                *dead.borrow_mut() = Some(message.clone());
-                fail_all(&pending, &message);
+                shared.die(format!("the model worker failed{}", if detail.is_empty() { String::new() } else { format!(": {detail}") }));
             })
         };
         worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -288,8 +335,7 @@ impl Client {
         let client = Client {
             worker,
             next_id: Cell::new(1),
-            pending,
-            dead,
+            shared,
             threads: Cell::new(1),
             single_thread_reason: RefCell::new(None),
             _on_message: on_message,
@@ -298,16 +344,18 @@ impl Client {
         // The worker says hello (id 0) once its wasm is running; errors resolve it too, and so
         // does silence (a worker that never starts).
         let hello = client.register(0, None);
-        let pending = client.pending.clone();
+        let shared = client.shared.clone();
         let _timeout = gloo::timers::callback::Timeout::new(HELLO_TIMEOUT_MS, move || {
-            if pending.borrow().contains_key(&0) {
-                fail_all(&pending, "the model worker did not start in time");
+            if shared.pending.borrow().contains_key(&0) {
+                fail_all(&shared.pending, "the model worker did not start in time");
             }
         });
         match client.await_reply(hello).await? {
             (Reply::Hello { threads, single_thread_reason }, _) => {
                 client.threads.set(threads);
                 *client.single_thread_reason.borrow_mut() = single_thread_reason;
+                // The worker took its life lock before it said hello.
+                watch_lock(&name, client.shared.clone());
                 Ok(client)
             }
             (other, _) => Err(format!("the model worker said {other:?} instead of hello")),
@@ -315,7 +363,7 @@ impl Client {
     }
 
     fn register(&self, id: u32, progress: Option<Progress>) -> Promise {
-        let pending = self.pending.clone();
+        let pending = &self.shared.pending;
         Promise::new(&mut |resolve, _reject| {
             pending.borrow_mut().insert(id, Pending { resolve, progress: progress.clone() });
         })
@@ -336,7 +384,7 @@ impl Client {
         bytes: Option<&[u8]>,
         progress: Option<Progress>,
     ) -> Result<(Reply, Option<Vec<u8>>), String> {
-        if let Some(why) = self.dead.borrow().clone() {
+        if let Some(why) = self.shared.dead.borrow().clone() {
             return Err(why);
         }
         let id = self.next_id.get();
@@ -344,7 +392,7 @@ impl Client {
         let (obj, transfer) = envelope(id, request, bytes)?;
         let promise = self.register(id, progress);
         if let Err(e) = self.worker.post_message_with_transfer(&obj, &transfer) {
-            self.pending.borrow_mut().remove(&id);
+            self.shared.pending.borrow_mut().remove(&id);
             return Err(format!("cannot reach the model worker: {}", js_string(&e)));
         }
         self.await_reply(promise).await
@@ -355,9 +403,14 @@ impl Client {
         (self.threads.get(), self.single_thread_reason.borrow().clone())
     }
 
-    /// Why the worker stopped, if it did (a panic, a lost GPU device, a failed script).
-    pub fn failure(&self) -> Option<String> {
-        self.dead.borrow().clone()
+    /// Call `f` with the reason when the worker dies (a panic, a lost GPU device, a failed
+    /// script, the browser ending it), at once if it already has.
+    pub fn on_failure(&self, f: FailureHook) {
+        let dead = self.shared.dead.borrow().clone();
+        match dead {
+            Some(why) => f(why),
+            None => *self.shared.on_failure.borrow_mut() = Some(f),
+        }
     }
 
     /// Decode: the worker's logits and IoU.

@@ -194,6 +194,11 @@ impl Driver {
         }
     }
 
+    /// A Chrome DevTools Protocol command on the page (ChromeDriver's `goog/cdp/execute`).
+    fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.cmd("POST", "/goog/cdp/execute", json!({ "cmd": cmd, "params": params }))
+    }
+
     fn screenshot(&self, path: &Path) {
         let b64 = self.cmd("GET", "/screenshot", json!(null));
         if let Some(s) = b64.as_str() {
@@ -235,6 +240,11 @@ const SAMPLE: &str = "benign_93";
 
 /// Drag from `a` to `b` (image pixels) on the canvas with real pointer input.
 fn drag_box(d: &Driver, a: (f64, f64), b: (f64, f64)) {
+    drag(d, a, b, 2, 50);
+}
+
+/// Drag from `a` to `b` (image pixels) on the canvas in `steps` moves of `step_ms` each.
+fn drag(d: &Driver, a: (f64, f64), b: (f64, f64), steps: usize, step_ms: u64) {
     let rect = d.js(
         "const c = document.getElementById('image-canvas'); c.scrollIntoView(); const r = c.getBoundingClientRect(); \
          return [r.left, r.top, r.width, r.height, c.width, c.height];",
@@ -247,18 +257,81 @@ fn drag_box(d: &Driver, a: (f64, f64), b: (f64, f64)) {
             (r[1] + p.1 * r[3] / r[5]).round() as i64,
         )
     };
-    let (sa, sb) = (to_screen(a), to_screen(b));
-    let mid = ((sa.0 + sb.0) / 2, (sa.1 + sb.1) / 2);
+    let start = to_screen(a);
+    let mut actions = vec![
+        json!({ "type": "pointerMove", "x": start.0, "y": start.1, "origin": "viewport", "duration": 0 }),
+        json!({ "type": "pointerDown", "button": 0 }),
+    ];
+    for i in 1..=steps {
+        let t = i as f64 / steps as f64;
+        let p = to_screen((a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t));
+        actions.push(json!({ "type": "pointerMove", "x": p.0, "y": p.1, "origin": "viewport", "duration": step_ms }));
+    }
+    actions.push(json!({ "type": "pointerUp", "button": 0 }));
     d.cmd("POST", "/actions", json!({ "actions": [{
-        "type": "pointer", "id": "mouse", "parameters": { "pointerType": "mouse" },
-        "actions": [
-            { "type": "pointerMove", "x": sa.0, "y": sa.1, "origin": "viewport", "duration": 0 },
-            { "type": "pointerDown", "button": 0 },
-            { "type": "pointerMove", "x": mid.0, "y": mid.1, "origin": "viewport", "duration": 50 },
-            { "type": "pointerMove", "x": sb.0, "y": sb.1, "origin": "viewport", "duration": 50 },
-            { "type": "pointerUp", "button": 0 }
-        ]
+        "type": "pointer", "id": "mouse", "parameters": { "pointerType": "mouse" }, "actions": actions
     }]}));
+}
+
+/// From the next page load on, keep the page's Web Workers in `window.__sonosamWorkers`, so
+/// that the test can end the model's worker the way the browser does when it runs out of
+/// memory: `terminate()` sends no error event and no message.
+fn record_workers(d: &Driver) {
+    d.cdp("Page.addScriptToEvaluateOnNewDocument", json!({ "source":
+        "(() => { const W = window.Worker; window.__sonosamWorkers = []; \
+           window.Worker = function (...args) { const w = new W(...args); window.__sonosamWorkers.push(w); return w; }; \
+           window.Worker.prototype = W.prototype; })();" }));
+}
+
+/// End the model's worker while the page is idle: the model panel must turn to failed within
+/// a second (timed in the page, from the kill to the panel's change).
+fn worker_killed_while_idle(d: &Driver) {
+    let killed = d.js(
+        "window.__failedAfter = null; const t0 = performance.now(); \
+         const seen = () => { const e = document.getElementById('engine-status'); \
+           if (e && e.dataset.state === 'failed' && window.__failedAfter === null) window.__failedAfter = performance.now() - t0; }; \
+         new MutationObserver(seen).observe(document.body, { subtree: true, childList: true, attributes: true }); \
+         const ws = window.__sonosamWorkers || []; ws.forEach(w => w.terminate()); return ws.length;",
+        json!([]),
+    );
+    assert!(killed.as_u64().unwrap_or(0) >= 1, "no model worker to end: {killed}");
+    let t0 = Instant::now();
+    let after = loop {
+        let v = d.js("return window.__failedAfter", json!([]));
+        if let Some(ms) = v.as_f64() {
+            break ms;
+        }
+        let panel = d.js("return document.getElementById('engine-status').outerHTML", json!([]));
+        assert!(t0.elapsed() < Duration::from_secs(10), "the model panel did not turn to failed after its worker was ended: {panel}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = d.js("return document.getElementById('engine-status').textContent", json!([]));
+    eprintln!("e2e: model worker ended while idle: the panel says it {after:.0} ms later: {}", text.as_str().unwrap_or(""));
+    assert!(after <= 1000.0, "the model panel turned to failed {after:.0} ms after the worker was ended (limit 1 s)");
+}
+
+/// Open a 2,000 × 2,000 image (the sample scaled up, dropped on the page) and drag a box
+/// across it in 40 moves: the app's own measure of each redraw during the drag
+/// (`sonosam:draw` on the performance timeline), in ms.
+fn drag_redraws_on_a_large_image(d: &Driver) -> Vec<f64> {
+    d.js_async(&format!(
+        "const done = arguments[arguments.length - 1]; const img = new Image(); \
+         img.onload = () => {{ const c = document.createElement('canvas'); c.width = c.height = 2000; \
+           c.getContext('2d').drawImage(img, 0, 0, 2000, 2000); \
+           c.toBlob(b => {{ const dt = new DataTransfer(); dt.items.add(new File([b], 'large.png', {{ type: 'image/png' }})); \
+             document.querySelector('.app').dispatchEvent(new DragEvent('drop', {{ dataTransfer: dt, bubbles: true, cancelable: true }})); \
+             done(true); }}, 'image/png'); }}; \
+         img.onerror = () => done(false); img.src = 'samples/{SAMPLE}.png';"
+    ));
+    d.wait_for(
+        "the 2,000 × 2,000 image",
+        "const c = document.getElementById('image-canvas'); return c && c.width === 2000 && c.height === 2000;",
+        Duration::from_secs(60),
+    );
+    d.js("performance.clearMeasures('sonosam:draw'); return true;", json!([]));
+    drag(d, (200.0, 200.0), (900.0, 700.0), 40, 16);
+    let v = d.js("return performance.getEntriesByName('sonosam:draw', 'measure').map(m => m.duration)", json!([]));
+    v.as_array().unwrap().iter().filter_map(Value::as_f64).collect()
 }
 
 /// Export the mask PNG through the app's button and read the downloaded blob back.
@@ -423,6 +496,7 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     // on WebGPU from the cached embedding, so the app runs on both backends.
     let url = format!("http://127.0.0.1:{}/", server.port);
     let driver = Driver::start();
+    record_workers(&driver);
     driver.goto(&format!("{url}?backend=cpu"));
     wait_model(&driver, "online");
 
@@ -452,6 +526,16 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     let dice = exported.dice(&native.masks[0]).unwrap();
     eprintln!("e2e: Dice(browser export, native) = {dice:.5}; Dice vs ground truth {:.4}", exported.dice(&gt).unwrap());
     assert!(dice >= 0.99, "the browser's mask differs from the native pipeline's: Dice {dice}");
+
+    worker_killed_while_idle(&driver);
+    let draws = drag_redraws_on_a_large_image(&driver);
+    assert!(!draws.is_empty(), "no redraw was measured while dragging");
+    eprintln!(
+        "e2e: dragging a box on a 2,000 × 2,000 image: {} redraws, median {:.2} ms, max {:.2} ms",
+        draws.len(),
+        median(&draws),
+        draws.iter().copied().fold(0.0, f64::max)
+    );
 
     // Cut the server: the app must load from its service worker and caches, and segment again.
     server.offline.store(true, Ordering::SeqCst);

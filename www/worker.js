@@ -7,6 +7,14 @@
 // told why. `worker.js?threads=0` forces the single-threaded build.
 const wanted = new URL(self.location.href).searchParams.get('threads') !== '0';
 
+// Liveness: this worker holds a Web Lock named after itself (the page gives each worker its own
+// name) for as long as it lives. The page asks for the same lock after our hello and is granted
+// it only when this worker is gone — also when the browser ends it without an error event (out
+// of memory, killed) — and then shows the model as stopped. Taken first, before any await.
+if (self.name && self.navigator.locks) {
+  self.navigator.locks.request(self.name, () => new Promise(() => {})).catch(() => {});
+}
+
 async function start() {
   let why = null;
   if (!wanted) why = 'threads are turned off (?threads=0)';

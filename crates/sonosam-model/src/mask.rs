@@ -99,6 +99,15 @@ impl Mask {
         Ok((inter, a, b))
     }
 
+    /// Add `other`'s pixels to this mask (set union); masks of another size are an error.
+    pub fn union_with(&mut self, other: &Mask) -> Result<()> {
+        self.check_same_size(other)?;
+        for (a, &b) in self.data.iter_mut().zip(&other.data) {
+            *a |= b;
+        }
+        Ok(())
+    }
+
     /// Dice coefficient; two empty masks agree perfectly (1.0).
     pub fn dice(&self, other: &Mask) -> Result<f64> {
         let (i, a, b) = self.overlap(other)?;

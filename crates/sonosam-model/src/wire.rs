@@ -27,6 +27,29 @@ pub const MAX_HEADER: usize = 64 * 1024;
 /// Largest tensor accepted, in values (SAM's `[1, 256, 64, 64]` is 1 Mi values).
 pub const MAX_VALUES: usize = 64 << 20;
 
+/// The answer of `GET /api/v1/models`: the models a server computes embeddings with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelsAnswer {
+    pub models: Vec<ModelInfo>,
+}
+
+/// One model a server runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Model id (`litemedsam`, …).
+    pub id: String,
+    /// SHA-256 of its encoder weights (what its embeddings are computed with).
+    pub encoder_sha256: String,
+    /// Side of the model's input frame (256 for LiteMedSAM).
+    pub frame: usize,
+    /// Shape of an embedding (`[1, 256, 64, 64]`).
+    pub embedding_shape: Vec<usize>,
+    /// The backend it runs on (`cpu`, `wgpu`).
+    pub backend: String,
+    /// Embedding dtypes it can send (`f16`, `f32`).
+    pub dtypes: Vec<String>,
+}
+
 /// What an embedding is: the model and image it comes from and its layout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EmbeddingHeader {

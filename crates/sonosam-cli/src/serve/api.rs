@@ -8,10 +8,10 @@ use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use sonosam_model::backend::BackendKind;
 use sonosam_model::preprocess::inspect_image;
 use sonosam_model::weights::sha256_hex;
+use sonosam_model::wire::{ModelInfo, ModelsAnswer};
 use sonosam_model::{SamError, wire};
 
 use super::cache::EmbeddingCache;
@@ -128,15 +128,15 @@ fn is_length_limit(e: &axum::Error) -> bool {
 /// `GET /api/v1/models`.
 pub async fn models(State(api): State<Arc<Api>>) -> Response {
     let id = api.cache.identity();
-    axum::Json(json!({ "models": [{
-        "id": id.model_id,
-        "encoder_sha256": id.encoder_sha256,
-        "frame": id.frame,
-        "embedding_shape": id.shape,
-        "backend": api.backend.to_string(),
-        "dtypes": ["f16", "f32"],
-    }]}))
-    .into_response()
+    let model = ModelInfo {
+        id: id.model_id.clone(),
+        encoder_sha256: id.encoder_sha256.clone(),
+        frame: id.frame,
+        embedding_shape: id.shape.clone(),
+        backend: api.backend.to_string(),
+        dtypes: vec!["f16".into(), "f32".into()],
+    };
+    axum::Json(ModelsAnswer { models: vec![model] }).into_response()
 }
 
 #[cfg(test)]

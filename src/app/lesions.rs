@@ -1,0 +1,76 @@
+//! The lesion list: one entry per lesion with its colour, predicted IoU, measurements and, in
+//! multimask mode, its candidate masks; new lesion, undo and redo.
+
+use yew::prelude::*;
+
+use super::{AppContext, Msg};
+use crate::draw;
+use crate::state::Object;
+
+#[derive(Properties, PartialEq)]
+pub struct LesionListProps {
+    pub can_undo: bool,
+    pub can_redo: bool,
+}
+
+#[function_component]
+pub fn LesionList(props: &LesionListProps) -> Html {
+    let app = use_context::<AppContext>().expect("AppContext");
+    let mm = app.settings.mm_per_px();
+    let lesions = app.doc.objects.iter().enumerate().map(|(i, o)| {
+        html! { <Lesion index={ i } object={ o.clone() } selected={ app.doc.selected == Some(i) } mm_per_px={ mm } /> }
+    });
+    html! {
+        <>
+            <div class="tools">
+                <button id="new-object" onclick={ app.send.reform(|_| Msg::NewObject) }>{ "New lesion (N)" }</button>
+                <button id="undo" disabled={ !props.can_undo } onclick={ app.send.reform(|_| Msg::Undo) }>{ "Undo" }</button>
+                <button id="redo" disabled={ !props.can_redo } onclick={ app.send.reform(|_| Msg::Redo) }>{ "Redo" }</button>
+            </div>
+            <ul class="objects" id="objects">{ for lesions }</ul>
+        </>
+    }
+}
+
+#[derive(Properties, PartialEq)]
+struct LesionProps {
+    index: usize,
+    object: Object,
+    selected: bool,
+    mm_per_px: Option<f64>,
+}
+
+#[function_component]
+fn Lesion(props: &LesionProps) -> Html {
+    let app = use_context::<AppContext>().expect("AppContext");
+    let (i, o) = (props.index, &props.object);
+    let [r, g, b] = draw::object_color(i);
+    let seg = o.segmentation.as_ref();
+    let measurements = seg.and_then(|s| s.measurements(props.mm_per_px));
+    let candidates = seg.filter(|s| s.decoded.masks.len() > 1).map(|s| {
+        let buttons = s.decoded.iou.iter().enumerate().map(|(k, iou)| html! {
+            <button class={ classes!("candidate", (k == s.chosen()).then_some("chosen")) }
+                onclick={ app.send.reform(move |_| Msg::Choose(k)) }>
+                { format!("#{} IoU {:.3}", k + 1, iou) }
+            </button>
+        });
+        html! { <div class="candidates">{ for buttons }</div> }
+    });
+    let delete = app.send.reform(move |e: MouseEvent| {
+        e.stop_propagation();
+        Msg::Delete(i)
+    });
+    html! {
+        <li class={ classes!("object", props.selected.then_some("selected")) } data-object={ o.id.to_string() }
+            data-area={ seg.and_then(|s| s.mask()).map(|m| m.area().to_string()) }
+            data-box={ o.prompt.bbox.map(|b| format!("{},{},{},{}", b[0], b[1], b[2], b[3])) }
+            onclick={ app.send.reform(move |_| Msg::Select(i)) }>
+            <span class="swatch" style={ format!("background:rgb({r},{g},{b})") }></span>
+            <strong>{ o.name() }</strong>
+            { seg.map(|s| html! { <span class="score">{ format!(" predicted IoU {:.3}", s.score()) }</span> }) }
+            <button class="delete" title="Delete" onclick={ delete }>{ "✕" }</button>
+            { measurements.map(|m| html! { <div class="measure">{ m.summary() }</div> }) }
+            { candidates }
+        </li>
+    }
+}
