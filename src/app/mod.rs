@@ -107,11 +107,13 @@ impl OpenImage {
     }
 }
 
-/// The model's life: loading (what, fraction done), ready, or failed (why).
+/// The model's life: loading (what, fraction done), ready, failed to load (why), or stopped
+/// after it was ready (why).
 pub enum ModelState {
     Loading(String, Option<f64>),
     Ready(Rc<Model>),
     Failed(String),
+    Stopped(String),
 }
 
 impl ModelState {
@@ -417,7 +419,7 @@ impl App {
     /// The model's worker stopped (internal error, GPU device lost, killed): the model panel
     /// shows it with a Retry button; the document and its masks stay.
     fn model_failed(&mut self, why: String) {
-        self.model = Rc::new(ModelState::Failed(why));
+        self.model = Rc::new(ModelState::Stopped(why));
         self.decodes.reset();
         self.hover.reset();
         self.busy_since = None;

@@ -17,12 +17,15 @@ pub fn ModelPanel() -> Html {
                 <progress max="1" value={ fraction.map(|v| v.to_string()) } />
             </div>
         },
-        ModelState::Failed(why) => html! {
-            <div class="engine failed" id="engine-status" data-state="failed" role="alert">
-                <strong>{ "The model could not be loaded: " }</strong>{ why.clone() }
-                <button onclick={ app.send.reform(move |_| Msg::Set(Setting::Backend(backend))) }>{ "Retry" }</button>
-            </div>
-        },
+        ModelState::Failed(why) | ModelState::Stopped(why) => {
+            let what = if matches!(*app.model, ModelState::Failed(_)) { "The model could not be loaded: " } else { "The model stopped: " };
+            html! {
+                <div class="engine failed" id="engine-status" data-state="failed" role="alert">
+                    <strong>{ what }</strong>{ why.clone() }
+                    <button onclick={ app.send.reform(move |_| Msg::Set(Setting::Backend(backend))) }>{ "Retry" }</button>
+                </div>
+            }
+        }
         ModelState::Ready(model) => {
             let (threads, single) = model.threads();
             let device = match (model.kind(), threads) {
