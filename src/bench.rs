@@ -74,8 +74,8 @@ pub async fn sonosam_bench(part: String, warmup: u32, runs: u32) -> Result<JsVal
         "decoder" | "decoder3" => {
             let multimask = part == "decoder3";
             let embedding: Vec<f32> = (0..256 * 64 * 64).map(|_| (rng.next() * 2.0 - 1.0) as f32).collect();
-            engine.set_current("bench", &embedding);
             let geometry = Geometry::new(256, 256, 256);
+            engine.set_current("bench", &embedding, geometry).map_err(err)?;
             let prompt = Prompt::from_box([40.0, 40.0, 180.0, 160.0]);
             let t = now();
             engine.prepare_current().map_err(err)?;

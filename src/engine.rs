@@ -10,10 +10,11 @@ use std::rc::Rc;
 use image::RgbImage;
 use wasm_bindgen::JsCast;
 use sonosam_model::backend::{BackendKind, init_device_async};
-use sonosam_model::burn::tensor::{Device, Tensor, TensorData};
+use sonosam_model::burn::tensor::{Device, Tensor};
 use sonosam_model::image_encoder::ImageEncoder;
 use sonosam_model::preprocess::{Geometry, ModelInput, preprocess};
-use sonosam_model::sam::{Component, PreparedImage, WeightsManifest, input_tensor};
+use sonosam_model::predictor::{Predictor, RawPrediction};
+use sonosam_model::sam::{Component, WeightsManifest, input_tensor};
 use sonosam_model::segmentation::read_f32_async;
 use sonosam_model::weights::sha256_hex;
 use sonosam_model::{Prompt, SamDecoder, StoreDType};
@@ -98,22 +99,15 @@ pub struct Engine {
     source: WeightSource,
     device: Device,
     /// The model's own prompt encoder + mask decoder.
-    base_decoder: Rc<SamDecoder>,
-    /// The decoder in use: the base one or a fine-tuned one the user loaded.
-    decoder: RefCell<(String, Rc<SamDecoder>)>,
+    base_decoder: SamDecoder,
+    /// Name of the decoder in use: `base` or the file a user loaded.
+    decoder_name: RefCell<String>,
     encoder: RefCell<Option<Rc<ImageEncoder>>>,
-    /// The embedding on the device, with the cache key of its image.
-    current: RefCell<Option<Current>>,
-}
-
-/// The image being segmented.
-struct Current {
-    /// Cache key of the image's embedding.
-    key: String,
-    /// `[1, 256, 64, 64]` on the device.
-    embedding: Tensor<4>,
-    /// The decoder's per-image work for the decoder in use, once the first prompt needed it.
-    prepared: Option<Rc<PreparedImage>>,
+    /// The decoder in use and the current image's embedding on the device. Borrowed only
+    /// between awaits: requests from the page run concurrently.
+    predictor: RefCell<Predictor<'static>>,
+    /// Cache key of the current image's embedding.
+    current_key: RefCell<Option<String>>,
 }
 
 impl Engine {
@@ -204,10 +198,11 @@ impl Engine {
             manifest,
             source,
             device,
-            decoder: RefCell::new(("base".into(), Rc::new(decoder.clone()))),
-            base_decoder: Rc::new(decoder),
+            decoder_name: RefCell::new("base".into()),
+            predictor: RefCell::new(Predictor::new(decoder.clone())),
+            base_decoder: decoder,
             encoder: RefCell::new(None),
-            current: RefCell::new(None),
+            current_key: RefCell::new(None),
         })
     }
 
@@ -266,7 +261,7 @@ impl Engine {
         if let Some(bytes) = storage::cache_get(&key).await {
             if bytes.len() == self.embedding_len() * 4 {
                 let data = Rc::new(from_le_bytes(&bytes));
-                self.set_current(&key, &data);
+                self.set_current(&key, &data, geometry)?;
                 return Ok(Embedding { data, geometry, cached: true });
             }
             storage::cache_delete(&key).await;
@@ -287,7 +282,8 @@ impl Engine {
         if let Err(e) = storage::cache_put(&key, &to_le_bytes(&data)).await {
             web_sys::console::warn_1(&e.into());
         }
-        *self.current.borrow_mut() = Some(Current { key, embedding: out, prepared: None });
+        self.predictor.borrow_mut().set_embedding(out, geometry).map_err(|e| e.to_string())?;
+        *self.current_key.borrow_mut() = Some(key);
         Ok(Embedding { data: Rc::new(data), geometry, cached: false })
     }
 
@@ -340,13 +336,13 @@ impl Engine {
                 (data, geometry, false)
             }
         };
-        self.set_current(&key, &data);
+        self.set_current(&key, &data, geometry)?;
         Ok(Embedding { data: Rc::new(data), geometry, cached })
     }
 
     /// Name of the decoder in use (`base` or the loaded file's name).
     pub fn decoder_name(&self) -> String {
-        self.decoder.borrow().0.clone()
+        self.decoder_name.borrow().clone()
     }
 
     /// Use a fine-tuned decoder (`sonosam finetune`'s `decoder.f16.safetensors` or
@@ -355,62 +351,35 @@ impl Engine {
         let weights = sonosam_model::TensorMap::from_safetensors(bytes, name).map_err(|e| e.to_string())?;
         let d = SamDecoder::load(&self.manifest.config, &weights, &self.device)
             .map_err(|e| format!("{name} is not a decoder for {}: {e}", self.manifest.model))?;
-        *self.decoder.borrow_mut() = (name.to_string(), Rc::new(d));
-        self.forget_prepared();
+        self.predictor.borrow_mut().set_decoder(d);
+        *self.decoder_name.borrow_mut() = name.to_string();
         Ok(())
     }
 
     /// Back to the model's own decoder.
     pub fn use_base_decoder(&self) {
-        *self.decoder.borrow_mut() = ("base".into(), self.base_decoder.clone());
-        self.forget_prepared();
+        self.predictor.borrow_mut().set_decoder(self.base_decoder.clone());
+        *self.decoder_name.borrow_mut() = "base".into();
     }
 
-    /// The prepared image belongs to the decoder that made it.
-    fn forget_prepared(&self) {
-        if let Some(c) = self.current.borrow_mut().as_mut() {
-            c.prepared = None;
+    /// Make `data` (an embedding from elsewhere, of an image at `geometry`) the current one.
+    pub fn set_current(&self, key: &str, data: &[f32], geometry: Geometry) -> Result<(), String> {
+        if self.current_key.borrow().as_deref() == Some(key) {
+            return Ok(()); // already on the device, with its prepared decoder work
         }
-    }
-
-    /// Make `data` (an embedding from elsewhere) the current one.
-    pub fn set_current(&self, key: &str, data: &[f32]) {
-        if self.current.borrow().as_ref().is_some_and(|c| c.key == key) {
-            return; // already on the device, with its prepared decoder work
-        }
-        let d = &self.manifest.config.decoder;
-        let t = Tensor::<4>::from_data(
-            TensorData::new(data.to_vec(), [1, d.embed_dim, d.embedding_size, d.embedding_size]),
-            &self.device,
-        );
-        *self.current.borrow_mut() = Some(Current { key: key.to_string(), embedding: t, prepared: None });
-    }
-
-    /// The current embedding.
-    fn embedding(&self) -> Result<Tensor<4>, String> {
-        let current = self.current.borrow();
-        Ok(current.as_ref().ok_or("the image embedding is not ready yet")?.embedding.clone())
+        self.predictor.borrow_mut().set_embedding_data(data.to_vec(), geometry).map_err(|e| e.to_string())?;
+        *self.current_key.borrow_mut() = Some(key.to_string());
+        Ok(())
     }
 
     /// Do the decoder's per-image work for the current image now (else the first prompt does).
     pub fn prepare_current(&self) -> Result<(), String> {
-        let decoder = self.decoder.borrow().1.clone();
-        self.prepared(&decoder).map(|_| ())
+        self.predictor.borrow().prepare().map(|_| ()).map_err(|e| e.to_string())
     }
 
-    /// The current image prepared for `decoder`, made on first use.
-    fn prepared(&self, decoder: &SamDecoder) -> Result<Rc<PreparedImage>, String> {
-        let mut current = self.current.borrow_mut();
-        let current = current.as_mut().ok_or("the image embedding is not ready yet")?;
-        if current.prepared.is_none() {
-            let prepared = decoder.prepare(current.embedding.clone()).map_err(|e| e.to_string())?;
-            current.prepared = Some(Rc::new(prepared));
-        }
-        Ok(current.prepared.clone().expect("just made"))
-    }
-
-    /// Decode `prompt` (original-image pixels) against the current embedding: the low-res
-    /// logits `[M, lr, lr]` and predicted IoU `[M]` (`Segmentation::from_outputs` makes masks).
+    /// Decode `prompt` (pixels of the image at `geometry`, which must be the current one)
+    /// against the current embedding: the low-res logits `[M, lr, lr]` and predicted IoU `[M]`
+    /// (`Segmentation::from_outputs` makes masks).
     pub async fn decode(
         &self,
         geometry: &Geometry,
@@ -418,27 +387,17 @@ impl Engine {
         mask_input: Option<&[f32]>,
         multimask: bool,
     ) -> Result<(Vec<f32>, Vec<f32>), String> {
-        let frame_prompt = geometry.prompt_to_frame(prompt).map_err(|e| e.to_string())?;
-        let lr = self.manifest.config.low_res_size();
-        let decoder = self.decoder.borrow().1.clone();
-        let out = match mask_input {
-            Some(m) if m.len() == lr * lr => {
-                let mask = Tensor::<4>::from_data(TensorData::new(m.to_vec(), [1, 1, lr, lr]), &self.device);
-                decoder.decode(self.embedding()?, &[frame_prompt], Some(mask), multimask)
+        let (out, lr) = {
+            let predictor = self.predictor.borrow();
+            match predictor.geometry() {
+                None => return Err("the image embedding is not ready yet".into()),
+                Some(g) if g != *geometry => return Err("the embedding in the model is of another image".into()),
+                Some(_) => {}
             }
-            // Without a mask prompt, the per-image part of decoding is done once per image.
-            _ => decoder.decode_prepared(&*self.prepared(&decoder)?, &[frame_prompt], multimask),
-        }
-        .map_err(|e| e.to_string())?;
-        let logits = read_f32_async(out.low_res_logits).await.map_err(|e| e.to_string())?;
-        let iou = read_f32_async(out.iou).await.map_err(|e| e.to_string())?;
-        if logits.iter().any(|v| v.is_nan()) {
-            return Err("the decoder produced NaN (GPU error?): try the CPU backend".into());
-        }
-        if logits.len() != iou.len() * lr * lr {
-            return Err("the decoder produced outputs of the wrong size".into());
-        }
-        Ok((logits, iou))
+            (predictor.decode(prompt, mask_input, multimask).map_err(|e| e.to_string())?, predictor.low_res_size())
+        };
+        let raw = RawPrediction::read_async(out, lr).await.map_err(|e| e.to_string())?;
+        Ok((raw.logits, raw.iou))
     }
 }
 

@@ -8,12 +8,12 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use sonosam_model::backend::{BackendKind, host_threads, init_device};
-use sonosam_model::burn::tensor::{Device, Tensor, TensorData};
+use sonosam_model::burn::tensor::{Tensor, TensorData};
 use sonosam_model::rng::Rng;
 use sonosam_model::sam::DECODER_PREFIXES;
 use sonosam_model::segmentation::read_f32;
 use sonosam_model::train::{grow_box, jitter_box, tight_box};
-use sonosam_model::{Mask, Prompt, SamDecoder, Segmentation, StoreDType, TensorMap};
+use sonosam_model::{Mask, Predictor, Prompt, SamDecoder, Segmentation, StoreDType, TensorMap};
 
 use crate::CliResult;
 use sonosam_data::Dataset;
@@ -242,20 +242,15 @@ pub fn decoder_weights(spec: &str, model_id: &str, base: &TensorMap) -> CliResul
     Ok((spec.to_string(), map))
 }
 
-/// The mask for one box (model frame) under `strategy`, and its predicted IoU.
-pub fn predict(
-    decoder: &SamDecoder,
-    embedding: &Tensor<4>,
-    frame_box: [f32; 4],
-    g: &sonosam_model::preprocess::Geometry,
-    strategy: &Strategy,
-) -> CliResult<(Mask, f32)> {
-    let lr = decoder.prompt_encoder.mask_input_size();
+/// The mask for one box (model frame) on the predictor's image under `strategy`, and its
+/// predicted IoU.
+pub fn predict(predictor: &Predictor<'_>, frame_box: [f32; 4], strategy: &Strategy) -> CliResult<(Mask, f32)> {
+    let g = predictor.geometry().ok_or("no image")?;
+    let lr = predictor.low_res_size();
     let grows = if strategy.ensemble.is_empty() { vec![0.0] } else { strategy.ensemble.clone() };
-    let prompts: Vec<Prompt> = grows.iter().map(|&a| Prompt::from_box(grow_box(frame_box, [a; 4], g))).collect();
-    let device = embedding.device();
-    let res = decoder
-        .decode(embedding.clone(), &prompts, None, strategy.multimask)
+    let prompts: Vec<Prompt> = grows.iter().map(|&a| Prompt::from_box(grow_box(frame_box, [a; 4], &g))).collect();
+    let res = predictor
+        .decode_frame(&prompts, None, strategy.multimask)
         .map_err(|e| e.to_string())?;
     let logits = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
     let ious = read_f32(res.iou).map_err(|e| e.to_string())?;
@@ -272,9 +267,10 @@ pub fn predict(
         }
     }
     for _ in 0..strategy.refine {
+        let device = predictor.decoder().prompt_encoder.dense_pe().device();
         let mask = Tensor::<4>::from_data(TensorData::new(mean.clone(), [1, 1, lr, lr]), &device);
-        let res = decoder
-            .decode(embedding.clone(), &[Prompt::from_box(frame_box)], Some(mask), false)
+        let res = predictor
+            .decode_frame(&[Prompt::from_box(frame_box)], Some(mask), false)
             .map_err(|e| e.to_string())?;
         mean = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
         iou = read_f32(res.iou).map_err(|e| e.to_string())?[0];
@@ -282,7 +278,7 @@ pub fn predict(
     if strategy.threshold != 0.0 {
         mean.iter_mut().for_each(|v| *v -= strategy.threshold);
     }
-    let mut mask = sonosam_model::postprocess::logits_to_mask(&mean, lr, g);
+    let mut mask = sonosam_model::postprocess::logits_to_mask(&mean, lr, &g);
     if strategy.largest {
         mask = mask.largest_component();
     }
@@ -292,10 +288,11 @@ pub fn predict(
     Ok((mask, iou))
 }
 
-/// A prepared image's cached embedding as the decoder's `[1, 256, e, e]` input.
-fn embedding_tensor(decoder: &SamDecoder, img: &crate::prepare::PreparedImage, device: &Device) -> Tensor<4> {
-    let e = decoder.prompt_encoder.embedding_size();
-    Tensor::<4>::from_data(TensorData::new(img.embedding.clone(), [1, 256, e, e]), device)
+/// A predictor on `decoder` with a prepared image's cached embedding.
+fn predictor<'d>(decoder: &'d SamDecoder, img: &crate::prepare::PreparedImage) -> CliResult<Predictor<'d>> {
+    let mut p = Predictor::with_decoder(decoder);
+    p.set_embedding_data(img.embedding.clone(), img.geometry).map_err(|e| e.to_string())?;
+    Ok(p)
 }
 
 /// The tight box of an instance's mask, in the model frame.
@@ -314,11 +311,7 @@ pub const BIAS_GRID: [f32; 21] = [
 /// [`BIAS_GRID`] with the highest mean Dice at the original resolution, tight boxes. Returns
 /// (bias, mean Dice without it, mean Dice with it). One decode per instance: the upscaled
 /// logits are thresholded at every candidate.
-pub fn fit_mask_logit_bias(
-    decoder: &SamDecoder,
-    prepared: &Prepared,
-    device: &Device,
-) -> CliResult<(f32, f64, f64)> {
+pub fn fit_mask_logit_bias(decoder: &SamDecoder, prepared: &Prepared) -> CliResult<(f32, f64, f64)> {
     if decoder.mask_logit_bias != 0.0 {
         return Err("the decoder is calibrated already".into());
     }
@@ -335,8 +328,7 @@ pub fn fit_mask_logit_bias(
         let img = &prepared.images[inst.image];
         let g = img.geometry;
         let tight = tight_frame_box(inst, &g)?;
-        let emb = embedding_tensor(decoder, img, device);
-        let res = decoder.decode(emb, &[Prompt::from_box(tight)], None, false).map_err(|e| e.to_string())?;
+        let res = predictor(decoder, img)?.decode_frame(&[Prompt::from_box(tight)], None, false).map_err(|e| e.to_string())?;
         let logits = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
         let full = sonosam_model::postprocess::upscale_logits(&logits[..lr * lr], lr, &g);
         let gt_area = inst.mask.area();
@@ -412,13 +404,12 @@ pub struct Scoring<'a> {
     pub jitter: &'a [f32],
     pub seed: u64,
     pub strategy: &'a Strategy,
-    pub device: &'a Device,
 }
 
 impl Scoring<'_> {
     /// Scores of instance `n` (tight box, then each jitter).
     fn one(&self, n: usize) -> CliResult<Scores> {
-        let Scoring { decoder, prepared, jitter, seed, strategy, device } = *self;
+        let Scoring { decoder, prepared, jitter, seed, strategy } = *self;
         let lr = decoder.prompt_encoder.mask_input_size();
         let inst = &prepared.instances[n];
         let img = &prepared.images[inst.image];
@@ -429,12 +420,12 @@ impl Scoring<'_> {
         for &j in jitter.iter().filter(|j| **j > 0.0) {
             boxes.push(jitter_box(tight, j, &g, &mut rng));
         }
-        let emb = embedding_tensor(decoder, img, device);
+        let predictor = predictor(decoder, img)?;
         let (dices, first) = if *strategy == Strategy::default() {
             // One batched decode of every box.
             let prompts: Vec<Prompt> = boxes.iter().map(|b| Prompt::from_box(*b)).collect();
-            let res = decoder
-                .decode(emb, &prompts, None, false)
+            let res = predictor
+                .decode_frame(&prompts, None, false)
                 .map_err(|err| err.to_string())?;
             let logits = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
             let ious = read_f32(res.iou).map_err(|e| e.to_string())?;
@@ -452,7 +443,7 @@ impl Scoring<'_> {
             let mut dices = Vec::new();
             let mut first = None;
             for (k, b) in boxes.iter().enumerate() {
-                let (mask, iou) = predict(decoder, &emb, *b, &g, strategy)?;
+                let (mask, iou) = predict(&predictor, *b, strategy)?;
                 dices.push(mask.dice(&inst.mask).map_err(|e| e.to_string())?);
                 if k == 0 {
                     first = Some((mask, iou));
@@ -570,7 +561,6 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
             jitter: &args.jitter,
             seed: args.seed,
             strategy: &strategy,
-            device: &device,
         };
         let scores = score(&job, &name, host_threads(args.backend))?;
         summaries.push(summarise(&name, &args.split, &prepared, &scores, &args.jitter));

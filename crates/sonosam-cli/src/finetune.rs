@@ -262,7 +262,6 @@ fn validate(
         jitter: &[0.0],
         seed: 0,
         strategy: &Default::default(),
-        device,
     };
     let scores = score(&job, "validate", threads)?;
     let s = summarise("", split, val, &scores, &[0.0]);
@@ -447,7 +446,7 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
     let calibration = if args.calibrate {
         let (_, mut weights, _) = read_checkpoint(&best_dir)?;
         let decoder = SamDecoder::load(&loaded.sam.config, &weights, &inner).map_err(|e| e.to_string())?;
-        let (bias, before, after) = fit_mask_logit_bias(&decoder, &train, &inner)?;
+        let (bias, before, after) = fit_mask_logit_bias(&decoder, &train)?;
         weights.set_metadata(MASK_LOGIT_BIAS_KEY, bias.to_string());
         let decoder = SamDecoder::load(&loaded.sam.config, &weights, &inner).map_err(|e| e.to_string())?;
         let job = Scoring {
@@ -456,7 +455,6 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
             jitter: &[0.0],
             seed: 0,
             strategy: &Default::default(),
-            device: &inner,
         };
         let scores = score(&job, "validate", host_threads(args.backend))?;
         let val_dice = summarise("", &args.val_split, &val, &scores, &[0.0]).overall.dice_mean;

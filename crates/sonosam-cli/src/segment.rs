@@ -6,8 +6,7 @@ use std::time::Instant;
 use clap::Args;
 use sonosam_model::backend::{BackendKind, init_device};
 use sonosam_model::overlay::render_overlay;
-use sonosam_model::segmentation::read_f32;
-use sonosam_model::{Point, PointLabel, Prompt, Segmentation, StoreDType, decode_image, preprocess};
+use sonosam_model::{Geometry, Point, PointLabel, Predictor, Prompt, StoreDType, decode_image};
 
 use crate::CliResult;
 use crate::fetch::{check_output, write_atomic};
@@ -123,26 +122,19 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
     }
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
 
-    let input = preprocess(&image, &sam.config);
-    let frame_prompt = input
-        .geometry
+    // A prompt outside the image is refused before the encoder runs.
+    Geometry::new(image.height() as usize, image.width() as usize, sam.config.img_size())
         .prompt_to_frame(&prompt)
         .map_err(|e| e.to_string())?;
-
+    let mut predictor = Predictor::new(sam.decoder);
     let t = Instant::now();
-    let embedding = sam.encode(&[&input]);
+    predictor.set_image(&sam.encoder, &image, &sam.config).map_err(|e| e.to_string())?;
     device.sync().map_err(|e| format!("encoder: {e:?}"))?;
     let encode_ms = t.elapsed().as_secs_f64() * 1e3;
 
     let t = Instant::now();
-    let out = sam
-        .decoder
-        .decode(embedding, std::slice::from_ref(&frame_prompt), None, args.multimask)
-        .map_err(|e| e.to_string())?;
-    let logits = read_f32(out.low_res_logits).map_err(|e| e.to_string())?;
-    let iou = read_f32(out.iou).map_err(|e| e.to_string())?;
+    let seg = predictor.predict(&prompt, None, args.multimask).map_err(|e| e.to_string())?;
     let decode_ms = t.elapsed().as_secs_f64() * 1e3;
-    let seg = Segmentation::from_outputs(&logits, &iou, sam.config.low_res_size(), &input.geometry);
 
     println!(
         "image {} ({}×{}), model {}, backend {}, weights {} ({load_ms:.0} ms to load)",

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use sonosam_model::burn::tensor::Device;
 use sonosam_model::{
-    Mask, Point, PointLabel, Prompt, Segmentation, decode_image, preprocess, SamConfig,
+    Mask, Point, PointLabel, Predictor, Prompt, Segmentation, decode_image, preprocess, SamConfig,
 };
 
 fn read_busi(rel: &str) -> Vec<u8> {
@@ -203,29 +203,22 @@ fn encoder_parity(
     embeddings
 }
 
-/// Whole pipeline from the PNG file: decode, preprocess, encode, box prompt, decode,
-/// post-process; the mask must equal the reference mask on ≥ 99.9 % of pixels.
+/// Whole pipeline from the PNG file, through the predictor: decode, preprocess, encode, box
+/// prompt in image pixels, decode, post-process; the mask must equal the reference mask on
+/// ≥ 99.9 % of pixels.
 fn end_to_end(device: &Device, name: &str, cases: &[&str]) {
     let sam = load_sam_reference(device);
+    let mut predictor = Predictor::with_decoder(&sam.decoder);
     for &case in cases {
         let g = golden(case);
         let info = manifest_case(case);
         let img = decode_image(&read_busi(info["image"].as_str().unwrap())).unwrap();
-        let input = preprocess(&img, &sam.config);
         let gt = Mask::from_image_bytes(&read_busi(info["box_from"].as_str().unwrap())).unwrap();
         let [x0, y0, x1, y1] = gt.bbox().unwrap();
-        let prompt = input
-            .geometry
-            .prompt_to_frame(&Prompt::from_box([x0 as f32, y0 as f32, x1 as f32, y1 as f32]))
+        predictor.set_image(&sam.encoder, &img, &sam.config).unwrap();
+        let seg = predictor
+            .predict(&Prompt::from_box([x0 as f32, y0 as f32, x1 as f32, y1 as f32]), None, false)
             .unwrap();
-        let embedding = sam.encode(&[&input]);
-        let out = sam.decoder.decode(embedding, &[prompt], None, false).unwrap();
-        let seg = Segmentation::from_outputs(
-            &read(out.low_res_logits),
-            &read(out.iou),
-            sam.config.low_res_size(),
-            &input.geometry,
-        );
         let reference = golden_mask(&g, "box.mask");
         let agreement = seg.masks[0].agreement(&reference).unwrap();
         let dice = seg.masks[0].dice(&gt).unwrap();
@@ -247,16 +240,11 @@ fn cpu_default_model_segments_benign_93() {
     let img = decode_image(&read_busi("benign/benign (93).png")).unwrap();
     let gt = Mask::from_image_bytes(&read_busi("benign/benign (93)_mask.png")).unwrap();
     let [x0, y0, x1, y1] = gt.bbox().unwrap();
-    let input = preprocess(&img, &sam.config);
-    let prompt = input
-        .geometry
-        .prompt_to_frame(&Prompt::from_box([x0 as f32, y0 as f32, x1 as f32, y1 as f32]))
+    let mut predictor = Predictor::with_decoder(&sam.decoder);
+    predictor.set_image(&sam.encoder, &img, &sam.config).unwrap();
+    let seg = predictor
+        .predict(&Prompt::from_box([x0 as f32, y0 as f32, x1 as f32, y1 as f32]), None, false)
         .unwrap();
-    let out = sam
-        .decoder
-        .decode(sam.encode(&[&input]), &[prompt], None, false)
-        .unwrap();
-    let seg = Segmentation::from_outputs(&read(out.low_res_logits), &read(out.iou), 256, &input.geometry);
     let dice = seg.masks[0].dice(&gt).unwrap();
     eprintln!("default model, benign 93: Dice {dice:.4}, predicted IoU {:.4}", seg.iou[0]);
     assert!(dice >= 0.89, "Dice {dice}");
