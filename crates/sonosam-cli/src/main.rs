@@ -1,12 +1,21 @@
 //! `sonosam`: the native companion tool.
+//!
+//! One module per command — `fetch` (weights, convert), `segment`, `bench`, `eval`,
+//! `finetune`, `serve`, `loadtest` — and the modules they share, so that no command imports
+//! another: `model_io` (choosing and loading models and decoders), `prepare` (labelled data
+//! and its embeddings cache), `scoring` (Dice / IoU / HD95, inference strategies, calibration
+//! fit), `files` (atomic output), `progress` (one progress-bar style).
 
 mod bench;
 mod eval;
 mod fetch;
-mod loadtest;
+mod files;
 mod finetune;
+mod loadtest;
 mod model_io;
 mod prepare;
+mod progress;
+mod scoring;
 mod segment;
 mod serve;
 

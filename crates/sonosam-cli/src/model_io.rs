@@ -7,7 +7,7 @@ use clap::Args;
 use sonosam_model::burn::tensor::Device;
 use sonosam_model::config::MODEL_NAMES;
 use sonosam_model::sam::{Component, DECODER_PREFIXES, WeightsManifest, detect_config};
-use sonosam_model::{Sam, SamConfig, StoreDType, TensorMap};
+use sonosam_model::{Sam, SamConfig, SamDecoder, StoreDType, TensorMap};
 
 use crate::CliResult;
 
@@ -198,4 +198,43 @@ pub fn manifest(dir: &Path, model: &str) -> CliResult<WeightsManifest> {
     }
     serde_json::from_slice(&read(&path)?)
         .map_err(|e| format!("{} is not a valid weights manifest: {e}", path.display()))
+}
+
+/// Resolve `--decoder`: `base` (the model's own), a fine-tuning run folder (its exported
+/// decoder, which must come from the same base model) or a decoder .safetensors file.
+pub fn decoder_weights(spec: &str, model_id: &str, base: &TensorMap) -> CliResult<(String, TensorMap)> {
+    if spec == "base" {
+        return Ok(("base".into(), base.subset(&DECODER_PREFIXES, "base decoder")));
+    }
+    let path = PathBuf::from(spec);
+    let file = if path.is_dir() {
+        let card = path.join("model.json");
+        if let Ok(bytes) = std::fs::read(&card) {
+            let card: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{} is not valid JSON: {e}", card.display()))?;
+            if let Some(b) = card["base_model"].as_str()
+                && b != model_id
+            {
+                return Err(format!(
+                    "{spec} was fine-tuned on {b} embeddings: it cannot decode {model_id} \
+                     embeddings (pass --model {b})"
+                ));
+            }
+        }
+        path.join("decoder.f32.safetensors")
+    } else {
+        path.clone()
+    };
+    let bytes = read(&file)?;
+    let map = TensorMap::from_safetensors(&bytes, file.display().to_string())
+        .map_err(|e| e.to_string())?;
+    Ok((spec.to_string(), map))
+}
+
+/// The decoder `spec` names (see [`decoder_weights`]) for `model`, loaded on `device`: its
+/// name and the decoder.
+pub fn load_decoder(spec: &str, model: &LoadedModel, device: &Device) -> CliResult<(String, SamDecoder)> {
+    let (name, weights) = decoder_weights(spec, &model.id, &model.base_decoder)?;
+    let decoder = SamDecoder::load(&model.sam.config, &weights, device).map_err(|e| format!("{spec}: {e}"))?;
+    Ok((name, decoder))
 }

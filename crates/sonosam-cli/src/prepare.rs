@@ -5,12 +5,60 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use sonosam_model::weights::sha256_hex;
 use sonosam_model::{Geometry, Mask, Sam, decode_image, preprocess};
 
-use crate::CliResult;
 use sonosam_data::{Dataset, ImageEntry};
+use sonosam_model::backend::{BackendKind, init_device};
+use sonosam_model::burn::tensor::Device;
+use sonosam_model::StoreDType;
+
+use crate::CliResult;
+use crate::model_io::{LoadedModel, ModelArgs};
+use crate::progress;
+
+/// A labelled data set with the model and its embeddings cache: where `eval` and `finetune`
+/// start.
+pub struct Study {
+    pub data: Dataset,
+    pub device: Device,
+    pub model: LoadedModel,
+    cache: EmbeddingCache,
+}
+
+impl Study {
+    /// Load the model (`dtype` weights on `backend`) for `data`, with the embeddings cache
+    /// under `cache` (see [`cache_root`]).
+    pub fn open(data: Dataset, model: &ModelArgs, dtype: StoreDType, backend: BackendKind, cache: Option<PathBuf>) -> CliResult<Self> {
+        let device = init_device(backend).map_err(|e| e.to_string())?;
+        let loaded = model.load(dtype, &device)?;
+        let d = &loaded.sam.config.decoder;
+        let cache = EmbeddingCache::new(
+            &cache_root(cache),
+            &model_key(&loaded.encoder_sha256, model.reference_compat),
+            d.embed_dim * d.embedding_size * d.embedding_size,
+        )?;
+        Ok(Self { data, device, model: loaded, cache })
+    }
+
+    /// The images of split `split` (the first `limit` of them), with their embeddings; what
+    /// was skipped and why is reported.
+    pub fn prepare(&self, split: &str, limit: Option<usize>) -> CliResult<Prepared> {
+        let entries = split_entries(&self.data, split, limit);
+        let prepared = prepare(&self.data, &entries, &self.model.sam, &self.cache, split)?;
+        prepared.report_skipped(split);
+        Ok(prepared)
+    }
+}
+
+/// The images of split `name` in `data`, the first `limit` of them when given.
+pub fn split_entries<'a>(data: &'a Dataset, name: &str, limit: Option<usize>) -> Vec<&'a ImageEntry> {
+    let mut entries = data.split(name);
+    if let Some(n) = limit {
+        entries.truncate(n);
+    }
+    entries
+}
 
 /// Root of caches: `--cache`, `$SONOSAM_CACHE`, `$XDG_CACHE_HOME/sonosam`, `~/.cache/sonosam`.
 pub fn cache_root(cli: Option<PathBuf>) -> PathBuf {
@@ -62,7 +110,7 @@ impl EmbeddingCache {
         for v in embedding {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
-        crate::fetch::write_atomic(&self.path(image_sha), &bytes)
+        crate::files::write_atomic(&self.path(image_sha), &bytes)
     }
 }
 
@@ -116,7 +164,7 @@ impl Prepared {
 }
 
 /// Read the split's images and masks, and their embeddings (from the cache or the encoder).
-pub fn prepare(
+fn prepare(
     data: &Dataset,
     entries: &[&ImageEntry],
     sam: &Sam,
@@ -126,12 +174,7 @@ pub fn prepare(
     let mut images = Vec::new();
     let mut instances = Vec::new();
     let mut skipped = Vec::new();
-    let bar = ProgressBar::new(entries.len() as u64).with_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} images, {elapsed} elapsed, ETA {eta}")
-            .unwrap()
-            .progress_chars("=> "),
-    );
-    bar.set_message(what.to_string());
+    let bar = progress::items(entries.len(), "images", what);
     let (mut encoded, mut cached) = (0, 0);
     let mut encode_time = 0.0;
     for entry in entries {

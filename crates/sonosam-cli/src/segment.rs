@@ -9,7 +9,7 @@ use sonosam_model::overlay::render_overlay;
 use sonosam_model::{Geometry, Point, PointLabel, Predictor, Prompt, StoreDType, decode_image};
 
 use crate::CliResult;
-use crate::fetch::{check_output, write_atomic};
+use crate::files::{check_output, write_atomic};
 use crate::model_io::{self, ModelArgs};
 
 #[derive(Args)]
@@ -114,19 +114,18 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
     let device = init_device(args.backend).map_err(|e| e.to_string())?;
     let t = Instant::now();
     let loaded = args.model.load(args.dtype, &device)?;
-    let mut sam = loaded.sam;
-    if args.decoder != "base" {
-        let (_, weights) = crate::eval::decoder_weights(&args.decoder, &loaded.id, &loaded.base_decoder)?;
-        sam.decoder = sonosam_model::SamDecoder::load(&sam.config, &weights, &device)
-            .map_err(|e| format!("{}: {e}", args.decoder))?;
-    }
+    let decoder = match args.decoder.as_str() {
+        "base" => None,
+        spec => Some(model_io::load_decoder(spec, &loaded, &device)?.1),
+    };
+    let sam = loaded.sam;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
 
     // A prompt outside the image is refused before the encoder runs.
     Geometry::new(image.height() as usize, image.width() as usize, sam.config.img_size())
         .prompt_to_frame(&prompt)
         .map_err(|e| e.to_string())?;
-    let mut predictor = Predictor::new(sam.decoder);
+    let mut predictor = Predictor::new(decoder.unwrap_or(sam.decoder));
     let t = Instant::now();
     predictor.set_image(&sam.encoder, &image, &sam.config).map_err(|e| e.to_string())?;
     device.sync().map_err(|e| format!("encoder: {e:?}"))?;

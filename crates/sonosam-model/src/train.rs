@@ -520,4 +520,23 @@ impl DecoderTrainer {
         map.extend(self.params.subset(&[TRAINABLE_PREFIX], ""));
         map
     }
+
+    /// What training needs to continue later: the decoder's weights and the optimiser's state.
+    pub fn checkpoint(&self) -> TrainerCheckpoint {
+        TrainerCheckpoint { decoder: self.decoder_weights(), adam: self.adam.to_map(&self.params) }
+    }
+
+    /// Continue training from `checkpoint` (see [`Self::new`] for `device`).
+    pub fn from_checkpoint(config: SamConfig, checkpoint: &TrainerCheckpoint, device: &Device) -> Result<Self> {
+        Self::new(config, &checkpoint.decoder, device, Adam::from_map(&checkpoint.adam)?)
+    }
+}
+
+/// A training run's state between steps: [`DecoderTrainer::checkpoint`] makes it,
+/// [`DecoderTrainer::from_checkpoint`] continues from it.
+pub struct TrainerCheckpoint {
+    /// Prompt encoder + mask decoder weights, in the layout of a decoder file.
+    pub decoder: TensorMap,
+    /// Adam's moments and step (`adam.m.*`, `adam.v.*`).
+    pub adam: TensorMap,
 }
