@@ -1,5 +1,6 @@
 //! `sonosam bench`: encoder and decoder latency, median of N runs after a warm-up.
 
+use anyhow::anyhow;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -84,7 +85,7 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
         .image
         .clone()
         .unwrap_or_else(|| PathBuf::from("www/samples/benign_93.png"));
-    let image = decode_image(&model_io::read(&image_path)?).map_err(|e| e.to_string())?;
+    let image = decode_image(&model_io::read(&image_path)?)?;
     let model_name = args
         .model
         .checkpoint
@@ -112,31 +113,30 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
             g.orig_h as f32 * 0.7,
         ];
         let prompt = g
-            .prompt_to_frame(&Prompt::from_box(bbox))
-            .map_err(|e| e.to_string())?;
+            .prompt_to_frame(&Prompt::from_box(bbox))?;
         let prompts = std::slice::from_ref(&prompt);
         let encoder = match args.encoder_runs.unwrap_or(runs) {
             0 => f64::NAN,
             n => time(n, || {
                 let e = sam.encode(&[&input]);
-                read_f32(e.narrow(1, 0, 1)).map_err(|e| e.to_string())
+                Ok(read_f32(e.narrow(1, 0, 1))?)
             })?,
         };
         let embedding = sam.encode(&[&input]);
-        let read = |out: sonosam_model::mask_decoder::DecoderOutput| read_f32(out.low_res_logits).map_err(|e| e.to_string());
+        let read = |out: sonosam_model::mask_decoder::DecoderOutput| -> CliResult<Vec<f32>> { Ok(read_f32(out.low_res_logits)?) };
         // Once per image: the decoder's image-side work.
         let prepare = time(runs, || {
-            let p = sam.decoder.prepare(embedding.clone()).map_err(|e| e.to_string())?;
-            device.sync().map_err(|e| format!("{e:?}"))?;
+            let p = sam.decoder.prepare(embedding.clone())?;
+            device.sync().map_err(|e| anyhow!("{e:?}"))?;
             Ok(p)
         })?;
-        let prepared = sam.decoder.prepare(embedding.clone()).map_err(|e| e.to_string())?;
+        let prepared = sam.decoder.prepare(embedding.clone())?;
         let per_prompt = |multimask: bool| {
-            time(runs, || read(sam.decoder.decode_prepared(&prepared, prompts, multimask).map_err(|e| e.to_string())?))
+            time(runs, || read(sam.decoder.decode_prepared(&prepared, prompts, multimask)?))
         };
         let single = per_prompt(false)?;
         let multi = per_prompt(true)?;
-        let unprepared = time(runs, || read(sam.decoder.decode(embedding.clone(), prompts, None, false).map_err(|e| e.to_string())?))?;
+        let unprepared = time(runs, || read(sam.decoder.decode(embedding.clone(), prompts, None, false)?))?;
         println!("{backend:<8} {encoder:>13.1} {prepare:>13.1} {single:>14.1} {multi:>15.1} {unprepared:>22.1}");
     }
     Ok(())
@@ -165,10 +165,9 @@ fn train_steps(args: &BenchArgs) -> CliResult<()> {
             })
             .collect();
         let batch = Batch { embeddings, prompts, targets };
-        let mut trainer = DecoderTrainer::new(config, &loaded.base_decoder, &device, Adam::new(AdamConfig::default()))
-            .map_err(|e| e.to_string())?
+        let mut trainer = DecoderTrainer::new(config, &loaded.base_decoder, &device, Adam::new(AdamConfig::default()))?
             .with_shards(args.shards.unwrap_or_else(|| default_shards(backend)));
-        let step = time(runs, || trainer.step(&batch, LossKind::Dice, 1e-5).map_err(|e| e.to_string()))?;
+        let step = time(runs, || Ok(trainer.step(&batch, LossKind::Dice, 1e-5)?))?;
         println!("{backend:<8} {step:>12.1}");
     }
     Ok(())

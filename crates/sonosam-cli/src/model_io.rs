@@ -1,6 +1,7 @@
 //! Choosing and loading a model: converted weights (`sonosam weights` / `sonosam convert`) or
 //! an official PyTorch checkpoint given with `--checkpoint`.
 
+use anyhow::{Context, anyhow, bail};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -61,18 +62,18 @@ impl ModelArgs {
             Some(path) => {
                 let sha = sha256_file(path)?;
                 let map = read_checkpoint(path)?;
-                let config = detect_config(&map).map_err(|e| e.to_string())?;
+                let config = detect_config(&map)?;
                 if let Some(name) = &self.model
                     && *name != config.id
                 {
-                    return Err(format!(
+                    return Err(anyhow!(
                         "{} holds a {} model, not {name}",
                         path.display(),
                         config.id
                     ));
                 }
                 let config = self.adjust(config);
-                let sam = Sam::load(config, &map, &map, device).map_err(|e| e.to_string())?;
+                let sam = Sam::load(config, &map, &map, device)?;
                 LoadedModel {
                     id: sam.config.id.clone(),
                     encoder_sha256: sha.clone(),
@@ -98,18 +99,17 @@ impl ModelArgs {
                         }
                     }
                     let entry = manifest.file(component, dtype).ok_or_else(|| {
-                        format!("manifest lists no {} {:?} file", dtype.suffix(), component)
+                        anyhow!("manifest lists no {} {:?} file", dtype.suffix(), component)
                     })?;
                     let bytes = read(&dir.join(&entry.file))?;
                     let map = manifest
-                        .load_component(component, dtype, &bytes)
-                        .map_err(|e| e.to_string())?;
+                        .load_component(component, dtype, &bytes)?;
                     Ok((map, entry.sha256.clone()))
                 };
                 let (encoder, encoder_sha256) = load(Component::ImageEncoder)?;
                 let (decoder, _) = load(Component::Decoder)?;
                 let config = self.adjust(manifest.config.clone());
-                let sam = Sam::load(config, &encoder, &decoder, device).map_err(|e| e.to_string())?;
+                let sam = Sam::load(config, &encoder, &decoder, device)?;
                 LoadedModel {
                     id: sam.config.id.clone(),
                     encoder_sha256,
@@ -139,22 +139,22 @@ pub fn weights_dir(dir: Option<PathBuf>) -> PathBuf {
 
 pub fn config_by_name(name: &str) -> CliResult<SamConfig> {
     SamConfig::by_name(name)
-        .ok_or_else(|| format!("unknown model `{name}` ({})", MODEL_NAMES.join(", ")))
+        .with_context(|| format!("unknown model `{name}` ({})", MODEL_NAMES.join(", ")))
 }
 
 pub fn read(path: &Path) -> CliResult<Vec<u8>> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// SHA-256 of a file, streamed (checkpoints reach several GB).
 pub fn sha256_file(path: &Path) -> CliResult<String> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let n = f.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -166,13 +166,12 @@ pub fn sha256_file(path: &Path) -> CliResult<String> {
 /// A PyTorch checkpoint (`.pth`, `.pt`) or a safetensors file holding a whole model.
 pub fn read_checkpoint(path: &Path) -> CliResult<TensorMap> {
     if !path.exists() {
-        return Err(format!("checkpoint {} does not exist", path.display()));
+        bail!("checkpoint {} does not exist", path.display());
     }
     if path.extension().is_some_and(|e| e == "safetensors") {
-        return TensorMap::from_safetensors(&read(path)?, path.display().to_string())
-            .map_err(|e| e.to_string());
+        return Ok(TensorMap::from_safetensors(&read(path)?, path.display().to_string())?);
     }
-    TensorMap::from_pth_file(path).map_err(|e| e.to_string())
+    Ok(TensorMap::from_pth_file(path)?)
 }
 
 /// Read the manifest of `model` in `dir`.
@@ -190,14 +189,14 @@ pub fn manifest(dir: &Path, model: &str) -> CliResult<WeightsManifest> {
                 dir.display()
             )
         };
-        return Err(format!(
+        return Err(anyhow!(
             "no converted {model} weights in {} (missing {}): {hint}",
             dir.display(),
             path.display()
         ));
     }
     serde_json::from_slice(&read(&path)?)
-        .map_err(|e| format!("{} is not a valid weights manifest: {e}", path.display()))
+        .with_context(|| format!("{} is not a valid weights manifest", path.display()))
 }
 
 /// Resolve `--decoder`: `base` (the model's own), a fine-tuning run folder (its exported
@@ -211,11 +210,11 @@ pub fn decoder_weights(spec: &str, model_id: &str, base: &TensorMap) -> CliResul
         let card = path.join("model.json");
         if let Ok(bytes) = std::fs::read(&card) {
             let card: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| format!("{} is not valid JSON: {e}", card.display()))?;
+                .with_context(|| format!("{} is not valid JSON", card.display()))?;
             if let Some(b) = card["base_model"].as_str()
                 && b != model_id
             {
-                return Err(format!(
+                return Err(anyhow!(
                     "{spec} was fine-tuned on {b} embeddings: it cannot decode {model_id} \
                      embeddings (pass --model {b})"
                 ));
@@ -226,8 +225,7 @@ pub fn decoder_weights(spec: &str, model_id: &str, base: &TensorMap) -> CliResul
         path.clone()
     };
     let bytes = read(&file)?;
-    let map = TensorMap::from_safetensors(&bytes, file.display().to_string())
-        .map_err(|e| e.to_string())?;
+    let map = TensorMap::from_safetensors(&bytes, file.display().to_string())?;
     Ok((spec.to_string(), map))
 }
 
@@ -235,6 +233,6 @@ pub fn decoder_weights(spec: &str, model_id: &str, base: &TensorMap) -> CliResul
 /// name and the decoder.
 pub fn load_decoder(spec: &str, model: &LoadedModel, device: &Device) -> CliResult<(String, SamDecoder)> {
     let (name, weights) = decoder_weights(spec, &model.id, &model.base_decoder)?;
-    let decoder = SamDecoder::load(&model.sam.config, &weights, device).map_err(|e| format!("{spec}: {e}"))?;
+    let decoder = SamDecoder::load(&model.sam.config, &weights, device).with_context(|| spec.to_string())?;
     Ok((name, decoder))
 }

@@ -2,6 +2,7 @@
 //! model and image hash. The encoder is frozen for evaluation and fine-tuning, so each image
 //! is encoded once, ever; an interrupted run keeps everything already encoded.
 
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -30,7 +31,7 @@ impl Study {
     /// Load the model (`dtype` weights on `backend`) for `data`, with the embeddings cache
     /// under `cache` (see [`cache_root`]).
     pub fn open(data: Dataset, model: &ModelArgs, dtype: StoreDType, backend: BackendKind, cache: Option<PathBuf>) -> CliResult<Self> {
-        let device = init_device(backend).map_err(|e| e.to_string())?;
+        let device = init_device(backend)?;
         let loaded = model.load(dtype, &device)?;
         let d = &loaded.sam.config.decoder;
         let cache = EmbeddingCache::new(
@@ -80,7 +81,7 @@ impl EmbeddingCache {
     /// `model_key` identifies the encoder weights and configuration.
     pub fn new(root: &Path, model_key: &str, len: usize) -> CliResult<Self> {
         let dir = root.join("embeddings").join(model_key);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(Self { dir, len })
     }
 
@@ -228,8 +229,7 @@ fn prepare(
             }
             None => {
                 let t = Instant::now();
-                let e = sonosam_model::segmentation::read_f32(sam.encode(&[&input]))
-                    .map_err(|e| e.to_string())?;
+                let e = sonosam_model::segmentation::read_f32(sam.encode(&[&input]))?;
                 encode_time += t.elapsed().as_secs_f64();
                 encoded += 1;
                 cache.put(&sha, &e)?;

@@ -2,6 +2,7 @@
 //! original resolution, for tight and jittered boxes, under an inference strategy; summaries
 //! by class; and the fit of a decoder's mask-logit bias. Shared by `eval` and `finetune`.
 
+use anyhow::{Context, anyhow, bail};
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -160,15 +161,14 @@ pub fn summarise(
 /// The mask for one box (model frame) on the predictor's image under `strategy`, and its
 /// predicted IoU.
 pub fn predict(predictor: &Predictor<'_>, frame_box: [f32; 4], strategy: &Strategy) -> CliResult<(Mask, f32)> {
-    let g = predictor.geometry().ok_or("no image")?;
+    let g = predictor.geometry().context("no image")?;
     let lr = predictor.low_res_size();
     let grows = if strategy.ensemble.is_empty() { vec![0.0] } else { strategy.ensemble.clone() };
     let prompts: Vec<Prompt> = grows.iter().map(|&a| Prompt::from_box(grow_box(frame_box, [a; 4], &g))).collect();
     let res = predictor
-        .decode_frame(&prompts, None, strategy.multimask)
-        .map_err(|e| e.to_string())?;
-    let logits = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
-    let ious = read_f32(res.iou).map_err(|e| e.to_string())?;
+        .decode_frame(&prompts, None, strategy.multimask)?;
+    let logits = read_f32(res.low_res_logits)?;
+    let ious = read_f32(res.iou)?;
     let m = ious.len() / prompts.len();
     // Per box, the candidate with the highest predicted IoU; then the mean of the boxes.
     let mut mean = vec![0f32; lr * lr];
@@ -185,10 +185,9 @@ pub fn predict(predictor: &Predictor<'_>, frame_box: [f32; 4], strategy: &Strate
         let device = predictor.decoder().prompt_encoder.dense_pe().device();
         let mask = Tensor::<4>::from_data(TensorData::new(mean.clone(), [1, 1, lr, lr]), &device);
         let res = predictor
-            .decode_frame(&[Prompt::from_box(frame_box)], Some(mask), false)
-            .map_err(|e| e.to_string())?;
-        mean = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
-        iou = read_f32(res.iou).map_err(|e| e.to_string())?[0];
+            .decode_frame(&[Prompt::from_box(frame_box)], Some(mask), false)?;
+        mean = read_f32(res.low_res_logits)?;
+        iou = read_f32(res.iou)?[0];
     }
     if strategy.threshold != 0.0 {
         mean.iter_mut().for_each(|v| *v -= strategy.threshold);
@@ -206,14 +205,13 @@ pub fn predict(predictor: &Predictor<'_>, frame_box: [f32; 4], strategy: &Strate
 /// A predictor on `decoder` with a prepared image's cached embedding.
 fn predictor<'d>(decoder: &'d SamDecoder, img: &crate::prepare::PreparedImage) -> CliResult<Predictor<'d>> {
     let mut p = Predictor::with_decoder(decoder);
-    p.set_embedding_data(img.embedding.clone(), img.geometry).map_err(|e| e.to_string())?;
+    p.set_embedding_data(img.embedding.clone(), img.geometry)?;
     Ok(p)
 }
 
 /// The tight box of an instance's mask, in the model frame.
 fn tight_frame_box(inst: &crate::prepare::Instance, g: &sonosam_model::preprocess::Geometry) -> CliResult<[f32; 4]> {
-    g.box_to_frame(tight_box(&inst.mask).expect("instances have foreground"))
-        .map_err(|e| e.to_string())
+    Ok(g.box_to_frame(tight_box(&inst.mask).expect("instances have foreground"))?)
 }
 
 /// Candidate mask-logit biases of [`fit_mask_logit_bias`]: −2 to +3 in steps of 0.25.
@@ -228,7 +226,7 @@ pub const BIAS_GRID: [f32; 21] = [
 /// logits are thresholded at every candidate.
 pub fn fit_mask_logit_bias(decoder: &SamDecoder, prepared: &Prepared) -> CliResult<(f32, f64, f64)> {
     if decoder.mask_logit_bias != 0.0 {
-        return Err("the decoder is calibrated already".into());
+        bail!("the decoder is calibrated already");
     }
     let lr = decoder.prompt_encoder.mask_input_size();
     let bar = progress::items(prepared.instances.len(), "instances", "calibrate");
@@ -238,8 +236,8 @@ pub fn fit_mask_logit_bias(decoder: &SamDecoder, prepared: &Prepared) -> CliResu
         let img = &prepared.images[inst.image];
         let g = img.geometry;
         let tight = tight_frame_box(inst, &g)?;
-        let res = predictor(decoder, img)?.decode_frame(&[Prompt::from_box(tight)], None, false).map_err(|e| e.to_string())?;
-        let logits = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
+        let res = predictor(decoder, img)?.decode_frame(&[Prompt::from_box(tight)], None, false)?;
+        let logits = read_f32(res.low_res_logits)?;
         let full = sonosam_model::postprocess::upscale_logits(&logits[..lr * lr], lr, &g);
         let gt_area = inst.mask.area();
         for (k, b) in BIAS_GRID.iter().enumerate() {
@@ -292,7 +290,7 @@ pub fn score(job: &Scoring<'_>, what: &str, threads: usize) -> CliResult<Vec<Sco
                 .collect();
             let mut all = Vec::with_capacity(n);
             for h in handles {
-                all.extend(h.join().map_err(|_| "a scoring thread panicked".to_string())??);
+                all.extend(h.join().map_err(|_| anyhow!("a scoring thread panicked"))??);
             }
             Ok(all)
         })
@@ -330,15 +328,14 @@ impl Scoring<'_> {
             // One batched decode of every box.
             let prompts: Vec<Prompt> = boxes.iter().map(|b| Prompt::from_box(*b)).collect();
             let res = predictor
-                .decode_frame(&prompts, None, false)
-                .map_err(|err| err.to_string())?;
-            let logits = read_f32(res.low_res_logits).map_err(|e| e.to_string())?;
-            let ious = read_f32(res.iou).map_err(|e| e.to_string())?;
+                .decode_frame(&prompts, None, false)?;
+            let logits = read_f32(res.low_res_logits)?;
+            let ious = read_f32(res.iou)?;
             let mut dices = Vec::new();
             let mut first = None;
             for (k, chunk) in logits.chunks_exact(lr * lr).enumerate() {
                 let seg = Segmentation::from_outputs(chunk, &ious[k..=k], lr, &g);
-                dices.push(seg.masks[0].dice(&inst.mask).map_err(|e| e.to_string())?);
+                dices.push(seg.masks[0].dice(&inst.mask)?);
                 if k == 0 {
                     first = Some((seg.masks[0].clone(), ious[0]));
                 }
@@ -349,7 +346,7 @@ impl Scoring<'_> {
             let mut first = None;
             for (k, b) in boxes.iter().enumerate() {
                 let (mask, iou) = predict(&predictor, *b, strategy)?;
-                dices.push(mask.dice(&inst.mask).map_err(|e| e.to_string())?);
+                dices.push(mask.dice(&inst.mask)?);
                 if k == 0 {
                     first = Some((mask, iou));
                 }
@@ -370,8 +367,8 @@ impl Scoring<'_> {
             .collect();
         Ok(Scores {
             dice: dices[0],
-            iou: mask.iou(&inst.mask).map_err(|e| e.to_string())?,
-            hd95: mask.hd95(&inst.mask).map_err(|e| e.to_string())?,
+            iou: mask.iou(&inst.mask)?,
+            hd95: mask.hd95(&inst.mask)?,
             predicted_iou,
             jitter_dice,
         })

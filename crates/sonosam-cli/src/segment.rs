@@ -1,5 +1,6 @@
 //! `sonosam segment`.
 
+use anyhow::{Context, anyhow, bail};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -98,7 +99,7 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
         bbox: args.bbox,
     };
     if prompt.is_empty() {
-        return Err("give a --box and/or at least one --point".into());
+        bail!("give a --box and/or at least one --point");
     }
     // Every output must be writable before any work is done, so a bad path never leaves
     // some outputs written and others not.
@@ -109,9 +110,9 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
     outputs.extend(args.overlay.clone());
     outputs.iter().try_for_each(|p| check_output(p))?;
     let bytes = model_io::read(&args.image)?;
-    let image = decode_image(&bytes).map_err(|e| format!("{}: {e}", args.image.display()))?;
+    let image = decode_image(&bytes).with_context(|| format!("{}", args.image.display()))?;
 
-    let device = init_device(args.backend).map_err(|e| e.to_string())?;
+    let device = init_device(args.backend)?;
     let t = Instant::now();
     let loaded = args.model.load(args.dtype, &device)?;
     let decoder = match args.decoder.as_str() {
@@ -123,16 +124,15 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
 
     // A prompt outside the image is refused before the encoder runs.
     Geometry::new(image.height() as usize, image.width() as usize, sam.config.img_size())
-        .prompt_to_frame(&prompt)
-        .map_err(|e| e.to_string())?;
+        .prompt_to_frame(&prompt)?;
     let mut predictor = Predictor::new(decoder.unwrap_or(sam.decoder));
     let t = Instant::now();
-    predictor.set_image(&sam.encoder, &image, &sam.config).map_err(|e| e.to_string())?;
-    device.sync().map_err(|e| format!("encoder: {e:?}"))?;
+    predictor.set_image(&sam.encoder, &image, &sam.config)?;
+    device.sync().map_err(|e| anyhow!("encoder: {e:?}"))?;
     let encode_ms = t.elapsed().as_secs_f64() * 1e3;
 
     let t = Instant::now();
-    let seg = predictor.predict(&prompt, None, args.multimask).map_err(|e| e.to_string())?;
+    let seg = predictor.predict(&prompt, None, args.multimask)?;
     let decode_ms = t.elapsed().as_secs_f64() * 1e3;
 
     println!(
@@ -154,13 +154,13 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
     }
     println!("encoder {encode_ms:.1} ms, decoder {decode_ms:.1} ms");
 
-    let png = seg.masks[best].to_png().map_err(|e| e.to_string())?;
+    let png = seg.masks[best].to_png()?;
     write_atomic(&args.out, &png)?;
     println!("wrote {}", args.out.display());
     if args.multimask {
         for (k, mask) in seg.masks.iter().enumerate() {
             let path = sibling(&args.out, k);
-            write_atomic(&path, &mask.to_png().map_err(|e| e.to_string())?)?;
+            write_atomic(&path, &mask.to_png()?)?;
             println!("wrote {}", path.display());
         }
     }
@@ -169,7 +169,7 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
         let mut buf = Vec::new();
         overlay
             .write_to(&mut std::io::Cursor::new(&mut buf), image::ImageFormat::Png)
-            .map_err(|e| format!("encoding overlay: {e}"))?;
+            .context("encoding overlay")?;
         write_atomic(path, &buf)?;
         println!("wrote {}", path.display());
     }

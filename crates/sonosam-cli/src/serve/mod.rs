@@ -18,6 +18,7 @@ mod http;
 mod metrics;
 mod policy;
 
+use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -102,7 +103,7 @@ pub fn run(args: ServeArgs) -> CliResult<()> {
             args.dist.display()
         );
     }
-    let device = init_device(args.backend).map_err(|e| e.to_string())?;
+    let device = init_device(args.backend)?;
     let loaded = args.model.load(StoreDType::F32, &device)?;
     let d = &loaded.sam.config.decoder;
     let identity = cache::Identity {
@@ -120,7 +121,7 @@ pub fn run(args: ServeArgs) -> CliResult<()> {
         timeout: Duration::from_secs(args.timeout.max(1)),
     };
     let encoder = encoder::Encoder::start(loaded.sam, limits, cache.clone(), metrics.clone())
-        .map_err(|e| format!("cannot start the encoder thread: {e}"))?;
+        .context("cannot start the encoder thread")?;
     let api = Arc::new(api::Api {
         cache,
         encoder,
@@ -139,17 +140,17 @@ pub fn run(args: ServeArgs) -> CliResult<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.addr)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            .with_context(|| format!("cannot listen on {}", args.addr))?;
+        let addr = listener.local_addr()?;
         println!("serve: {} on {} — listening on http://{addr}/", loaded.id, args.backend);
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        http::serve(listener, app, timeouts).await.map_err(|e| e.to_string())
+        http::serve(listener, app, timeouts).await?;
+        anyhow::Ok(())
     })?;
     // The encoder thread may be in the middle of a batch: it ends with the process.
     Ok(())
@@ -167,7 +168,7 @@ fn router(args: &ServeArgs, api: Arc<api::Api>, metrics: Arc<metrics::Metrics>) 
         let origins: Vec<HeaderValue> = args
             .cors_origins
             .iter()
-            .map(|o| o.parse().map_err(|_| format!("bad CORS origin {o}")))
+            .map(|o| o.parse().map_err(|_| anyhow::anyhow!("bad CORS origin {o}")))
             .collect::<CliResult<_>>()?;
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
