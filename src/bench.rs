@@ -70,11 +70,15 @@ pub async fn sonosam_bench(part: String, warmup: u32, runs: u32) -> Result<JsVal
     let timed = |i: u32, ms: f64, report: &mut Report| {
         if i < warmup { report.warmup_ms.push(ms) } else { report.times_ms.push(ms) }
     };
+    // A square image of the model's frame (no padding), as the yardstick's seeded inputs.
+    let config = &engine.manifest.config;
+    let frame = config.img_size();
+    let geometry = Geometry::new(frame, frame, frame);
+    let embedding_len = config.decoder.embed_dim * config.decoder.embedding_size.pow(2);
     match part.as_str() {
         "decoder" | "decoder3" => {
             let multimask = part == "decoder3";
-            let embedding: Vec<f32> = (0..256 * 64 * 64).map(|_| (rng.next() * 2.0 - 1.0) as f32).collect();
-            let geometry = Geometry::new(256, 256, 256);
+            let embedding: Vec<f32> = (0..embedding_len).map(|_| (rng.next() * 2.0 - 1.0) as f32).collect();
             engine.set_current("bench", &embedding, geometry).map_err(err)?;
             let prompt = Prompt::from_box([40.0, 40.0, 180.0, 160.0]);
             let t = now();
@@ -89,8 +93,8 @@ pub async fn sonosam_bench(part: String, warmup: u32, runs: u32) -> Result<JsVal
             }
         }
         "encoder" => {
-            let data: Vec<f32> = (0..3 * 256 * 256).map(|_| rng.next() as f32).collect();
-            let input = ModelInput { data, geometry: Geometry::new(256, 256, 256) };
+            let data: Vec<f32> = (0..3 * frame * frame).map(|_| rng.next() as f32).collect();
+            let input = ModelInput { data, geometry };
             for i in 0..warmup + runs {
                 let t = now();
                 let embedding = engine.encode_raw(&input, &progress).await.map_err(err)?;

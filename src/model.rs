@@ -9,7 +9,7 @@ use std::rc::Rc;
 use image::RgbImage;
 use sonosam_model::backend::BackendKind;
 use sonosam_model::preprocess::Geometry;
-use sonosam_model::sam::WeightsManifest;
+use sonosam_model::manifest::WeightsManifest;
 use sonosam_model::{Prompt, Segmentation};
 
 use crate::engine::{Engine, Progress, WeightSource};

@@ -16,7 +16,7 @@ use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use serde::{Deserialize, Serialize};
 use sonosam_model::backend::BackendKind;
 use sonosam_model::preprocess::Geometry;
-use sonosam_model::sam::WeightsManifest;
+use sonosam_model::manifest::WeightsManifest;
 use sonosam_model::Prompt;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;

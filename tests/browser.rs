@@ -7,7 +7,7 @@
 
 use sonosam_model::backend::BackendKind;
 use sonosam_model::golden::Golden;
-use sonosam_model::sam::{Component, WeightsManifest};
+use sonosam_model::manifest::{Component, WeightsManifest};
 use sonosam_model::StoreDType;
 use wasm_bindgen_test::*;
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sonosam_model::backend::{BackendKind, init_device};
-use sonosam_model::sam::{Component, WeightsManifest};
+use sonosam_model::manifest::{Component, WeightsManifest};
 use sonosam_model::segmentation::read_f32;
 use sonosam_model::{Mask, Prompt, Sam, Segmentation, StoreDType, decode_image, preprocess};
 

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sonosam_model::sam::{Component, WeightsManifest};
+use sonosam_model::manifest::{Component, WeightsManifest};
 use sonosam_model::{StoreDType, TensorMap};
 
 fuzz_target!(|data: &[u8]| {

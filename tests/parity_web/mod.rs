@@ -4,7 +4,7 @@
 
 use sonosam_model::backend::{BackendKind, init_device_async};
 use sonosam_model::golden::{Golden, diff};
-use sonosam_model::sam::{Component, WeightsManifest};
+use sonosam_model::manifest::{Component, WeightsManifest};
 use sonosam_model::segmentation::read_f32_async;
 use sonosam_model::{Point, PointLabel, Prompt, SamDecoder, StoreDType};
 

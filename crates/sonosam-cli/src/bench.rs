@@ -34,7 +34,8 @@ pub struct BenchArgs {
     /// Batch size of the training-step benchmark.
     #[arg(long, default_value_t = 4)]
     pub batch_size: usize,
-    /// Threads a training batch is split over [default: the cores for cpu, 1 for GPUs].
+    /// Shards (threads) a training batch is split over [default: two per core on the CPU
+    /// backend, 1 on GPUs; see `default_shards`].
     #[arg(long)]
     pub shards: Option<usize>,
     /// Image to encode [default: a BUSI sample].

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sonosam_model::burn::tensor::Device;
-use sonosam_model::sam::{WeightsManifest, convert_checkpoint, detect_config};
+use sonosam_model::convert::{convert_checkpoint, detect_config};
+use sonosam_model::manifest::WeightsManifest;
+use sonosam_model::sam::DECODER_PREFIXES;
 use sonosam_model::weights::{sha256_hex, verify_sha256};
 
 
@@ -155,7 +157,7 @@ pub fn convert(checkpoint: &Path, model: Option<&str>, out: &Path) -> CliResult<
         "weights: {} converted: image encoder {:.2} M parameters, prompt encoder + mask decoder {:.2} M",
         config.id,
         map.parameter_count("image_encoder.") as f64 / 1e6,
-        (map.parameter_count("prompt_encoder.") + map.parameter_count("mask_decoder.")) as f64 / 1e6
+        DECODER_PREFIXES.iter().map(|p| map.parameter_count(p)).sum::<usize>() as f64 / 1e6
     );
     Ok(manifest)
 }

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use sonosam_data::Dataset;
 use sonosam_model::backend::{BackendKind, host_threads};
 use sonosam_model::rng::Rng;
-use sonosam_model::sam::MASK_LOGIT_BIAS_KEY;
+use sonosam_model::sam::{DECODER_PREFIXES, MASK_LOGIT_BIAS_KEY};
+use sonosam_model::box_prompts::{jitter_box, tight_box};
 use sonosam_model::train::{
-    Adam, AdamConfig, Batch, DecoderTrainer, LossKind, TrainerCheckpoint, default_shards, jitter_box, target_low_res,
-    tight_box,
+    Adam, AdamConfig, Batch, DecoderTrainer, LossKind, TrainerCheckpoint, default_shards, target_low_res,
 };
 use sonosam_model::weights::sha256_hex;
 use sonosam_model::{Prompt, SamDecoder, StoreDType, TensorMap};
@@ -463,7 +463,7 @@ fn export(
     }
     let mut files = Vec::new();
     for dtype in [StoreDType::F32, StoreDType::F16] {
-        let mut map = decoder.subset(&["prompt_encoder.", "mask_decoder."], "fine-tuned decoder");
+        let mut map = decoder.subset(&DECODER_PREFIXES, "fine-tuned decoder");
         map.set_metadata("model", format!("{}-finetuned", loaded.id));
         map.set_metadata("component", "decoder");
         if let Some(c) = calibration {

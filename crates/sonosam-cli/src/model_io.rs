@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use sonosam_model::burn::tensor::Device;
 use sonosam_model::config::MODEL_NAMES;
-use sonosam_model::sam::{Component, DECODER_PREFIXES, WeightsManifest, detect_config};
+use sonosam_model::convert::detect_config;
+use sonosam_model::manifest::{Component, WeightsManifest};
+use sonosam_model::sam::DECODER_PREFIXES;
 use sonosam_model::{Sam, SamConfig, SamDecoder, StoreDType, TensorMap};
 
 use crate::CliResult;

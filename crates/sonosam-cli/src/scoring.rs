@@ -9,7 +9,7 @@ use serde::Serialize;
 use sonosam_model::burn::tensor::{Tensor, TensorData};
 use sonosam_model::rng::Rng;
 use sonosam_model::segmentation::read_f32;
-use sonosam_model::train::{grow_box, jitter_box, tight_box};
+use sonosam_model::box_prompts::{grow_box, jitter_box, tight_box};
 use sonosam_model::{Mask, Predictor, Prompt, SamDecoder, Segmentation};
 
 use crate::CliResult;

@@ -1,8 +1,9 @@
 //! # sonosam-model
 //!
 //! The Segment Anything Model (SAM) in [burn], as used by sonosam for breast-ultrasound lesion
-//! segmentation: LiteMedSAM by default, MobileSAM through the same code. One module per paper
-//! component: [`image_encoder`], [`prompt_encoder`], [`transformer`], [`mask_decoder`].
+//! segmentation: LiteMedSAM by default; MobileSAM and SAM ViT-B/L/H through the same code. One
+//! module per paper component: [`image_encoder`], [`prompt_encoder`], [`transformer`],
+//! [`mask_decoder`]; [`Predictor`] answers prompts about one image, as SAM's own predictor.
 //!
 //! The crate does no I/O beyond bytes in and out (except reading `.pth` files with the `pth`
 //! feature); the backend is chosen at run time through burn's [`Device`](burn::tensor::Device).
@@ -11,34 +12,60 @@
 //! ```text
 //! image bytes ─ decode_image ─ preprocess ─► [1,3,S,S] ─ ImageEncoder ─► [1,256,64,64]
 //! box/points (original px) ─ Geometry::prompt_to_frame ─► Prompt ─┐            │
-//!                                        SamDecoder::decode ◄─────┴────────────┘
+//!                       SamDecoder::decode (through Predictor) ◄───┴────────────┘
 //!        ─► low-res logits [B,M,256,256], IoU [B,M] ─ Segmentation::from_outputs ─► masks
 //! ```
 
-pub mod activation;
-pub mod backend;
-pub mod common;
-pub mod config;
-pub mod error;
-pub mod export;
-pub mod golden;
+// The model: one module per component of the SAM paper, and the whole.
 pub mod image_encoder;
-pub mod mask;
-pub mod measure;
 pub mod mask_decoder;
-pub mod overlay;
+pub mod prompt_encoder;
+pub mod sam;
+pub mod transformer;
+
+// Configuration of every supported model (LiteMedSAM, MobileSAM, SAM ViT-B/L/H).
+pub mod config;
+
+// Weights: safetensors maps and precisions, manifests of converted files, conversion and
+// detection of PyTorch checkpoints.
+pub mod convert;
+pub mod manifest;
+pub mod weights;
+
+// Pre- and post-processing: image bytes to the model input, logits to masks.
 pub mod postprocess;
 pub mod preprocess;
-pub mod predictor;
-pub mod prompt_encoder;
-pub mod rng;
-pub mod sam;
 pub mod segmentation;
+
+// The predictor: one image, prompts in its pixels, masks at its size.
+pub mod predictor;
+
+// Masks and what is made of them: measurements, overlays, exports, box prompts.
+pub mod box_prompts;
+pub mod export;
+pub mod mask;
+pub mod measure;
+pub mod overlay;
+
+// Embeddings on the wire (the server's API and caches).
+pub mod wire;
+
+// Backends and the kernels the crate adds to burn's.
+pub mod activation;
+pub mod backend;
+mod common;
+
+// Training the mask decoder, and its deterministic random numbers.
+pub mod rng;
 #[cfg(all(feature = "autodiff", not(target_family = "wasm")))]
 pub mod train;
-pub mod transformer;
-pub mod weights;
-pub mod wire;
+
+pub mod error;
+
+/// Test fixtures: the PyTorch reference outputs in `../shared/golden` (panics on a missing
+/// fixture — for tests only).
+#[cfg(feature = "testing")]
+pub mod golden;
 
 pub use config::SamConfig;
 pub use error::{Result, SamError};

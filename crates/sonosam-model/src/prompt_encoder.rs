@@ -23,7 +23,9 @@ pub enum PointLabel {
     Positive,
 }
 
-/// A point prompt in the model frame.
+/// A clicked point: in original-image pixels where the user gives it (the app, the CLI, the
+/// [`Predictor`](crate::Predictor)), in the model frame once mapped by
+/// [`Geometry::prompt_to_frame`](crate::Geometry::prompt_to_frame) (what the encoder takes).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Point {
     pub x: f32,
@@ -31,7 +33,9 @@ pub struct Point {
     pub label: PointLabel,
 }
 
-/// The sparse prompts of one decoding: clicked points and at most one box, in the model frame.
+/// The sparse prompts of one decoding: clicked points and at most one box. The same type
+/// carries them in original-image pixels (as given) and in the model frame (as encoded); see
+/// [`Point`].
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Prompt {
     pub points: Vec<Point>,

@@ -9,7 +9,8 @@ use crate::mask::Mask;
 use crate::postprocess::logits_to_mask;
 use crate::preprocess::Geometry;
 
-/// Masks of one prompt, best-first order as the decoder emitted them.
+/// Masks of one prompt, in the order the decoder emitted them (not sorted: SAM's three
+/// multimask outputs are ambiguity levels; [`Segmentation::best`] picks by predicted IoU).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Segmentation {
     /// Binary masks at the original resolution.

@@ -19,12 +19,12 @@ use crate::mask::Mask;
 use crate::mask_decoder::MaskDecoder;
 use crate::preprocess::Geometry;
 use crate::prompt_encoder::{Prompt, PromptEncoder};
-use crate::rng::Rng;
+use crate::sam::{MASK_DECODER_PREFIX, PROMPT_ENCODER_PREFIX};
 use crate::segmentation::read_f32;
 use crate::weights::{RawTensor, TensorMap};
 
 /// Key prefix of the trainable part.
-pub const TRAINABLE_PREFIX: &str = "mask_decoder.";
+pub const TRAINABLE_PREFIX: &str = MASK_DECODER_PREFIX;
 
 /// Training loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,29 +92,6 @@ pub fn target_low_res(mask: &Mask, g: &Geometry, lr: usize) -> Result<Vec<f32>> 
         }
     }
     Ok(out)
-}
-
-/// The tight box `[x0, y0, x1, y1]` of a mask in original pixels, if it has any foreground.
-pub fn tight_box(mask: &Mask) -> Option<[f32; 4]> {
-    mask.bbox()
-        .map(|[x0, y0, x1, y1]| [x0 as f32, y0 as f32, x1 as f32, y1 as f32])
-}
-
-/// Push each side of a frame box outwards by `U[0, max_px)` pixels, clipped to the resized
-/// image extent. `max_px = 0` returns the box unchanged.
-pub fn jitter_box(b: [f32; 4], max_px: f32, g: &Geometry, rng: &mut Rng) -> [f32; 4] {
-    if max_px <= 0.0 {
-        return b;
-    }
-    let mut d = || rng.uniform(0.0, f64::from(max_px)) as f32;
-    grow_box(b, [d(), d(), d(), d()], g)
-}
-
-/// Push the sides of a frame box `[x0, y0, x1, y1]` outwards by `by` pixels (left, top, right,
-/// bottom), clipped to the resized image extent.
-pub fn grow_box(b: [f32; 4], by: [f32; 4], g: &Geometry) -> [f32; 4] {
-    let (w, h) = ((g.new_w - 1) as f32, (g.new_h - 1) as f32);
-    [(b[0] - by[0]).max(0.0), (b[1] - by[1]).max(0.0), (b[2] + by[2]).min(w), (b[3] + by[3]).min(h)]
 }
 
 /// One training batch: embeddings `[B, 256, 64, 64]`, one box prompt each (model frame),
@@ -388,7 +365,7 @@ impl DecoderTrainer {
         adam: Adam,
     ) -> Result<Self> {
         let device = device.clone().autodiff();
-        let frozen = decoder_weights.subset(&["prompt_encoder."], "prompt encoder");
+        let frozen = decoder_weights.subset(&[PROMPT_ENCODER_PREFIX], "prompt encoder");
         let params = decoder_weights.subset(&[TRAINABLE_PREFIX], "mask decoder");
         let prompt_encoder = PromptEncoder::load(
             &frozen,
@@ -516,7 +493,7 @@ impl DecoderTrainer {
 
     /// Prompt encoder + current mask decoder weights, in the layout of a decoder file.
     pub fn decoder_weights(&self) -> TensorMap {
-        let mut map = self.frozen.subset(&["prompt_encoder."], "fine-tuned decoder");
+        let mut map = self.frozen.subset(&[PROMPT_ENCODER_PREFIX], "fine-tuned decoder");
         map.extend(self.params.subset(&[TRAINABLE_PREFIX], ""));
         map
     }

@@ -13,7 +13,7 @@ use sonosam_model::image_encoder::ImageEncoder;
 use sonosam_model::image_encoder::vit::checkpoint_shapes;
 use sonosam_model::preprocess::{Geometry, preprocess_resized, resize_for_model};
 use sonosam_model::rng::Rng;
-use sonosam_model::sam::detect_config;
+use sonosam_model::convert::detect_config;
 use sonosam_model::weights::RawTensor;
 use sonosam_model::{Mask, Prompt, Sam, SamConfig, Segmentation, TensorMap};
 
@@ -204,7 +204,7 @@ fn named_configs_are_detected() {
 /// the patch-embedding kernels widened to 3×3: the 1024 frame gives the same 64×64 embedding.
 #[test]
 fn mobile_sam_variant_builds_and_embeds() {
-    let mut enc = component(sonosam_model::sam::Component::ImageEncoder, sonosam_model::StoreDType::F32);
+    let mut enc = component(sonosam_model::manifest::Component::ImageEncoder, sonosam_model::StoreDType::F32);
     for key in ["image_encoder.patch_embed.seq.0.c.weight", "image_encoder.patch_embed.seq.2.c.weight"] {
         let t = enc.raw(key).unwrap().clone();
         let (o, i) = (t.shape[0], t.shape[1]);

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use sonosam_model::burn::tensor::Device;
-use sonosam_model::sam::Component;
+use sonosam_model::manifest::Component;
 use sonosam_model::train::{Adam, AdamConfig, Batch, DecoderTrainer, LossKind, target_low_res};
 use sonosam_model::{Geometry, Mask, Prompt, StoreDType};
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use sonosam_model::burn::tensor::{Device, Tensor};
-use sonosam_model::sam::{Component, WeightsManifest};
+use sonosam_model::manifest::{Component, WeightsManifest};
 use sonosam_model::{Sam, SamDecoder, StoreDType, TensorMap};
 
 /// Repository root (two levels above this crate).
