@@ -1,7 +1,8 @@
 //! Named stages on the performance timeline (`performance.mark` / `performance.measure`), in the
 //! page and in the model's worker: they show in the browser profiler's "Timings" track and can
 //! be read with `performance.getEntriesByName(…)`. Stages: `sonosam:update` and `sonosam:view`
-//! (the app's message handling and rendering), `sonosam:draw` (the canvas), `sonosam:decode`
+//! (the app's message handling and rendering), `sonosam:draw` (the prompts' canvas, on each move of a
+//! drag), `sonosam:compose` (the image and masks' canvas, when they change), `sonosam:decode`
 //! (a prompt sent → the decoder's answer back), `sonosam:postprocess` (logits → masks at the
 //! image size), `sonosam:worker-decode` (the decoder inside the worker).
 

@@ -156,7 +156,7 @@ fn train_steps(args: &BenchArgs) -> CliResult<()> {
         let lr = config.low_res_size();
         let frame = config.img_size() as f64;
         let mut rng = Rng::new(0);
-        let embeddings: Vec<f32> = (0..bs * 256 * e * e).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let embeddings: Vec<f32> = (0..bs * config.decoder.embed_dim * e * e).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
         let targets: Vec<f32> = (0..bs * lr * lr).map(|_| f32::from(u8::from(rng.uniform(0.0, 1.0) > 0.7))).collect();
         let prompts = (0..bs)
             .map(|_| {
