@@ -7,7 +7,7 @@
 # target, default 20; 0 skips). Installs what it needs when missing: Debian packages
 # (chromium, chromium-driver, mesa-vulkan-drivers), the wasm32 target, wasm-bindgen-cli at the
 # version in Cargo.lock, the pinned nightly with rust-src (scripts/nightly.sh), cargo-fuzz,
-# and the LiteMedSAM weights.
+# the LiteMedSAM weights, and the DICOM test data (pydicom from PyPI, scripts/dicom-test-data.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '\n== %s (%s)\n' "$*" "$(date +%T)"; }
@@ -17,6 +17,7 @@ need=()
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need+=(mesa-vulkan-drivers libvulkan1)
+python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -38,6 +39,8 @@ log "building"
 cargo build --workspace --all-targets
 log "weights"
 ./target/debug/sonosam weights
+log "DICOM test data (pydicom's ultrasound files from PyPI, decoded by pydicom)"
+./scripts/dicom-test-data.sh
 # The software Vulkan driver (lavapipe) gives wgpu an adapter here: the wgpu tests must run.
 export SONOSAM_REQUIRE_WGPU="${SONOSAM_REQUIRE_WGPU:-1}"
 if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
