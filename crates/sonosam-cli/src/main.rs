@@ -3,7 +3,8 @@
 //! One module per command — `fetch` (weights, convert), `segment`, `bench`, `eval`,
 //! `finetune`, `serve`, `loadtest` — and the modules they share, so that no command imports
 //! another: `model_io` (choosing and loading models and decoders), `prepare` (labelled data
-//! and its embeddings cache), `scoring` (Dice / IoU / HD95, inference strategies, calibration
+//! and its embeddings cache), `images` (PNG/JPEG/BMP or a DICOM frame, with its calibration),
+//! `scoring` (Dice / IoU / HD95, inference strategies, calibration
 //! fit), `files` (atomic output), `progress` (one progress-bar style).
 
 mod bench;
@@ -11,6 +12,7 @@ mod eval;
 mod fetch;
 mod files;
 mod finetune;
+mod images;
 mod loadtest;
 mod model_io;
 mod prepare;

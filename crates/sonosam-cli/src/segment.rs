@@ -7,16 +7,30 @@ use std::time::Instant;
 use clap::Args;
 use sonosam_model::backend::{BackendKind, init_device};
 use sonosam_model::overlay::render_overlay;
-use sonosam_model::{Geometry, Point, PointLabel, Predictor, Prompt, StoreDType, decode_image};
+use serde_json::json;
+use sonosam_dicom::Calibration;
+use sonosam_model::measure::Measurements;
+use sonosam_model::{Geometry, Point, PointLabel, Predictor, Prompt, StoreDType};
 
 use crate::CliResult;
 use crate::files::{check_output, write_atomic};
+use crate::images::InputImage;
 use crate::model_io::{self, ModelArgs};
 
 #[derive(Args)]
 pub struct SegmentArgs {
-    /// Ultrasound image (PNG, JPEG, BMP).
+    /// Ultrasound image: PNG, JPEG, BMP or DICOM.
     pub image: PathBuf,
+    /// Frame of a DICOM file (cine loops), from 0.
+    #[arg(long)]
+    pub frame: Option<u32>,
+    /// Millimetres per pixel, for images that carry no calibration (e.g. from the depth ruler).
+    #[arg(long)]
+    pub mm_per_px: Option<f64>,
+    /// Print the result as JSON (masks, measurements in px and mm, the calibration and its
+    /// source) instead of text.
+    #[arg(long)]
+    pub json: bool,
     /// Box around the lesion: x0,y0,x1,y1 in image pixels.
     #[arg(long = "box", value_parser = parse_box, allow_hyphen_values = true)]
     pub bbox: Option<[f32; 4]>,
@@ -109,8 +123,11 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
     }
     outputs.extend(args.overlay.clone());
     outputs.iter().try_for_each(|p| check_output(p))?;
-    let bytes = model_io::read(&args.image)?;
-    let image = decode_image(&bytes).with_context(|| format!("{}", args.image.display()))?;
+    if args.mm_per_px.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+        bail!("--mm-per-px must be a positive number");
+    }
+    let input = InputImage::read(&args.image, args.frame)?;
+    let image = &input.rgb;
 
     let device = init_device(args.backend)?;
     let t = Instant::now();
@@ -127,7 +144,7 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
         .prompt_to_frame(&prompt)?;
     let mut predictor = Predictor::new(decoder.unwrap_or(sam.decoder));
     let t = Instant::now();
-    predictor.set_image(&sam.encoder, &image, &sam.config)?;
+    predictor.set_image(&sam.encoder, image, &sam.config)?;
     device.sync().map_err(|e| anyhow!("encoder: {e:?}"))?;
     let encode_ms = t.elapsed().as_secs_f64() * 1e3;
 
@@ -135,43 +152,87 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
     let seg = predictor.predict(&prompt, None, args.multimask)?;
     let decode_ms = t.elapsed().as_secs_f64() * 1e3;
 
-    println!(
-        "image {} ({}×{}), model {}, backend {}, weights {} ({load_ms:.0} ms to load)",
-        args.image.display(),
-        image.width(),
-        image.height(),
-        loaded.id,
-        args.backend,
-        args.dtype.suffix()
-    );
     let best = seg.best();
-    for (k, (mask, iou)) in seg.masks.iter().zip(&seg.iou).enumerate() {
-        let mark = if k == best { "  (best)" } else { "" };
+    let measured = input.measure(&seg.masks[best], args.mm_per_px);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report(&args, &input, &seg, measured.as_ref()))?);
+    } else {
         println!(
-            "mask {k}: predicted IoU {iou:.4}, area {} px{mark}",
-            mask.area()
+            "image {} ({}×{}{}), model {}, backend {}, weights {} ({load_ms:.0} ms to load)",
+            args.image.display(),
+            image.width(),
+            image.height(),
+            input.dicom.as_ref().map_or(String::new(), |d| format!(", DICOM frame {} of {}", input.frame, d.info.frames)),
+            loaded.id,
+            args.backend,
+            args.dtype.suffix()
         );
+        for (k, (mask, iou)) in seg.masks.iter().zip(&seg.iou).enumerate() {
+            let mark = if k == best { "  (best)" } else { "" };
+            println!("mask {k}: predicted IoU {iou:.4}, area {} px{mark}", mask.area());
+        }
+        if let Some((m, calibration)) = &measured {
+            println!("lesion: {}; calibration: {}", m.summary(), calibration.describe());
+        }
+        println!("encoder {encode_ms:.1} ms, decoder {decode_ms:.1} ms");
     }
-    println!("encoder {encode_ms:.1} ms, decoder {decode_ms:.1} ms");
-
+    // What was written goes to stderr with --json (stdout holds the JSON).
+    let wrote = |p: &Path| if args.json { eprintln!("wrote {}", p.display()) } else { println!("wrote {}", p.display()) };
     let png = seg.masks[best].to_png()?;
     write_atomic(&args.out, &png)?;
-    println!("wrote {}", args.out.display());
+    wrote(&args.out);
     if args.multimask {
         for (k, mask) in seg.masks.iter().enumerate() {
             let path = sibling(&args.out, k);
             write_atomic(&path, &mask.to_png()?)?;
-            println!("wrote {}", path.display());
+            wrote(&path);
         }
     }
     if let Some(path) = &args.overlay {
-        let overlay = render_overlay(&image, &seg.masks[best..=best], &prompt, 0.45);
+        let overlay = render_overlay(image, &seg.masks[best..=best], &prompt, 0.45);
         let mut buf = Vec::new();
         overlay
             .write_to(&mut std::io::Cursor::new(&mut buf), image::ImageFormat::Png)
             .context("encoding overlay")?;
         write_atomic(path, &buf)?;
-        println!("wrote {}", path.display());
+        wrote(path);
     }
     Ok(())
+}
+
+/// The `--json` result: every mask's area and predicted IoU, the best one's measurements in px
+/// and (when calibrated) mm, and the calibration with its source.
+fn report(
+    args: &SegmentArgs,
+    input: &InputImage,
+    seg: &sonosam_model::Segmentation,
+    measured: Option<&(Measurements, Calibration)>,
+) -> serde_json::Value {
+    let masks: Vec<_> = seg.masks.iter().zip(&seg.iou).map(|(m, iou)| json!({ "area_px": m.area(), "predicted_iou": iou })).collect();
+    let measurements = measured.map(|(m, _)| {
+        json!({
+            "area_px": m.area_px,
+            "long_axis_px": m.long_axis.length_px,
+            "short_axis_px": m.short_axis.length_px,
+            "long_axis_mm": m.long_mm(),
+            "short_axis_mm": m.short_mm(),
+            "area_mm2": m.area_mm2(),
+        })
+    });
+    json!({
+        "image": args.image.display().to_string(),
+        "width": input.rgb.width(),
+        "height": input.rgb.height(),
+        "dicom": input.dicom.as_ref().map(|d| json!({
+            "frame": input.frame,
+            "frames": d.info.frames,
+            "modality": d.info.modality,
+            "manufacturer": d.info.manufacturer,
+            "transfer_syntax": d.info.transfer_syntax_name,
+        })),
+        "masks": masks,
+        "best": seg.best(),
+        "measurements": measurements,
+        "calibration": measured.map(|(_, c)| c),
+    })
 }

@@ -416,3 +416,51 @@ fn sam_vit_checkpoint_segment_convert_and_mismatch() {
         &["not_sam.pth"],
     );
 }
+
+/// `segment` on DICOM files (the test data of scripts/dicom-test-data.sh): a frame of pydicom's
+/// cine, whose ultrasound regions do not fit its pixels, stays in pixels and says why; the
+/// consistent variant (0.2 mm per pixel in region 1) measures in mm; bad files are clear errors.
+#[test]
+fn segment_dicom_frames_with_their_calibration() {
+    let data = repo().join("target/test-data/dicom");
+    assert!(data.join("reference.json").is_file(), "no DICOM test data: run scripts/dicom-test-data.sh");
+    let dir = scratch("dicom");
+    let s = |p: &Path| p.display().to_string();
+    let out = s(&dir.join("m.png"));
+    let json = |file: &str, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["segment", "--box", "60,40,200,180", "--out", &out, "--json"];
+        let path = s(&data.join(file));
+        args.insert(1, &path);
+        args.extend_from_slice(extra);
+        serde_json::from_str(&ok(&args)).expect("--json prints JSON")
+    };
+    let calibrated = json("us_calibrated.dcm", &[]);
+    let c = &calibrated["calibration"];
+    assert_eq!((c["source"].as_str(), c["region"].as_u64()), (Some("us-region"), Some(1)), "{calibrated}");
+    let m = &calibrated["measurements"];
+    let (px, mm) = (m["long_axis_px"].as_f64().unwrap(), m["long_axis_mm"].as_f64().unwrap());
+    assert!((mm - px * 0.2).abs() < 1e-9, "{px} px → {mm} mm at 0.2 mm/px");
+    assert!((m["area_mm2"].as_f64().unwrap() - m["area_px"].as_f64().unwrap() * 0.04).abs() < 1e-6);
+    assert!(Mask::from_image_bytes(&std::fs::read(&out).unwrap()).unwrap().area() > 0);
+
+    let cine = json("examples_ybr_color.dcm", &["--frame", "10"]);
+    assert_eq!(cine["dicom"]["frame"], 10);
+    assert_eq!(cine["dicom"]["frames"], 30);
+    assert_eq!(cine["calibration"]["source"], "none");
+    assert!(cine["calibration"]["note"].as_str().unwrap().contains("do not fit this image"));
+    assert!(cine["measurements"]["long_axis_mm"].is_null(), "never a guessed mm: {cine}");
+    // A scale given by hand (a PNG has none).
+    let png = serde_json::from_str::<serde_json::Value>(&ok(&["segment", "www/samples/benign_93.png", "--box", "41,44,176,119", "--out", &out, "--json", "--mm-per-px", "0.1"])).unwrap();
+    assert_eq!(png["calibration"]["source"], "manual");
+    // Text output names the calibration.
+    let text = ok(&["segment", &s(&data.join("us_calibrated.dcm")), "--box", "60,40,200,180", "--out", &out]);
+    assert!(text.contains("mm)") && text.contains("calibration: ultrasound region 1"), "{text}");
+
+    let b = "1,1,20,20";
+    fails_with(&["segment", &s(&data.join("JPEG2000.dcm")), "--box", b, "--out", &out], &["JPEG 2000", "not supported"]);
+    fails_with(&["segment", &s(&data.join("truncated_cine.dcm")), "--box", b, "--out", &out], &["truncated"]);
+    fails_with(&["segment", &s(&data.join("more_pixels_declared.dcm")), "--box", b, "--out", &out], &["declares"]);
+    fails_with(&["segment", &s(&data.join("absurd_frames.dcm")), "--box", b, "--out", &out], &["1000000 frames"]);
+    fails_with(&["segment", &s(&data.join("examples_ybr_color.dcm")), "--frame", "30", "--box", b, "--out", &out], &["frame 30 does not exist"]);
+    fails_with(&["segment", "www/samples/benign_93.png", "--frame", "2", "--box", b, "--out", &out], &["DICOM files only"]);
+}
