@@ -174,20 +174,33 @@ impl Document {
             .collect()
     }
 
-    /// The COCO-style JSON export (pretty-printed).
+    /// The COCO-style JSON export (pretty-printed), every measurement at `mm_per_px`.
     pub fn coco(&self, file_name: &str, width: usize, height: usize, mm_per_px: Option<f64>) -> String {
-        let measurements = self.measurements(mm_per_px);
+        self.coco_calibrated(file_name, width, height, |_| (mm_per_px, None))
+    }
+
+    /// The COCO-style JSON export, each lesion's measurements calibrated by `calibrate` (from
+    /// its pixel measurements: mm per pixel, and the calibration to record with them).
+    pub fn coco_calibrated(
+        &self,
+        file_name: &str,
+        width: usize,
+        height: usize,
+        calibrate: impl Fn(&Measurements) -> (Option<f64>, Option<serde_json::Value>),
+    ) -> String {
         let objects: Vec<ExportObject> = self
             .objects
             .iter()
-            .zip(measurements)
-            .filter_map(|(o, m)| {
+            .filter_map(|o| {
                 let seg = o.segmentation.as_ref()?;
+                let px = seg.measurements(None);
+                let (mm_per_px, calibration) = px.as_ref().map_or((None, None), &calibrate);
                 Some(ExportObject {
                     name: o.name(),
                     mask: seg.mask()?,
                     score: seg.score(),
-                    measurements: m,
+                    measurements: px.map(|m| Measurements { mm_per_px, ..m }),
+                    calibration,
                 })
             })
             .collect();

@@ -334,6 +334,70 @@ fn drag_redraws_on_a_large_image(d: &Driver) -> Vec<f64> {
     v.as_array().unwrap().iter().filter_map(Value::as_f64).collect()
 }
 
+/// Drop the file at `path` on the page, as a user dragging it from their desktop.
+fn drop_file(d: &Driver, path: &Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    d.js(
+        "const [name, bytes] = arguments; const dt = new DataTransfer(); \
+         dt.items.add(new File([new Uint8Array(bytes)], name, { type: 'application/dicom' })); \
+         document.querySelector('.app').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true })); \
+         return true;",
+        json!([name, bytes]),
+    );
+}
+
+/// Read the latest download of export kind `kind` (`coco`, `mask`, …) back as bytes.
+fn download(d: &Driver, kind: &str) -> Vec<u8> {
+    d.wait_for(&format!("the {kind} export"), &format!("const a = document.getElementById('export-{kind}'); return a && a.href;"), Duration::from_secs(20));
+    let bytes = d.js_async(&format!(
+        "const done = arguments[arguments.length - 1]; \
+         fetch(document.getElementById('export-{kind}').href).then(r => r.arrayBuffer()) \
+           .then(b => done(Array.from(new Uint8Array(b)))).catch(e => done(String(e)));"
+    ));
+    bytes.as_array().unwrap_or_else(|| panic!("cannot read the export: {bytes}")).iter().map(|v| v.as_u64().unwrap() as u8).collect()
+}
+
+/// A DICOM file as a new user would use it (the test data of scripts/dicom-test-data.sh):
+/// drop pydicom's 30-frame ultrasound cine, pick frame 10, drag a box — the lesion is measured
+/// in pixels and the panel says why (its regions do not fit the image); then the consistent
+/// variant: diameters in mm, "calibration: ultrasound region 1", and the COCO export carries
+/// the same values and their source.
+fn dicom_as_a_user(d: &Driver, root: &Path) {
+    let data = root.join("target/test-data/dicom");
+    assert!(data.join("reference.json").is_file(), "no DICOM test data: run scripts/dicom-test-data.sh");
+    let embedded = |what: &str| {
+        d.wait_for(what, "return /embedding (computed|from the browser cache)/.test(document.getElementById('status').textContent) && !document.getElementById('status').textContent.includes('(')", Duration::from_secs(300))
+    };
+    drop_file(d, &data.join("examples_ybr_color.dcm"));
+    d.wait_for("the DICOM panel", "const p = document.getElementById('dicom'); return p && p.dataset.frames === '30';", Duration::from_secs(60));
+    d.js("const f = document.getElementById('frame'); f.value = '10'; f.dispatchEvent(new Event('input', { bubbles: true })); return true;", json!([]));
+    d.wait_for("frame 10", "return document.getElementById('dicom').dataset.frame === '10';", Duration::from_secs(30));
+    embedded("the embedding of frame 10");
+    drag_box(d, (100.0, 60.0), (220.0, 180.0));
+    d.wait_for("the cine's lesion", "return !!document.querySelector('.object[data-area]')", Duration::from_secs(120));
+    let lesion = d.js("const o = document.querySelector('.object'); return [o.querySelector('.measure').textContent, o.querySelector('.calibration').textContent, o.querySelector('.calibration').dataset.source];", json!([]));
+    eprintln!("e2e: DICOM cine, frame 10: {lesion}");
+    assert_eq!(lesion[2], "none", "{lesion}");
+    assert!(lesion[1].as_str().unwrap().contains("do not fit this image") && !lesion[0].as_str().unwrap().contains("mm"), "{lesion}");
+
+    drop_file(d, &data.join("us_calibrated.dcm"));
+    d.wait_for("the calibrated file", "const p = document.getElementById('dicom'); return p && p.dataset.frames === '1' && !document.querySelector('.object');", Duration::from_secs(60));
+    embedded("the embedding of the calibrated file");
+    drag_box(d, (60.0, 40.0), (200.0, 180.0));
+    d.wait_for("the calibrated lesion", "return !!document.querySelector('.object[data-area]')", Duration::from_secs(120));
+    let lesion = d.js("const o = document.querySelector('.object'); return [o.querySelector('.measure').textContent, o.querySelector('.calibration').textContent, o.querySelector('.calibration').dataset.source];", json!([]));
+    eprintln!("e2e: calibrated DICOM: {lesion}");
+    assert_eq!(lesion[2], "us-region", "{lesion}");
+    assert!(lesion[0].as_str().unwrap().contains(" mm") && lesion[1].as_str().unwrap().contains("ultrasound region 1"), "{lesion}");
+    d.js("document.getElementById('export-coco-button').click(); return true;", json!([]));
+    let coco: Value = serde_json::from_slice(&download(d, "coco")).expect("COCO JSON");
+    let a = &coco["annotations"][0];
+    assert_eq!(a["calibration"]["source"], "us-region", "{a}");
+    assert_eq!(a["calibration"]["region"], 1);
+    assert!((a["measurements"]["mm_per_px"].as_f64().unwrap() - 0.2).abs() < 1e-9, "{a}");
+}
+
 /// Export the mask PNG through the app's button and read the downloaded blob back.
 fn exported_mask(d: &Driver) -> Mask {
     d.js("document.getElementById('export-mask-button').click(); return true;", json!([]));
@@ -527,6 +591,7 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     eprintln!("e2e: Dice(browser export, native) = {dice:.5}; Dice vs ground truth {:.4}", exported.dice(&gt).unwrap());
     assert!(dice >= 0.99, "the browser's mask differs from the native pipeline's: Dice {dice}");
 
+    dicom_as_a_user(&driver, &root);
     worker_killed_while_idle(&driver);
     let draws = drag_redraws_on_a_large_image(&driver);
     assert!(!draws.is_empty(), "no redraw was measured while dragging");

@@ -58,7 +58,7 @@ pub fn ImageCanvas(props: &CanvasProps) -> Html {
             if cache.borrow_mut().draw(&layers, &view) {
                 app.send.emit(Msg::Drawn);
             }
-            draw_annotations(&pointer, &app.doc, &app.settings, gesture.borrow().rubber_band());
+            draw_annotations(&pointer, image, &app.doc, &app.settings, gesture.borrow().rubber_band());
         });
     }
     let Some(image) = app.image.clone() else {
@@ -66,10 +66,10 @@ pub fn ImageCanvas(props: &CanvasProps) -> Html {
     };
     let (w, h) = image.size();
     let redraw_annotations = {
-        let (app, pointer_ref, gesture) = (app.clone(), pointer_ref.clone(), gesture.clone());
+        let (app, image, pointer_ref, gesture) = (app.clone(), image.clone(), pointer_ref.clone(), gesture.clone());
         move || {
             if let Some(canvas) = pointer_ref.cast::<HtmlCanvasElement>() {
-                draw_annotations(&canvas, &app.doc, &app.settings, gesture.borrow().rubber_band());
+                draw_annotations(&canvas, &image, &app.doc, &app.settings, gesture.borrow().rubber_band());
             }
         }
     };
@@ -157,19 +157,19 @@ fn pixel_scale(canvas: &HtmlCanvasElement) -> f64 {
     if w > 0.0 { f64::from(canvas.width()) / w } else { 1.0 }
 }
 
-/// The vector drawing: each lesion's box, points and calipers, and the box being dragged.
-fn draw_annotations(canvas: &HtmlCanvasElement, doc: &Document, settings: &Settings, dragged: Option<[f32; 4]>) {
+/// The vector drawing: each lesion's box, points and calipers (in mm where calibrated), and
+/// the box being dragged.
+fn draw_annotations(canvas: &HtmlCanvasElement, image: &OpenImage, doc: &Document, settings: &Settings, dragged: Option<[f32; 4]>) {
     let Some(ctx) = draw::context_2d(canvas) else { return };
     ctx.clear_rect(0.0, 0.0, f64::from(canvas.width()), f64::from(canvas.height()));
     let scale = pixel_scale(canvas);
-    let mm = settings.mm_per_px();
     for (i, o) in doc.objects.iter().enumerate() {
         let color = if doc.selected == Some(i) { "rgb(0,120,255)" } else { "rgba(0,120,255,0.5)" };
         if let Some(b) = o.prompt.bbox {
             draw::draw_box(&ctx, b, color, scale, false);
         }
         draw::draw_points(&ctx, &o.prompt, scale);
-        if let Some(m) = o.segmentation.as_ref().and_then(|s| s.measurements(mm)) {
+        if let Some((m, _)) = o.segmentation.as_ref().and_then(|s| image.measure(s, settings)) {
             draw::draw_calipers(&ctx, &m, draw::object_color(i), scale);
         }
     }

@@ -54,7 +54,10 @@ pub fn export(kind: ExportKind, image: &OpenImage, doc: &Document, settings: &Se
             (encode_png(&render_overlay(&image.rgb, &masks, &prompt, settings.opacity as f32))?, "image/png", "png")
         }
         ExportKind::Coco => {
-            let json = doc.coco(&image.name, w, h, settings.mm_per_px());
+            let json = doc.coco_calibrated(&image.name, w, h, |m| {
+                let c = image.calibration(m, settings);
+                (c.isotropic(), serde_json::to_value(&c).ok())
+            });
             announce(&json);
             (json.into_bytes(), "application/json", "json")
         }
@@ -62,11 +65,12 @@ pub fn export(kind: ExportKind, image: &OpenImage, doc: &Document, settings: &Se
     download(&format!("{stem}_sonosam_{}.{ext}", kind.key()), &bytes, mime, &format!("export-{}", kind.key()))
 }
 
-fn encode_png(img: &RgbImage) -> Result<Vec<u8>, String> {
+/// An RGB image as PNG bytes.
+pub(super) fn encode_png(img: &RgbImage) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     image::codecs::png::PngEncoder::new(&mut out)
         .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
-        .map_err(|e| format!("cannot encode the overlay: {e}"))?;
+        .map_err(|e| format!("cannot encode a PNG: {e}"))?;
     Ok(out)
 }
 

@@ -1,4 +1,4 @@
-//! The gallery: an "Open image…" file input and the bundled samples (from
+//! The gallery: an "Open image…" file input (PNG, JPEG, BMP, DICOM) and the bundled samples (from
 //! `samples/index.json`). Dropping or pasting a file anywhere on the page opens it too.
 
 use std::rc::Rc;
@@ -47,7 +47,7 @@ pub fn Gallery(props: &GalleryProps) -> Html {
     });
     html! {
         <nav class="gallery" id="gallery">
-            <label class="file">{ "Open image… " }<input id="file" type="file" accept="image/png,image/jpeg,image/bmp" {onchange} /></label>
+            <label class="file">{ "Open image… " }<input id="file" type="file" accept="image/png,image/jpeg,image/bmp,application/dicom,.dcm" {onchange} /></label>
             { for samples }
         </nav>
     }

@@ -16,9 +16,8 @@ pub struct LesionListProps {
 #[function_component]
 pub fn LesionList(props: &LesionListProps) -> Html {
     let app = use_context::<AppContext>().expect("AppContext");
-    let mm = app.settings.mm_per_px();
     let lesions = app.doc.objects.iter().enumerate().map(|(i, o)| {
-        html! { <Lesion index={ i } object={ o.clone() } selected={ app.doc.selected == Some(i) } mm_per_px={ mm } /> }
+        html! { <Lesion index={ i } object={ o.clone() } selected={ app.doc.selected == Some(i) } /> }
     });
     html! {
         <>
@@ -37,7 +36,6 @@ struct LesionProps {
     index: usize,
     object: Object,
     selected: bool,
-    mm_per_px: Option<f64>,
 }
 
 #[function_component]
@@ -46,7 +44,7 @@ fn Lesion(props: &LesionProps) -> Html {
     let (i, o) = (props.index, &props.object);
     let [r, g, b] = draw::object_color(i);
     let seg = o.segmentation.as_ref();
-    let measurements = seg.and_then(|s| s.measurements(props.mm_per_px));
+    let measured = seg.zip(app.image.as_ref()).and_then(|(s, image)| image.measure(s, &app.settings));
     let candidates = seg.filter(|s| s.decoded.masks.len() > 1).map(|s| {
         let buttons = s.decoded.iou.iter().enumerate().map(|(k, iou)| html! {
             <button class={ classes!("candidate", (k == s.chosen()).then_some("chosen")) }
@@ -69,7 +67,14 @@ fn Lesion(props: &LesionProps) -> Html {
             <strong>{ o.name() }</strong>
             { seg.map(|s| html! { <span class="score">{ format!(" predicted IoU {:.3}", s.score()) }</span> }) }
             <button class="delete" title="Delete" onclick={ delete }>{ "✕" }</button>
-            { measurements.map(|m| html! { <div class="measure">{ m.summary() }</div> }) }
+            { measured.map(|(m, c)| html! {
+                <>
+                    <div class="measure">{ m.summary() }</div>
+                    <div class="calibration" data-source={ serde_json::to_value(c.source).ok().and_then(|v| v.as_str().map(str::to_string)) }>
+                        { format!("calibration: {}", c.describe()) }
+                    </div>
+                </>
+            }) }
             { candidates }
         </li>
     }

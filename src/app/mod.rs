@@ -7,6 +7,7 @@
 //! | [`model_panel`] | the model's state (loading, ready on which backend, failed) and the backend choice |
 //! | [`gallery`] | bundled samples and the file input (drop and paste work on the whole page) |
 //! | [`canvas`] | the image with masks and prompts; pointer gestures become prompts |
+//! | [`dicom_panel`] | a DICOM file's header, calibration source and frame slider |
 //! | [`lesions`] | the lesion list: measurements, candidates, new / undo / redo |
 //! | [`settings`] | display, decoding options, the decoder file, the embeddings source, calibration |
 //! | [`export`] | mask PNG, overlay PNG and COCO JSON downloads |
@@ -18,6 +19,7 @@
 //! decode sequencing, the hover preview — lives in [`crate::state`], unit-tested natively.
 
 mod canvas;
+mod dicom_panel;
 mod export;
 mod gallery;
 mod lesions;
@@ -33,6 +35,7 @@ use image::RgbImage;
 use sonosam_model::backend::BackendKind;
 use sonosam_model::preprocess::Geometry;
 use sonosam_model::weights::sha256_hex;
+use sonosam_model::measure::Measurements;
 use sonosam_model::{Mask, PointLabel, Segmentation, decode_image};
 use yew::prelude::*;
 
@@ -68,6 +71,14 @@ impl PartialEq for AppProps {
     }
 }
 
+/// A frame of a DICOM file.
+#[derive(Clone)]
+pub struct DicomFrame {
+    pub file: Rc<sonosam_dicom::Dicom>,
+    /// From 0.
+    pub frame: u32,
+}
+
 /// An opened image (its pixels shared, never copied, between the components).
 #[derive(Clone)]
 pub struct OpenImage {
@@ -80,18 +91,38 @@ pub struct OpenImage {
     /// Where the image sits in the model's frame (the frame comes from the model's config).
     pub geometry: Geometry,
     pub ground_truth: Option<Rc<Mask>>,
-    /// The file's bytes (sent to the companion server).
+    /// The image file's bytes (sent to the companion server); a DICOM frame's as a PNG.
     pub bytes: Rc<Vec<u8>>,
+    /// The DICOM file and frame the image is, if it is one.
+    pub dicom: Option<DicomFrame>,
 }
 
 impl OpenImage {
-    /// Decode `bytes` (a PNG, JPEG or BMP file) for a model whose frame is `frame`; the ground
-    /// truth is kept only when it has the image's size.
+    /// Decode `bytes` — a PNG, JPEG or BMP file, or a DICOM file (its first frame) — for a
+    /// model whose frame is `frame`; the ground truth is kept only when it has the image's size.
     fn decode(name: String, bytes: Vec<u8>, ground_truth: Option<Mask>, frame: usize) -> Result<Self, String> {
+        let looks_dicom = sonosam_dicom::is_dicom(&bytes) || name.to_ascii_lowercase().ends_with(".dcm");
+        match sonosam_dicom::Dicom::read(&bytes) {
+            Ok(file) => return Self::dicom_frame(name, Rc::new(file), 0, frame),
+            Err(e) if looks_dicom => return Err(format!("{name}: {e}")),
+            Err(_) => {} // an ordinary image
+        }
         let rgb = decode_image(&bytes).map_err(|e| format!("{name}: {e}"))?;
+        Ok(Self::from_rgb(name, rgb, bytes, ground_truth, frame, None))
+    }
+
+    /// Frame `n` of a DICOM file. Its bytes (for the cache key and the companion server) are
+    /// the frame as a PNG.
+    fn dicom_frame(name: String, file: Rc<sonosam_dicom::Dicom>, n: u32, frame: usize) -> Result<Self, String> {
+        let rgb = file.frame(n).map_err(|e| format!("{name}: {e}"))?;
+        let png = export::encode_png(&rgb)?;
+        Ok(Self::from_rgb(name, rgb, png, None, frame, Some(DicomFrame { file, frame: n })))
+    }
+
+    fn from_rgb(name: String, rgb: RgbImage, bytes: Vec<u8>, ground_truth: Option<Mask>, frame: usize, dicom: Option<DicomFrame>) -> Self {
         let geometry = Geometry::new(rgb.height() as usize, rgb.width() as usize, frame);
         let rgba = rgb.as_raw().chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
-        Ok(Self {
+        Self {
             name,
             rgba: Rc::new(rgba),
             rgb: Rc::new(rgb),
@@ -99,7 +130,21 @@ impl OpenImage {
             ground_truth: ground_truth.filter(|m| (m.width, m.height) == (geometry.orig_w, geometry.orig_h)).map(Rc::new),
             geometry,
             bytes: Rc::new(bytes),
-        })
+            dicom,
+        }
+    }
+
+    /// The calibration of a lesion measured as `m` (pixels): the user's pixel spacing when
+    /// typed, else the DICOM file's (the ultrasound region holding both calipers), else none.
+    pub fn calibration(&self, m: &Measurements, settings: &Settings) -> sonosam_dicom::Calibration {
+        sonosam_dicom::calibrate(self.dicom.as_ref().map(|d| &*d.file), &m.ends(), settings.mm_per_px())
+    }
+
+    /// A lesion's measurements in mm where its calibration allows, with that calibration.
+    pub fn measure(&self, seg: &ObjectSegmentation, settings: &Settings) -> Option<(Measurements, sonosam_dicom::Calibration)> {
+        let px = seg.measurements(None)?;
+        let calibration = self.calibration(&px, settings);
+        Some((Measurements { mm_per_px: calibration.isotropic(), ..px }, calibration))
     }
 
     pub fn size(&self) -> (usize, usize) {
@@ -177,6 +222,8 @@ pub enum Msg {
     OpenSample(usize),
     Files(Vec<web_sys::File>),
     Opened(Result<tasks::Loaded, String>),
+    /// Show this frame of the open DICOM file.
+    Frame(u32),
     /// The embedding of the image with this hash is ready (how it was obtained) or failed.
     Embedded(String, Result<String, String>),
     /// Result of probing a companion server (the URL asked).
@@ -223,6 +270,8 @@ pub struct App {
     /// Whether the open image's embedding is in the model.
     embedded: bool,
     doc: Rc<Document>,
+    /// The lesions of the other frames of a DICOM cine (each frame keeps its own).
+    frame_docs: std::collections::HashMap<u32, Rc<Document>>,
     history: History,
     decodes: DecodeSequencer,
     hover: HoverPreview,
@@ -263,6 +312,7 @@ impl Component for App {
             image: None,
             embedded: false,
             doc: Rc::default(),
+            frame_docs: Default::default(),
             history: History::default(),
             decodes: DecodeSequencer::default(),
             hover: HoverPreview::default(),
@@ -293,6 +343,7 @@ impl Component for App {
             Msg::OpenSample(i) => self.open_sample(ctx, i),
             Msg::Files(files) => self.open_files(ctx, files),
             Msg::Opened(r) => self.opened(ctx, r),
+            Msg::Frame(n) => self.show_frame(ctx, n),
             Msg::Embedded(sha, r) => return self.embedded(ctx, &sha, r),
             Msg::Companion(url, r) => self.companion_answered(url, r),
             Msg::UseServer(on) => self.use_server(ctx, on),
@@ -350,6 +401,7 @@ impl Component for App {
                     </header>
                     <status::Banners notice={ self.notice.clone() } error={ self.error.clone() } />
                     <gallery::Gallery samples={ self.samples.clone() } samples_url={ ctx.props().samples_url.clone() } />
+                    <dicom_panel::DicomPanel />
                     <main>
                         <canvas::ImageCanvas hover_mask={ self.hover.mask.clone().map(canvas::Shared) }
                             busy={ self.decodes.in_flight() > 0 } />
@@ -466,12 +518,33 @@ impl App {
                 self.image = Some(Rc::new(image));
                 self.embedded = false;
                 self.doc = Rc::default();
+                self.frame_docs.clear();
+                self.decodes.reset();
                 self.history.clear();
                 self.hover.clear();
                 self.status.clear();
                 self.error = None;
                 self.latency.decoder_ms = None;
                 self.settings = Rc::new(Settings { zoom: 0.0, ..(*self.settings).clone() });
+                self.start_embedding(ctx);
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    /// Show frame `n` of the open DICOM file; each frame keeps its own lesions.
+    fn show_frame(&mut self, ctx: &Context<Self>, n: u32) {
+        let Some(image) = self.image.clone() else { return };
+        let Some(d) = image.dicom.as_ref().filter(|d| d.frame != n) else { return };
+        match OpenImage::dicom_frame(image.name.clone(), d.file.clone(), n, image.geometry.frame) {
+            Ok(next) => {
+                self.frame_docs.insert(d.frame, self.doc.clone());
+                self.doc = self.frame_docs.remove(&n).unwrap_or_default();
+                self.decodes.reset(); // answers for the other frame's lesions are dropped
+                self.history.clear();
+                self.hover.clear();
+                self.image = Some(Rc::new(next));
+                self.embedded = false;
                 self.start_embedding(ctx);
             }
             Err(e) => self.error = Some(e),

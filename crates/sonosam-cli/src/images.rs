@@ -44,26 +44,11 @@ impl InputImage {
         Ok(Self { rgb: decode_image(&bytes).with_context(what)?, dicom: None, frame: 0 })
     }
 
-    /// The calibration of a measurement spanning `points` (pixels): the user's scale when
-    /// given, else the DICOM file's, else none.
-    pub fn calibration(&self, points: &[(f64, f64)], mm_per_px: Option<f64>) -> Calibration {
-        if let Some(c) = mm_per_px.and_then(|v| Calibration::manual(v, 1.0)) {
-            return c;
-        }
-        match &self.dicom {
-            Some(d) => d.calibration(points),
-            None => Calibration::none("not a DICOM file and no --mm-per-px: pixels only"),
-        }
-    }
-
-    /// The mask's measurements, in mm where its calibration allows, with that calibration.
+    /// The mask's measurements, in mm where its calibration allows (`mm_per_px`: the user's
+    /// scale), with that calibration.
     pub fn measure(&self, mask: &Mask, mm_per_px: Option<f64>) -> Option<(Measurements, Calibration)> {
         let px = measure(mask, None)?;
-        let ends: Vec<(f64, f64)> = [px.long_axis, px.short_axis].iter().flat_map(|c| [c.from, c.to]).map(|p| (p[0], p[1])).collect();
-        let mut calibration = self.calibration(&ends, mm_per_px);
-        if calibration.mm_per_px.is_some() && calibration.isotropic().is_none() {
-            calibration = Calibration::none("the pixels are not square (x and y scales differ): pixels only");
-        }
+        let calibration = sonosam_dicom::calibrate(self.dicom.as_ref(), &px.ends(), mm_per_px);
         Some((Measurements { mm_per_px: calibration.isotropic(), ..px }, calibration))
     }
 }

@@ -85,6 +85,24 @@ pub struct Dicom {
     pub info: Info,
 }
 
+/// The calibration of a measurement whose ends are `points` (pixels) in an image that may be a
+/// frame of `dicom`: the user's scale (`manual_mm_per_px`) when given, else the file's, else
+/// none. Pixels whose x and y scales differ are not turned into one mm value. The app and the
+/// CLI both measure through this.
+pub fn calibrate(dicom: Option<&Dicom>, points: &[(f64, f64)], manual_mm_per_px: Option<f64>) -> Calibration {
+    if let Some(c) = manual_mm_per_px.and_then(|v| Calibration::manual(v, 1.0)) {
+        return c;
+    }
+    let c = match dicom {
+        Some(d) => d.calibration(points),
+        None => return Calibration::none("not a DICOM file, and no pixel spacing given: pixels only"),
+    };
+    if c.mm_per_px.is_some() && c.isotropic().is_none() {
+        return Calibration::none("the pixels are not square (x and y scales differ): pixels only");
+    }
+    c
+}
+
 /// Whether `bytes` start like a Part-10 DICOM file (128-byte preamble, then `DICM`).
 pub fn is_dicom(bytes: &[u8]) -> bool {
     bytes.len() >= 132 && &bytes[128..132] == b"DICM"

@@ -173,6 +173,9 @@ pub struct ExportObject<'a> {
     /// Predicted IoU of the chosen mask.
     pub score: f32,
     pub measurements: Option<Measurements>,
+    /// Where the measurements' millimetres come from (`source`, `region`, `mm_per_px`,
+    /// `note`), when known.
+    pub calibration: Option<Value>,
 }
 
 /// COCO-style JSON (one image, category "lesion") with, per object: compressed RLE
@@ -202,6 +205,7 @@ pub fn coco_json(file_name: &str, width: usize, height: usize, objects: &[Export
                 "polygon": polygons(o.mask, 4),
                 "score": o.score,
                 "measurements": o.measurements,
+                "calibration": o.calibration,
             })
         })
         .collect();
@@ -272,7 +276,7 @@ mod tests {
     fn coco_document() {
         let m = disc(40, 30, 20.0, 15.0, 6.0);
         let meas = crate::measure::measure(&m, Some(0.2));
-        let doc = coco_json("x.png", 40, 30, &[ExportObject { name: "lesion 1".into(), mask: &m, score: 0.9, measurements: meas }]);
+        let doc = coco_json("x.png", 40, 30, &[ExportObject { name: "lesion 1".into(), mask: &m, score: 0.9, measurements: meas, calibration: None }]);
         let a = &doc["annotations"][0];
         assert_eq!(a["area"], m.area());
         assert_eq!(a["segmentation"]["size"], json!([30, 40]));

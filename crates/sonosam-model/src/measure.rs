@@ -36,6 +36,12 @@ pub struct Measurements {
 }
 
 impl Measurements {
+    /// The end points (x, y) of both calipers: what a calibration must cover.
+    pub fn ends(&self) -> [(f64, f64); 4] {
+        let p = |v: [f64; 2]| (v[0], v[1]);
+        [p(self.long_axis.from), p(self.long_axis.to), p(self.short_axis.from), p(self.short_axis.to)]
+    }
+
     pub fn area_mm2(&self) -> Option<f64> {
         self.mm_per_px.map(|s| self.area_px as f64 * s * s)
     }
