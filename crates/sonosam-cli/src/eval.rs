@@ -48,7 +48,7 @@ pub struct EvalArgs {
     #[arg(long, default_value = "cpu", value_parser = crate::parse_backend)]
     pub backend: BackendKind,
     /// Weights precision: f32, f16 or i8 (the browser's files; computation is f32).
-    #[arg(long, default_value = "f32", value_parser = crate::segment::parse_dtype)]
+    #[arg(long, default_value = "f32", value_parser = crate::parse_dtype)]
     pub dtype: StoreDType,
     #[command(flatten)]
     pub model: ModelArgs,

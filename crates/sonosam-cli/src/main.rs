@@ -133,3 +133,14 @@ fn main() -> ExitCode {
 pub fn parse_backend(s: &str) -> Result<BackendKind, String> {
     s.parse()
 }
+
+/// Parse a weights precision: `f32`, `f16`, `i8`.
+pub fn parse_dtype(s: &str) -> Result<sonosam_model::StoreDType, String> {
+    use sonosam_model::StoreDType;
+    match s {
+        "f32" => Ok(StoreDType::F32),
+        "f16" => Ok(StoreDType::F16),
+        "i8" => Ok(StoreDType::I8),
+        _ => Err(format!("unknown precision `{s}` (f32, f16, i8)")),
+    }
+}

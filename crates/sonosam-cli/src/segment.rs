@@ -52,7 +52,7 @@ pub struct SegmentArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Weights precision: f32, f16 or i8 (computation is f32 either way).
-    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+    #[arg(long, default_value = "f32", value_parser = crate::parse_dtype)]
     pub dtype: StoreDType,
     /// Decoder: `base`, a fine-tuning run folder or a decoder .safetensors file.
     #[arg(long, default_value = "base")]
@@ -91,15 +91,6 @@ fn parse_point(s: &str) -> Result<Point, String> {
         y: v[1],
         label,
     })
-}
-
-pub fn parse_dtype(s: &str) -> Result<StoreDType, String> {
-    match s {
-        "f32" => Ok(StoreDType::F32),
-        "f16" => Ok(StoreDType::F16),
-        "i8" => Ok(StoreDType::I8),
-        _ => Err(format!("unknown precision `{s}` (f32, f16, i8)")),
-    }
 }
 
 fn sibling(path: &Path, k: usize) -> PathBuf {
