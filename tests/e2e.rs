@@ -369,25 +369,31 @@ fn dicom_as_a_user(d: &Driver, root: &Path) {
     let embedded = |what: &str| {
         d.wait_for(what, "return /embedding (computed|from the browser cache)/.test(document.getElementById('status').textContent) && !document.getElementById('status').textContent.includes('(')", Duration::from_secs(300))
     };
+    // Drag a box and read the lesion back: its measurements, its calibration and the source.
+    let drag_lesion = |what: &str, a: (f64, f64), b: (f64, f64)| {
+        drag_box(d, a, b);
+        d.wait_for(what, "return !!document.querySelector('.object[data-area]')", Duration::from_secs(120));
+        let lesion = d.js(
+            "const o = document.querySelector('.object'); \
+             return [o.querySelector('.measure').textContent, o.querySelector('.calibration').textContent, o.querySelector('.calibration').dataset.source];",
+            json!([]),
+        );
+        eprintln!("e2e: {what}: {lesion}");
+        lesion
+    };
     drop_file(d, &data.join("examples_ybr_color.dcm"));
     d.wait_for("the DICOM panel", "const p = document.getElementById('dicom'); return p && p.dataset.frames === '30';", Duration::from_secs(60));
     d.js("const f = document.getElementById('frame'); f.value = '10'; f.dispatchEvent(new Event('input', { bubbles: true })); return true;", json!([]));
     d.wait_for("frame 10", "return document.getElementById('dicom').dataset.frame === '10';", Duration::from_secs(30));
     embedded("the embedding of frame 10");
-    drag_box(d, (100.0, 60.0), (220.0, 180.0));
-    d.wait_for("the cine's lesion", "return !!document.querySelector('.object[data-area]')", Duration::from_secs(120));
-    let lesion = d.js("const o = document.querySelector('.object'); return [o.querySelector('.measure').textContent, o.querySelector('.calibration').textContent, o.querySelector('.calibration').dataset.source];", json!([]));
-    eprintln!("e2e: DICOM cine, frame 10: {lesion}");
+    let lesion = drag_lesion("the cine's lesion (frame 10)", (100.0, 60.0), (220.0, 180.0));
     assert_eq!(lesion[2], "none", "{lesion}");
     assert!(lesion[1].as_str().unwrap().contains("do not fit this image") && !lesion[0].as_str().unwrap().contains("mm"), "{lesion}");
 
     drop_file(d, &data.join("us_calibrated.dcm"));
     d.wait_for("the calibrated file", "const p = document.getElementById('dicom'); return p && p.dataset.frames === '1' && !document.querySelector('.object');", Duration::from_secs(60));
     embedded("the embedding of the calibrated file");
-    drag_box(d, (60.0, 40.0), (200.0, 180.0));
-    d.wait_for("the calibrated lesion", "return !!document.querySelector('.object[data-area]')", Duration::from_secs(120));
-    let lesion = d.js("const o = document.querySelector('.object'); return [o.querySelector('.measure').textContent, o.querySelector('.calibration').textContent, o.querySelector('.calibration').dataset.source];", json!([]));
-    eprintln!("e2e: calibrated DICOM: {lesion}");
+    let lesion = drag_lesion("the calibrated lesion", (60.0, 40.0), (200.0, 180.0));
     assert_eq!(lesion[2], "us-region", "{lesion}");
     assert!(lesion[0].as_str().unwrap().contains(" mm") && lesion[1].as_str().unwrap().contains("ultrasound region 1"), "{lesion}");
     d.js("document.getElementById('export-coco-button').click(); return true;", json!([]));
@@ -401,19 +407,7 @@ fn dicom_as_a_user(d: &Driver, root: &Path) {
 /// Export the mask PNG through the app's button and read the downloaded blob back.
 fn exported_mask(d: &Driver) -> Mask {
     d.js("document.getElementById('export-mask-button').click(); return true;", json!([]));
-    d.wait_for("the mask export", "const a = document.getElementById('export-mask'); return a && a.href;", Duration::from_secs(20));
-    let bytes = d.js_async(
-        "const done = arguments[arguments.length - 1]; \
-         fetch(document.getElementById('export-mask').href).then(r => r.arrayBuffer()) \
-           .then(b => done(Array.from(new Uint8Array(b)))).catch(e => done(String(e)));",
-    );
-    let bytes: Vec<u8> = bytes
-        .as_array()
-        .unwrap_or_else(|| panic!("cannot read the export: {bytes}"))
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u8)
-        .collect();
-    Mask::from_image_bytes(&bytes).expect("the exported mask is a PNG")
+    Mask::from_image_bytes(&download(d, "mask")).expect("the exported mask is a PNG")
 }
 
 /// Wait until the app has loaded its model; returns the backend it runs on. The model must run
