@@ -27,6 +27,15 @@ pub const MAX_HEADER: usize = 64 * 1024;
 /// Largest tensor accepted, in values (SAM's `[1, 256, 64, 64]` is 1 Mi values).
 pub const MAX_VALUES: usize = 64 << 20;
 
+/// Every error answer of the server: `{"error": message, "status": code}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorAnswer {
+    /// What went wrong, for people.
+    pub error: String,
+    /// The HTTP status code.
+    pub status: u16,
+}
+
 /// The answer of `GET /api/v1/models`: the models a server computes embeddings with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelsAnswer {

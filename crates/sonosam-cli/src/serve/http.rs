@@ -209,7 +209,7 @@ fn replace_automatic_error(buf: &[u8]) -> Option<Vec<u8>> {
         400 => "malformed HTTP request".to_string(),
         _ => code.canonical_reason().unwrap_or("error").to_string(),
     };
-    let body = serde_json::json!({ "error": message, "status": status }).to_string();
+    let body = serde_json::to_string(&sonosam_model::wire::ErrorAnswer { error: message, status }).ok()?;
     Some(
         format!(
             "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

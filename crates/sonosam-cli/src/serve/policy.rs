@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use sonosam_model::wire::ErrorAnswer;
 
 /// Longest accepted request target (path + query), in bytes: longer is 414.
 pub const MAX_URI: usize = 8 * 1024;
@@ -18,7 +18,7 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// A JSON error answer: `{"error": message, "status": code}`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = json!({ "error": message.into(), "status": status.as_u16() });
+    let body = ErrorAnswer { error: message.into(), status: status.as_u16() };
     (status, axum::Json(body)).into_response()
 }
 
