@@ -6,7 +6,6 @@ use anyhow::{Context, anyhow, bail};
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sonosam_model::burn::tensor::{Tensor, TensorData};
 use sonosam_model::rng::Rng;
 use sonosam_model::segmentation::read_f32;
 use sonosam_model::box_prompts::{grow_box, jitter_box, tight_box};
@@ -182,10 +181,8 @@ pub fn predict(predictor: &Predictor<'_>, frame_box: [f32; 4], strategy: &Strate
         }
     }
     for _ in 0..strategy.refine {
-        let device = predictor.decoder().prompt_encoder.dense_pe().device();
-        let mask = Tensor::<4>::from_data(TensorData::new(mean.clone(), [1, 1, lr, lr]), &device);
-        let res = predictor
-            .decode_frame(&[Prompt::from_box(frame_box)], Some(mask), false)?;
+        let mask = predictor.mask_prompt(&mean)?;
+        let res = predictor.decode_frame(&[Prompt::from_box(frame_box)], Some(mask), false)?;
         mean = read_f32(res.low_res_logits)?;
         iou = read_f32(res.iou)?[0];
     }

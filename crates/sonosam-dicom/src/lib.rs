@@ -242,7 +242,7 @@ fn check(obj: &DefaultDicomObject, info: &Info) -> Result<()> {
     if ts.is_some_and(|ts| ts.is_codec_free()) {
         let per_frame = u64::from(w) * u64::from(h) * u64::from(info.samples_per_pixel) * u64::from(info.bits_allocated) / 8;
         let declared = per_frame * u64::from(info.frames);
-        let held = obj.get(tags::PIXEL_DATA).and_then(|e| e.to_bytes().ok()).map_or(0, |b| b.len() as u64);
+        let held = pixel_data.and_then(|v| v.to_bytes().ok()).map_or(0, |b| b.len() as u64);
         if held < declared {
             return Err(DicomError::Damaged(format!(
                 "the header declares {declared} bytes of pixels ({} frame(s) of {w} × {h}), the file holds {held}",

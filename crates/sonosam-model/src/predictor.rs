@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::cell::OnceCell;
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 
 use crate::config::SamConfig;
@@ -103,12 +103,25 @@ impl<'d> Predictor<'d> {
         &self.decoder
     }
 
+    /// The device the decoder runs on.
+    fn device(&self) -> Device {
+        self.decoder.prompt_encoder.dense_pe().device()
+    }
+
+    /// `lr × lr` low-res logits (an earlier answer's) as a mask prompt `[1, 1, lr, lr]`.
+    pub fn mask_prompt(&self, logits: &[f32]) -> Result<Tensor<4>> {
+        let lr = self.low_res_size();
+        if logits.len() != lr * lr {
+            return Err(SamError::Prompt(format!("a mask prompt has {lr} × {lr} values, not {}", logits.len())));
+        }
+        Ok(Tensor::from_data(TensorData::new(logits.to_vec(), [1, 1, lr, lr]), &self.device()))
+    }
+
     /// Encode `image` with `encoder` (of the model `config` describes) and make it the current
     /// image.
     pub fn set_image(&mut self, encoder: &ImageEncoder, image: &RgbImage, config: &SamConfig) -> Result<()> {
         let input = preprocess(image, config);
-        let device = self.decoder.prompt_encoder.dense_pe().device();
-        let embedding = encoder.forward(input_tensor(&[&input], config.img_size(), &device));
+        let embedding = encoder.forward(input_tensor(&[&input], config.img_size(), &self.device()));
         self.set_embedding(embedding, input.geometry)
     }
 
@@ -131,8 +144,7 @@ impl<'d> Predictor<'d> {
         if c * e * e != data.len() {
             return Err(SamError::Invalid(format!("{} values are not an embedding of {e} × {e} positions", data.len())));
         }
-        let device = self.decoder.prompt_encoder.dense_pe().device();
-        self.set_embedding(Tensor::from_data(TensorData::new(data, [1, c, e, e]), &device), geometry)
+        self.set_embedding(Tensor::from_data(TensorData::new(data, [1, c, e, e]), &self.device()), geometry)
     }
 
     /// Forget the current image.
@@ -174,15 +186,7 @@ impl<'d> Predictor<'d> {
     /// [`RawPrediction::read`] or [`RawPrediction::read_async`].
     pub fn decode(&self, prompt: &Prompt, mask_input: Option<&[f32]>, multimask: bool) -> Result<DecoderOutput> {
         let frame_prompt = self.current()?.geometry.prompt_to_frame(prompt)?;
-        let lr = self.low_res_size();
-        let mask = match mask_input {
-            Some(m) if m.len() == lr * lr => {
-                let device = self.decoder.prompt_encoder.dense_pe().device();
-                Some(Tensor::<4>::from_data(TensorData::new(m.to_vec(), [1, 1, lr, lr]), &device))
-            }
-            Some(m) => return Err(SamError::Prompt(format!("a mask prompt has {lr} × {lr} values, not {}", m.len()))),
-            None => None,
-        };
+        let mask = mask_input.map(|m| self.mask_prompt(m)).transpose()?;
         self.decode_frame(std::slice::from_ref(&frame_prompt), mask, multimask)
     }
 
