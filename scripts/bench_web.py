@@ -85,7 +85,7 @@ def run_config(driver, base, config, part, build, threads, warmup, runs, timeout
         "crossOriginIsolated": r["crossOriginIsolated"], "runs": len(times),
         "warmup_ms": [round(v, 3) for v in r["warmup_ms"]],
     })
-    for key in ("wasm_memory_bytes", "js_heap_bytes"):
+    for key in ("wasm_memory_bytes", "js_heap_bytes", "in_worker"):
         if r.get(key) is not None:
             out[key] = r[key]
     if r.get("prepare_ms") is not None:

@@ -19,7 +19,7 @@ rm -rf "$out"; mkdir -p "$out/weights"
 wasm-bindgen --target web --no-typescript "${bindgen_flags[@]}" --out-dir "$out" --out-name sonosam-web \
   "target/wasm32-unknown-unknown/$dir/sonosam-web.wasm"
 optimise_wasm "$out/sonosam-web_bg.wasm"
-cp www/style.css www/sw.js www/worker.js www/bench.html "$out/"
+cp www/style.css www/sw.js www/worker.js www/bench.html www/bench-worker.js "$out/"
 cp -r www/samples "$out/samples"
 # The app downloads the int8 files; the f16 ones stay available next to them.
 cp weights/litemedsam.json weights/litemedsam.{decoder,image_encoder}.{i8,f16}.safetensors "$out/weights/"

@@ -15,11 +15,24 @@ if (self.name && self.navigator.locks) {
   self.navigator.locks.request(self.name, () => new Promise(() => {})).catch(() => {});
 }
 
+// Whether wasm relaxed SIMD validates: a module with one function, `f32x4.relaxed_madd` of
+// three zero vectors (the threaded build's matrix kernel is made of it).
+function relaxedSimd() {
+  const zero = [0xfd, 0x0c, ...new Array(16).fill(0)]; // v128.const 0
+  const body = [0x00, ...zero, ...zero, ...zero, 0xfd, 0x85, 0x02, 0x1a, 0x0b]; // relaxed_madd; drop; end
+  const bytes = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+    0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type section: () -> ()
+    0x03, 0x02, 0x01, 0x00, // function section: one function of type 0
+    0x0a, body.length + 2, 0x01, body.length, ...body]; // code section
+  try { return WebAssembly.validate(new Uint8Array(bytes)); } catch (e) { return false; }
+}
+
 async function start() {
   let why = null;
   if (!wanted) why = 'threads are turned off (?threads=0)';
   else if (!self.crossOriginIsolated) why = 'the page is not cross-origin isolated (its server sends no COOP/COEP headers)';
   else if (typeof SharedArrayBuffer === 'undefined') why = 'this browser has no shared memory for wasm threads';
+  else if (!relaxedSimd()) why = 'this browser has no relaxed SIMD, which the threaded build uses';
   if (!why) {
     try {
       const mt = await import('./mt/sonosam-web.js');

@@ -7,13 +7,15 @@
 //! makes a pass per elementary op. Both approximations are within a few units in the last
 //! place of libm over the whole f32 range (tested below against f64).
 
+use burn::tensor::Tensor;
 use burn::tensor::activation;
-use burn::tensor::{Tensor, TensorData};
+
+use crate::host::{map_values, on_host};
 
 /// GELU, `x · Φ(x)` (the exact, erf-based form, as PyTorch's default).
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if on_host(&x) {
-        map_host(x, 1, |chunk| chunk.iter_mut().for_each(|x| *x = gelu_f32(*x)))
+        map_values(x, 1, |chunk| chunk.iter_mut().for_each(|x| *x = gelu_f32(*x)))
     } else {
         activation::gelu(x)
     }
@@ -23,45 +25,11 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     if dim + 1 == D && on_host(&x) {
         let n = x.dims()[D - 1];
-        map_host(x, n, |rows| rows.chunks_exact_mut(n).for_each(softmax_row))
+        map_values(x, n, |rows| rows.chunks_exact_mut(n).for_each(softmax_row))
     } else {
         activation::softmax(x, dim)
     }
 }
-
-/// Whether `x` lives on the CPU backend outside an autodiff graph.
-fn on_host<const D: usize>(x: &Tensor<D>) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        let device = x.device();
-        !device.is_autodiff() && device == burn::tensor::Device::flex()
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = x;
-        false
-    }
-}
-
-/// Apply `f` to the values of a CPU tensor (row-major), in chunks of whole multiples of
-/// `unit` values: on every core when built with threads (natively, and the browser's threaded
-/// build).
-fn map_host<const D: usize>(x: Tensor<D>, unit: usize, f: impl Fn(&mut [f32]) + Send + Sync) -> Tensor<D> {
-    let (shape, device) = (x.shape(), x.device());
-    let mut values: Vec<f32> = x.into_data().try_into_vec().expect("a float tensor");
-    let chunk = unit * (CHUNK / unit).max(1);
-    #[cfg(feature = "threads")]
-    {
-        use rayon::prelude::*;
-        values.par_chunks_mut(chunk).for_each(&f);
-    }
-    #[cfg(not(feature = "threads"))]
-    values.chunks_mut(chunk).for_each(&f);
-    Tensor::from_data(TensorData::new(values, shape), &device)
-}
-
-/// Values per task of the host kernels (64 KiB of f32).
-const CHUNK: usize = 16 * 1024;
 
 /// `erf(x)` as a rational function of `x²` on `[-4, 4]` (where `|erf| < 1 − 1.6e-8`, so the
 /// clamp is exact in f32); numerator degree 13, denominator degree 8 in `x`.
@@ -113,16 +81,28 @@ pub fn exp_f32(x: f32) -> f32 {
     p * scale
 }
 
-/// Softmax of one row, in place: `exp(x − max) / Σ`.
+/// Softmax of one row, in place: `exp(x − max) / Σ`. Each pass is a loop the compiler
+/// vectorises: the maximum and the sum are kept in eight lanes (one lane would chain every
+/// step to the last and keep the whole row scalar).
 fn softmax_row(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
-    for v in row.iter_mut() {
-        *v = exp_f32(*v - max);
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
+    let max = lanes_fold(row, f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
+    row.iter_mut().for_each(|v| *v = exp_f32(*v - max));
+    let inv = 1.0 / lanes_fold(row, 0.0, |s, v| s + v);
     row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// `f` folded over `values` in 8 interleaved lanes, then over the lanes (`f` associative).
+#[inline(always)]
+fn lanes_fold(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut lanes = [init; 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder().iter().fold(init, |a, &v| f(a, v));
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = f(*lane, v);
+        }
+    }
+    lanes.into_iter().fold(rest, f)
 }
 
 #[cfg(test)]

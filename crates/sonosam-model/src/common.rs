@@ -89,7 +89,7 @@ impl ConvSpec {
             self.kernel,
         ]
     }
-    fn build(&self, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Conv2d {
+    pub fn build(&self, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Conv2d {
         let p = self.padding;
         Conv2d {
             weight: param(weight),

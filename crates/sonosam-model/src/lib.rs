@@ -54,6 +54,8 @@ pub mod wire;
 pub mod activation;
 pub mod backend;
 mod common;
+mod host;
+pub mod matmul;
 
 // Training the mask decoder, and its deterministic random numbers.
 pub mod rng;

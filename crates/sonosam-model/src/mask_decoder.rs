@@ -4,6 +4,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::relu;
+use crate::matmul;
 use crate::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
@@ -42,7 +43,7 @@ impl Mlp {
     pub fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x);
+            x = matmul::linear(layer, x);
             if i < last {
                 x = relu(x);
             }

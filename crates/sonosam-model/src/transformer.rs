@@ -6,6 +6,7 @@
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::relu;
+use crate::matmul;
 use crate::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
@@ -57,7 +58,7 @@ impl Attention {
 
     /// `[B, N, C]` → `[B, H, N, c]` through `proj`.
     fn project(&self, proj: &Linear, x: Tensor<3>) -> Tensor<4> {
-        self.separate_heads(proj.forward(x))
+        self.separate_heads(matmul::linear(proj, x))
     }
 
     /// The image side of token→image attention, once per image: keys and values by head,
@@ -77,7 +78,7 @@ impl Attention {
         let attn = q.matmul(k.swap_dims(2, 3)) / (ch as f64).sqrt();
         let attn = softmax(attn, 3);
         let out = attn.matmul(v).swap_dims(1, 2).reshape([b, nq, h * ch]);
-        self.out_proj.forward(out)
+        matmul::linear(&self.out_proj, out)
     }
 
     pub fn forward(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
@@ -136,7 +137,7 @@ impl Attention {
         let pooled = attn.matmul(v).reshape([b, h, n, c]); // [B, H, N, C]
         let wv = per_batch(self.weight_by_head(&self.v_proj), b); // [B, H, C, c]
         let out = pooled.matmul(wv) + self.bias_by_head(&self.v_proj); // [B, H, N, c]
-        self.out_proj.forward(out.swap_dims(1, 2).reshape([b, n, h * ch]))
+        matmul::linear(&self.out_proj, out.swap_dims(1, 2).reshape([b, n, h * ch]))
     }
 
     /// Image tokens (queries `q [B, P, C]`, or already projected by [`Self::project_q`])
@@ -201,7 +202,7 @@ pub struct MlpBlock {
 
 impl MlpBlock {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.lin2.forward(relu(self.lin1.forward(x)))
+        matmul::linear(&self.lin2, relu(matmul::linear(&self.lin1, x)))
     }
 }
 

@@ -19,6 +19,7 @@ use burn::tensor::{Device, Tensor};
 pub use tiny_vit::{EncoderTrace, TinyVit, relative_offset_index};
 pub use vit::ImageEncoderViT;
 
+use crate::matmul;
 use crate::common::{ConvSpec, LayerNorm2d, conv2d};
 use crate::config::EncoderConfig;
 use crate::error::Result;
@@ -93,8 +94,8 @@ impl Neck {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.norm1.forward(self.conv1.forward(x));
-        self.norm2.forward(self.conv2.forward(x))
+        let x = self.norm1.forward(matmul::conv2d(&self.conv1, x));
+        self.norm2.forward(matmul::conv2d(&self.conv2, x))
     }
 }
 

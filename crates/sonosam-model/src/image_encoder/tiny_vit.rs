@@ -8,6 +8,7 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear};
+use crate::matmul;
 use crate::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -39,7 +40,7 @@ impl PatchEmbed {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv2.forward(gelu(self.conv1.forward(x)))
+        matmul::conv2d(&self.conv2, gelu(matmul::conv2d(&self.conv1, x)))
     }
 }
 
@@ -69,9 +70,9 @@ impl MbConv {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let shortcut = x.clone();
-        let x = gelu(self.conv1.forward(x));
+        let x = gelu(matmul::conv2d(&self.conv1, x));
         let x = gelu(self.conv2.forward(x));
-        let x = self.conv3.forward(x);
+        let x = matmul::conv2d(&self.conv3, x);
         gelu(x + shortcut)
     }
 }
@@ -107,9 +108,9 @@ impl PatchMerging {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<3> {
-        let x = gelu(self.conv1.forward(x));
+        let x = gelu(matmul::conv2d(&self.conv1, x));
         let x = gelu(self.conv2.forward(x));
-        let x = self.conv3.forward(x);
+        let x = matmul::conv2d(&self.conv3, x);
         let [b, c, h, w] = x.dims();
         x.reshape([b, c, h * w]).swap_dims(1, 2)
     }
@@ -185,10 +186,7 @@ impl Attention {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, n, c] = x.dims();
         let (h, kd) = (self.num_heads, self.key_dim);
-        let qkv = self
-            .qkv
-            .forward(self.norm.forward(x))
-            .reshape([b, n, h, 3 * kd]);
+        let qkv = matmul::linear(&self.qkv, self.norm.forward(x)).reshape([b, n, h, 3 * kd]);
         let q = qkv.clone().narrow(3, 0, kd).swap_dims(1, 2);
         let k = qkv.clone().narrow(3, kd, kd).swap_dims(1, 2);
         let v = qkv.narrow(3, 2 * kd, kd).swap_dims(1, 2);
@@ -196,7 +194,7 @@ impl Attention {
         let attn = q.matmul(k.swap_dims(2, 3)) * scale + self.bias.val().unsqueeze::<4>();
         let attn = softmax(attn, 3);
         let out = attn.matmul(v).swap_dims(1, 2).reshape([b, n, c]);
-        self.proj.forward(out)
+        matmul::linear(&self.proj, out)
     }
 }
 
@@ -218,8 +216,8 @@ impl TinyMlp {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2
-            .forward(gelu(self.fc1.forward(self.norm.forward(x))))
+        let hidden = gelu(matmul::linear(&self.fc1, self.norm.forward(x)));
+        matmul::linear(&self.fc2, hidden)
     }
 }
 

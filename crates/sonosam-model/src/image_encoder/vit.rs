@@ -9,6 +9,7 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear};
+use crate::matmul;
 use crate::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -81,7 +82,7 @@ impl RelPosAttention {
         let [b, n, c] = x.dims();
         let (heads, s) = (self.num_heads, self.size);
         let hd = c / heads;
-        let qkv = self.qkv.forward(x).reshape([b, n, 3, heads, hd]);
+        let qkv = matmul::linear(&self.qkv, x).reshape([b, n, 3, heads, hd]);
         let part = |i: usize| {
             qkv.clone()
                 .narrow(2, i, 1)
@@ -119,7 +120,7 @@ impl RelPosAttention {
             .reshape([b, heads, n, hd])
             .swap_dims(1, 2)
             .reshape([b, n, c]);
-        self.proj.forward(out)
+        matmul::linear(&self.proj, out)
     }
 }
 
@@ -139,7 +140,7 @@ impl MlpBlock {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.lin2.forward(gelu(self.lin1.forward(x)))
+        matmul::linear(&self.lin2, gelu(matmul::linear(&self.lin1, x)))
     }
 }
 
