@@ -41,7 +41,7 @@ def main():
         driver.execute_cdp_cmd("Profiler.enable", {})
         driver.execute_cdp_cmd("Profiler.setSamplingInterval", {"interval": 500})
         driver.execute_cdp_cmd("Profiler.start", {})
-        driver.get(f"{base}/bench.html?part={args.part}&warmup=0&runs={args.runs}")
+        driver.get(f"{base}/bench.html?part={args.part}&warmup=0&runs={args.runs}&worker=0")
         t0 = time.time()
         while time.time() - t0 < 900:
             if driver.find_element("id", "status").text in ("done", "failed"):

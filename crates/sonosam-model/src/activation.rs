@@ -53,7 +53,7 @@ pub fn erf_f32(x: f32) -> f32 {
 }
 
 #[inline(always)]
-fn gelu_f32(x: f32) -> f32 {
+pub(crate) fn gelu_f32(x: f32) -> f32 {
     0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 

@@ -4,7 +4,7 @@
 //! A tensor qualifies when it lives on the CPU backend (burn-flex) outside an autodiff graph:
 //! inference on the CPU, natively and in the browser. Training and GPUs keep burn's ops.
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 /// Whether `x` lives on the CPU backend outside an autodiff graph.
 pub fn on_host<const D: usize>(x: &Tensor<D>) -> bool {
@@ -25,13 +25,9 @@ pub fn values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
     x.into_data().try_into_vec().expect("a float tensor")
 }
 
-/// A tensor of `values` (row-major) on `like`'s device.
-pub fn tensor_like<const D: usize, const E: usize>(
-    values: Vec<f32>,
-    shape: [usize; E],
-    like: &Tensor<D>,
-) -> Tensor<E> {
-    Tensor::from_data(TensorData::new(values, shape), &like.device())
+/// A tensor of `values` (row-major) on `device`.
+pub fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 /// Apply `f` to the values of a CPU tensor (row-major), in chunks of whole multiples of
@@ -53,7 +49,7 @@ pub fn map_values<const D: usize>(
     }
     #[cfg(not(feature = "threads"))]
     values.chunks_mut(chunk).for_each(&f);
-    Tensor::from_data(TensorData::new(values, shape), &device)
+    tensor(values, shape, &device)
 }
 
 /// Values per task of the element-wise kernels (64 KiB of f32).

@@ -1,4 +1,4 @@
-//! Matrix products of the model's linear layers and 1×1 convolutions, in the browser.
+//! Matrix products of the model's linear layers and dense convolutions, in the browser.
 //!
 //! Two thirds of the image encoder's 75 GFLOP are linear layers and a sixth 1×1 convolutions;
 //! in the browser, burn-flex hands them to the `gemm` crate, whose wasm kernel (a 12 × 4 tile:
@@ -17,66 +17,168 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::Tensor;
 
-use crate::host::{on_host, tensor_like, values};
+use crate::activation::{gelu, gelu_f32};
+use crate::host::{on_host, tensor, values};
 
 /// `x · W + b` for `x: [.., in]` → `[.., out]` (burn's `Linear::forward`).
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    if use_kernel(&x) { host_linear(layer, x) } else { layer.forward(x) }
+    if use_kernel(&x) { host_linear(layer, x, false) } else { layer.forward(x) }
 }
 
-fn host_linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    let mut shape = x.dims();
+/// `GELU(x · W + b)`, the activation applied as the product is written.
+pub fn linear_gelu<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    if use_kernel(&x) { host_linear(layer, x, true) } else { gelu(layer.forward(x)) }
+}
+
+fn host_linear<const D: usize>(layer: &Linear, x: Tensor<D>, gelu: bool) -> Tensor<D> {
+    let (mut shape, device) = (x.dims(), x.device());
     let [k, n] = layer.weight.dims();
     let m = shape[..D - 1].iter().product();
-    let like = x.clone();
     let (a, w) = (values(x), values(layer.weight.val()));
-    let mut c = vec![0f32; m * n];
-    matmul(View::dense(&a, m, k), View::dense(&w, k, n), &mut c);
-    if let Some(bias) = &layer.bias {
-        let bias = values(bias.val());
-        c.chunks_exact_mut(n)
-            .for_each(|row| row.iter_mut().zip(&bias).for_each(|(v, b)| *v += b));
-    }
-    shape[D - 1] = n;
-    tensor_like(c, shape, &like)
-}
-
-/// A 2-D convolution (burn's `Conv2d::forward`), through this kernel when it is 1×1, stride
-/// 1, dense and unpadded: `[B, in, H, W]` → `[B, out, H, W]`.
-pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    if pointwise(layer) && use_kernel(&x) { host_pointwise(layer, x) } else { layer.forward(x) }
-}
-
-fn pointwise(layer: &Conv2d) -> bool {
-    layer.kernel_size == [1, 1]
-        && layer.stride == [1, 1]
-        && layer.dilation == [1, 1]
-        && layer.groups == 1
-        && matches!(layer.padding, PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0))
-}
-
-fn host_pointwise(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let [batch, k, h, w] = x.dims();
-    let [m, ..] = layer.weight.dims();
-    let n = h * w;
-    let like = x.clone();
-    let (input, weight) = (values(x), values(layer.weight.val()));
     let bias = layer.bias.as_ref().map(|b| values(b.val()));
-    let mut out = vec![0f32; batch * m * n];
-    for (image, c) in input.chunks_exact(k * n).zip(out.chunks_exact_mut(m * n)) {
-        matmul(View::dense(&weight, m, k), View::dense(image, k, n), c);
-        if let Some(bias) = &bias {
-            c.chunks_exact_mut(n)
-                .zip(bias)
-                .for_each(|(row, b)| row.iter_mut().for_each(|v| *v += b));
+    let mut c = vec![0f32; m * n];
+    let epilogue = Epilogue { bias: bias.as_deref().map_or(Bias::None, Bias::PerColumn), gelu };
+    product(View::dense(&a, m, k), View::dense(&w, k, n), &mut c, &epilogue);
+    shape[D - 1] = n;
+    tensor(c, shape, &device)
+}
+
+/// A 2-D convolution (burn's `Conv2d::forward`), through this kernel when it is dense (one
+/// group) with symmetric padding: `[B, in, H, W]` → `[B, out, H', W']`. A 1×1 convolution is
+/// one product per image; a larger kernel first lays the input out as columns (im2col).
+pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    match Geometry::of(layer) {
+        Some(g) if use_kernel(&x) => host_conv(layer, &g, x, false),
+        _ => layer.forward(x),
+    }
+}
+
+/// `GELU(conv(x))`, the activation applied as the product is written.
+pub fn conv2d_gelu(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    match Geometry::of(layer) {
+        Some(g) if use_kernel(&x) => host_conv(layer, &g, x, true),
+        _ => gelu(layer.forward(x)),
+    }
+}
+
+/// Kernel size, stride, dilation and padding of a dense convolution.
+struct Geometry {
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    padding: usize,
+}
+
+impl Geometry {
+    /// `None` for grouped (depthwise) convolutions and asymmetric or implicit padding.
+    fn of(layer: &Conv2d) -> Option<Self> {
+        let padding = match layer.padding {
+            PaddingConfig2d::Valid => 0,
+            PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => t,
+            _ => return None,
+        };
+        (layer.groups == 1).then_some(Self {
+            kernel: layer.kernel_size,
+            stride: layer.stride,
+            dilation: layer.dilation,
+            padding,
+        })
+    }
+
+    fn pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == 0
+    }
+
+    /// The output's height and width for an input of `h × w`.
+    fn output(&self, h: usize, w: usize) -> [usize; 2] {
+        let out = |size: usize, d: usize| {
+            let span = self.dilation[d] * (self.kernel[d] - 1) + 1;
+            (size + 2 * self.padding).saturating_sub(span) / self.stride[d] + 1
+        };
+        [out(h, 0), out(w, 1)]
+    }
+
+    /// Lay out one image `[c, h, w]` as the columns of the product: row `(ci·kh + dy)·kw + dx`
+    /// holds, for every output pixel, the input value under that kernel tap (0 in the padding).
+    fn im2col(&self, image: &[f32], [_, h, w]: [usize; 3], col: &mut [f32]) {
+        let ([kh, kw], [ho, wo]) = (self.kernel, self.output(h, w));
+        let tap = |o: usize, k: usize, d: usize| (o * self.stride[d] + k * self.dilation[d]).checked_sub(self.padding);
+        for (r, row) in col.chunks_exact_mut(ho * wo).enumerate() {
+            let (ci, dy, dx) = (r / (kh * kw), r / kw % kh, r % kw);
+            let plane = &image[ci * h * w..(ci + 1) * h * w];
+            for (oy, out) in row.chunks_exact_mut(wo).enumerate() {
+                match tap(oy, dy, 0).filter(|&y| y < h) {
+                    None => out.fill(0.0),
+                    Some(y) => out.iter_mut().enumerate().for_each(|(ox, v)| {
+                        *v = tap(ox, dx, 1).filter(|&x| x < w).map_or(0.0, |x| plane[y * w + x]);
+                    }),
+                }
+            }
         }
     }
-    tensor_like(out, [batch, m, h, w], &like)
+}
+
+fn host_conv(layer: &Conv2d, g: &Geometry, x: Tensor<4>, gelu: bool) -> Tensor<4> {
+    let ([batch, c, h, w], device) = (x.dims(), x.device());
+    let [m, _, kh, kw] = layer.weight.dims();
+    let [ho, wo] = g.output(h, w);
+    let (k, n) = (c * kh * kw, ho * wo);
+    let (input, weight) = (values(x), values(layer.weight.val()));
+    let bias = layer.bias.as_ref().map(|b| values(b.val()));
+    let epilogue = Epilogue { bias: bias.as_deref().map_or(Bias::None, Bias::PerRow), gelu };
+    let mut col = if g.pointwise() { Vec::new() } else { vec![0f32; k * n] };
+    let mut out = vec![0f32; batch * m * n];
+    for (image, c_out) in input.chunks_exact(c * h * w).zip(out.chunks_exact_mut(m * n)) {
+        let columns = if g.pointwise() {
+            image
+        } else {
+            g.im2col(image, [c, h, w], &mut col);
+            &col
+        };
+        product(View::dense(&weight, m, k), View::dense(columns, k, n), c_out, &epilogue);
+    }
+    tensor(out, [batch, m, ho, wo], &device)
 }
 
 /// Whether a product with `x` runs here: CPU inference in the browser.
 fn use_kernel<const D: usize>(x: &Tensor<D>) -> bool {
     cfg!(target_arch = "wasm32") && on_host(x)
+}
+
+/// What is done to `C`'s values as they are finished: a bias, then optionally GELU.
+#[derive(Clone, Copy, Default)]
+struct Epilogue<'a> {
+    bias: Bias<'a>,
+    gelu: bool,
+}
+
+#[derive(Clone, Copy, Default)]
+enum Bias<'a> {
+    #[default]
+    None,
+    /// One value per column of `C` (a linear layer's output features).
+    PerColumn(&'a [f32]),
+    /// One value per row of `C` (a convolution's output channels).
+    PerRow(&'a [f32]),
+}
+
+impl Epilogue<'_> {
+    /// Apply to `row[j]`, which is column `j0 + j` of row `i` of `C`.
+    #[inline(always)]
+    fn apply(&self, i: usize, j0: usize, row: &mut [f32]) {
+        match self.bias {
+            Bias::None => {}
+            Bias::PerColumn(b) => row.iter_mut().zip(&b[j0..]).for_each(|(v, b)| *v += b),
+            Bias::PerRow(b) => row.iter_mut().for_each(|v| *v += b[i]),
+        }
+        if self.gelu {
+            row.iter_mut().for_each(|v| *v = gelu_f32(*v));
+        }
+    }
+
+    fn is_identity(&self) -> bool {
+        matches!(self.bias, Bias::None) && !self.gelu
+    }
 }
 
 /// A row-major matrix: `rows × cols` values, row `i` starting at `data[i · stride]`.
@@ -114,6 +216,11 @@ impl<'a> View<'a> {
 /// With threads (the browser's threaded build), the rows of `C` — or, for short `A`, its
 /// columns — are shared among the pool.
 pub fn matmul(a: View, b: View, c: &mut [f32]) {
+    product(a, b, c, &Epilogue::default());
+}
+
+/// [`matmul`], then `epilogue` on each value of `C`.
+fn product(a: View, b: View, c: &mut [f32], epilogue: &Epilogue) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: inner dimensions differ");
     assert_eq!(c.len(), m * n, "matmul: output size");
@@ -123,22 +230,19 @@ pub fn matmul(a: View, b: View, c: &mut [f32]) {
     }
     if k == 0 {
         c.fill(0.0);
+        if !epilogue.is_identity() {
+            c.chunks_exact_mut(n).enumerate().for_each(|(i, row)| epilogue.apply(i, 0, row));
+        }
         return;
     }
-    assert!(
-        a.data.len() >= (m - 1) * a.stride + k,
-        "matmul: A too short"
-    );
-    assert!(
-        b.data.len() >= (k - 1) * b.stride + n,
-        "matmul: B too short"
-    );
+    assert!(a.data.len() >= (m - 1) * a.stride + k, "matmul: A too short");
+    assert!(b.data.len() >= (k - 1) * b.stride + n, "matmul: B too short");
     #[cfg(feature = "threads")]
-    if parallel(a, b, c) {
+    if parallel(a, b, c, epilogue) {
         return;
     }
     // SAFETY: `c` holds `m × n` values (checked above), the extent written with stride `n`.
-    unsafe { multiply(a, b, Out(c.as_mut_ptr()), n, 0, n) }
+    unsafe { multiply(a, b, Out(c.as_mut_ptr()), n, 0, n, 0, epilogue) }
 }
 
 /// `C` as a raw pointer, so that tasks on other threads write disjoint parts of it.
@@ -160,7 +264,7 @@ impl Out {
 
 /// Split the product among the thread pool when it is big enough; `false` when it is not.
 #[cfg(feature = "threads")]
-fn parallel(a: View, b: View, c: &mut [f32]) -> bool {
+fn parallel(a: View, b: View, c: &mut [f32], epilogue: &Epilogue) -> bool {
     use rayon::prelude::*;
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let threads = rayon::current_num_threads();
@@ -175,7 +279,7 @@ fn parallel(a: View, b: View, c: &mut [f32]) -> bool {
             let r0 = t * band;
             let rows = band.min(m - r0);
             // SAFETY: rows `r0 .. r0 + rows` of `C` belong to this task only.
-            unsafe { multiply(a.rows(r0, rows), b, out.add(r0 * n), n, 0, n) }
+            unsafe { multiply(a.rows(r0, rows), b, out.add(r0 * n), n, 0, n, r0, epilogue) }
         });
     } else {
         // Bands of columns (whole register tiles).
@@ -183,7 +287,7 @@ fn parallel(a: View, b: View, c: &mut [f32]) -> bool {
         (0..n.div_ceil(band)).into_par_iter().for_each(|t| {
             let j0 = t * band;
             // SAFETY: columns `j0 .. j0 + band` of `C` belong to this task only.
-            unsafe { multiply(a, b, out, n, j0, band.min(n - j0)) }
+            unsafe { multiply(a, b, out, n, j0, band.min(n - j0), 0, epilogue) }
         });
     }
     true
@@ -204,28 +308,39 @@ const KC: usize = 256;
 /// Rows of A per block (`MC × KC`, 48 KiB): in L2 while every panel passes over it.
 const MC: usize = 48;
 
-/// Columns `j0 .. j0 + width` of `C = A · B`, written at `c` with row stride `ldc`.
+/// Columns `j0 .. j0 + width` of `C = A · B` (`A`'s rows being rows `i0 ..` of the whole
+/// product, for the epilogue), written at `c` with row stride `ldc`.
 ///
 /// # Safety
 /// `c` must be valid for writes of `A.rows` rows of stride `ldc`, columns `j0 .. j0 + width`,
 /// which no one else reads or writes meanwhile; `j0 + width ≤ B.cols`.
-unsafe fn multiply(a: View, b: View, c: Out, ldc: usize, j0: usize, width: usize) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn multiply(a: View, b: View, c: Out, ldc: usize, j0: usize, width: usize, i0: usize, epilogue: &Epilogue) {
     let mut packed = Vec::new();
     for k0 in (0..a.cols).step_by(KC) {
         let kc = KC.min(a.cols - k0);
+        let last = k0 + kc == a.cols;
         pack(b, k0, kc, j0, width, &mut packed);
         for m0 in (0..a.rows).step_by(MC) {
             let mc = MC.min(a.rows - m0);
             for (p, panel) in packed.chunks_exact(kc * NR).enumerate() {
                 let w = NR.min(width - p * NR);
-                for i0 in (m0..m0 + mc).step_by(MR) {
-                    let h = MR.min(m0 + mc - i0);
+                for r0 in (m0..m0 + mc).step_by(MR) {
+                    let h = MR.min(m0 + mc - r0);
                     // Rows past the end repeat the last one; their results are dropped.
-                    let rows = std::array::from_fn(|r| (i0 + r.min(h - 1)) * a.stride + k0);
+                    let rows = std::array::from_fn(|r| (r0 + r.min(h - 1)) * a.stride + k0);
                     // SAFETY: the rows hold `k0 + kc ≤ A.cols` values (checked by `matmul`).
                     let acc = unsafe { tile(kc, a.data.as_ptr(), rows, panel.as_ptr()) };
                     // SAFETY: the tile's `h × w` lie inside the caller's part of `C`.
-                    unsafe { store(&acc, c.add(i0 * ldc + j0 + p * NR).0, ldc, h, w, k0 == 0) };
+                    unsafe { store(&acc, c.add(r0 * ldc + j0 + p * NR).0, ldc, h, w, k0 == 0) };
+                }
+            }
+            if last && !epilogue.is_identity() {
+                // The block's rows are finished (and still in cache).
+                for r in m0..m0 + mc {
+                    // SAFETY: row `r`, columns `j0 .. j0 + width`: the caller's part of `C`.
+                    let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc + j0).0, width) };
+                    epilogue.apply(i0 + r, j0, row);
                 }
             }
         }
@@ -472,6 +587,15 @@ mod tests {
             let mut c = vec![f32::NAN; m * n];
             matmul(a, b, &mut c);
             let want = reference(a, b);
+            // The epilogue, on every path: a bias per row, then GELU.
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.01 - 0.2).collect();
+            let mut fused = vec![f32::NAN; m * n];
+            product(a, b, &mut fused, &Epilogue { bias: Bias::PerRow(&bias), gelu: true });
+            for (i, (got, plain)) in fused.chunks_exact(n).zip(c.chunks_exact(n)).enumerate() {
+                for (g, p) in got.iter().zip(plain) {
+                    assert!((g - gelu_f32(p + bias[i])).abs() <= 1e-6, "{m}×{k}×{n}: fused epilogue");
+                }
+            }
             let err = c
                 .iter()
                 .zip(&want)
@@ -498,11 +622,27 @@ mod tests {
         };
         let layer = Linear { weight: burn::module::Param::from_tensor(tensor(vec![1, 1, 40, 30], 3.0).reshape([40, 30])), bias: Some(burn::module::Param::from_tensor(tensor(vec![1, 1, 1, 30], 4.0).reshape([30]))) };
         let x = tensor(vec![2, 3, 5, 40], 5.0);
-        close(host_linear(&layer, x.clone()), layer.forward(x));
-        let conv = ConvSpec::new(16, 24, 1).build(tensor(vec![24, 16, 1, 1], 6.0), Some(tensor(vec![1, 1, 1, 24], 7.0).reshape([24])));
-        assert!(pointwise(&conv) && !pointwise(&ConvSpec::new(16, 24, 3).padding(1).build(tensor(vec![24, 16, 3, 3], 1.0), None)));
-        let x = tensor(vec![2, 16, 9, 11], 8.0);
-        close(host_pointwise(&conv, x.clone()), conv.forward(x));
+        close(host_linear(&layer, x.clone(), false), layer.forward(x.clone()));
+        close(host_linear(&layer, x.clone(), true), gelu(layer.forward(x)));
+        // 1×1, 3×3 padded, 2×2 stride 2 (the mask prompt's), 3×3 dilated and strided.
+        for spec in [
+            ConvSpec::new(16, 24, 1),
+            ConvSpec::new(16, 24, 3).padding(1),
+            ConvSpec::new(16, 24, 2).stride(2),
+            ConvSpec::new(16, 24, 3).stride(2).padding(2),
+        ] {
+            let [o, i, k, _] = [spec.out_chans, spec.in_chans, spec.kernel, 0];
+            let mut conv = spec.build(tensor(vec![o, i, k, k], 6.0), Some(tensor(vec![1, 1, 1, o], 7.0).reshape([o])));
+            if spec.padding == 2 {
+                conv.dilation = [2, 2];
+            }
+            let g = Geometry::of(&conv).expect("a dense convolution");
+            let x = tensor(vec![2, 16, 9, 11], 8.0);
+            close(host_conv(&conv, &g, x.clone(), false), conv.forward(x.clone()));
+            close(host_conv(&conv, &g, x.clone(), true), gelu(conv.forward(x)));
+        }
+        let depthwise = ConvSpec::new(16, 16, 3).padding(1).groups(16).build(tensor(vec![16, 1, 3, 3], 1.0), None);
+        assert!(Geometry::of(&depthwise).is_none());
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl PatchEmbed {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        matmul::conv2d(&self.conv2, gelu(matmul::conv2d(&self.conv1, x)))
+        matmul::conv2d(&self.conv2, matmul::conv2d_gelu(&self.conv1, x))
     }
 }
 
@@ -70,8 +70,8 @@ impl MbConv {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let shortcut = x.clone();
-        let x = gelu(matmul::conv2d(&self.conv1, x));
-        let x = gelu(self.conv2.forward(x));
+        let x = matmul::conv2d_gelu(&self.conv1, x);
+        let x = matmul::conv2d_gelu(&self.conv2, x);
         let x = matmul::conv2d(&self.conv3, x);
         gelu(x + shortcut)
     }
@@ -108,8 +108,8 @@ impl PatchMerging {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<3> {
-        let x = gelu(matmul::conv2d(&self.conv1, x));
-        let x = gelu(self.conv2.forward(x));
+        let x = matmul::conv2d_gelu(&self.conv1, x);
+        let x = matmul::conv2d_gelu(&self.conv2, x);
         let x = matmul::conv2d(&self.conv3, x);
         let [b, c, h, w] = x.dims();
         x.reshape([b, c, h * w]).swap_dims(1, 2)
@@ -216,7 +216,7 @@ impl TinyMlp {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let hidden = gelu(matmul::linear(&self.fc1, self.norm.forward(x)));
+        let hidden = matmul::linear_gelu(&self.fc1, self.norm.forward(x));
         matmul::linear(&self.fc2, hidden)
     }
 }

@@ -10,7 +10,7 @@ use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear};
 use crate::matmul;
-use crate::activation::{gelu, softmax};
+use crate::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::{EncoderTrace, Neck, window_partition, window_unpartition};
@@ -140,7 +140,7 @@ impl MlpBlock {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        matmul::linear(&self.lin2, gelu(matmul::linear(&self.lin1, x)))
+        matmul::linear(&self.lin2, matmul::linear_gelu(&self.lin1, x))
     }
 }
 
