@@ -84,7 +84,7 @@ pub fn exp_f32(x: f32) -> f32 {
 /// Softmax of one row, in place: `exp(x − max) / Σ`. Each pass is a loop the compiler
 /// vectorises: the maximum and the sum are kept in eight lanes (one lane would chain every
 /// step to the last and keep the whole row scalar).
-fn softmax_row(row: &mut [f32]) {
+pub(crate) fn softmax_row(row: &mut [f32]) {
     let max = lanes_fold(row, f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
     row.iter_mut().for_each(|v| *v = exp_f32(*v - max));
     let inv = 1.0 / lanes_fold(row, 0.0, |s, v| s + v);

@@ -6,8 +6,10 @@
 //! core of the 2-core machine kind. The kernel here keeps a 3 × 12 tile (9 accumulators, 3
 //! vectors of B, 1 of A: no spills) and reads B from panels packed per 256-deep block, and ran
 //! the same products at 24–38 GFLOP/s in the same engine — 1.5–2.8× — and with relaxed SIMD
-//! (the threaded build) as one fused multiply-add per lane. Natively burn-flex's `gemm`, with
-//! its AVX-512/AVX2 kernels, stays: [`linear`] and [`conv2d`] use this kernel only on wasm.
+//! (the threaded build) as one fused multiply-add per lane. [`window_attention`] keeps TinyViT's
+//! per-window attention in small buffers. Natively burn-flex's `gemm`, with its AVX-512/AVX2
+//! kernels, stays: [`linear`], [`conv2d`] and the attention use this kernel only on wasm
+//! ([`runs_here`]).
 //!
 //! Layout: `C[m×n] = A[m×k] · B[k×n]`, all row-major ([`View`]). A linear layer is
 //! `x[tokens×in] · W[in×out]` (burn keeps `W` as `[in, out]`); a 1×1 convolution of an NCHW
@@ -17,17 +19,17 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::Tensor;
 
-use crate::activation::{gelu, gelu_f32};
+use crate::activation::{gelu, gelu_f32, softmax_row};
 use crate::host::{on_host, tensor, values};
 
 /// `x · W + b` for `x: [.., in]` → `[.., out]` (burn's `Linear::forward`).
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    if use_kernel(&x) { host_linear(layer, x, false) } else { layer.forward(x) }
+    if runs_here(&x) { host_linear(layer, x, false) } else { layer.forward(x) }
 }
 
 /// `GELU(x · W + b)`, the activation applied as the product is written.
 pub fn linear_gelu<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    if use_kernel(&x) { host_linear(layer, x, true) } else { gelu(layer.forward(x)) }
+    if runs_here(&x) { host_linear(layer, x, true) } else { gelu(layer.forward(x)) }
 }
 
 fn host_linear<const D: usize>(layer: &Linear, x: Tensor<D>, gelu: bool) -> Tensor<D> {
@@ -38,7 +40,7 @@ fn host_linear<const D: usize>(layer: &Linear, x: Tensor<D>, gelu: bool) -> Tens
     let bias = layer.bias.as_ref().map(|b| values(b.val()));
     let mut c = vec![0f32; m * n];
     let epilogue = Epilogue { bias: bias.as_deref().map_or(Bias::None, Bias::PerColumn), gelu };
-    product(View::dense(&a, m, k), View::dense(&w, k, n), &mut c, &epilogue);
+    product(View::dense(&a, m, k), View::dense(&w, k, n), &mut c, &epilogue, true);
     shape[D - 1] = n;
     tensor(c, shape, &device)
 }
@@ -48,7 +50,7 @@ fn host_linear<const D: usize>(layer: &Linear, x: Tensor<D>, gelu: bool) -> Tens
 /// one product per image; a larger kernel first lays the input out as columns (im2col).
 pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     match Geometry::of(layer) {
-        Some(g) if use_kernel(&x) => host_conv(layer, &g, x, false),
+        Some(g) if runs_here(&x) => host_conv(layer, &g, x, false),
         _ => layer.forward(x),
     }
 }
@@ -56,7 +58,7 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// `GELU(conv(x))`, the activation applied as the product is written.
 pub fn conv2d_gelu(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     match Geometry::of(layer) {
-        Some(g) if use_kernel(&x) => host_conv(layer, &g, x, true),
+        Some(g) if runs_here(&x) => host_conv(layer, &g, x, true),
         _ => gelu(layer.forward(x)),
     }
 }
@@ -135,14 +137,59 @@ fn host_conv(layer: &Conv2d, g: &Geometry, x: Tensor<4>, gelu: bool) -> Tensor<4
             g.im2col(image, [c, h, w], &mut col);
             &col
         };
-        product(View::dense(&weight, m, k), View::dense(columns, k, n), c_out, &epilogue);
+        product(View::dense(&weight, m, k), View::dense(columns, k, n), c_out, &epilogue, true);
     }
     tensor(out, [batch, m, ho, wo], &device)
 }
 
-/// Whether a product with `x` runs here: CPU inference in the browser.
-fn use_kernel<const D: usize>(x: &Tensor<D>) -> bool {
+/// Whether products with `x` run here: CPU inference in the browser.
+pub fn runs_here<const D: usize>(x: &Tensor<D>) -> bool {
     cfg!(target_arch = "wasm32") && on_host(x)
+}
+
+/// TinyViT's windowed self-attention, here: for every window and head,
+/// `softmax(Q·Kᵀ·scale + bias)·V`, from the `qkv` projection `[windows, N, heads·3·kd]` (per
+/// head, `kd` values each of q, k and v) and the bias table `[heads, N, N]`, to
+/// `[windows, N, heads·kd]`. Each head's scores stay in one small buffer (no `[windows, heads,
+/// N, N]` tensor, no layout changes); the threaded build shares the heads among the pool.
+pub fn window_attention(qkv: Tensor<3>, heads: usize, scale: f32, bias: Tensor<3>) -> Tensor<3> {
+    let ([windows, n, width], device) = (qkv.dims(), qkv.device());
+    let kd = width / (3 * heads);
+    let (qkv, bias) = (values(qkv), values(bias));
+    let one_head = |(w, h): (usize, usize)| -> Vec<f32> {
+        let base = w * n * width + h * 3 * kd;
+        let q = View { data: &qkv[base..], rows: n, cols: kd, stride: width };
+        let v = View { data: &qkv[base + 2 * kd..], rows: n, cols: kd, stride: width };
+        let mut kt = vec![0f32; kd * n];
+        for (j, key) in qkv[base + kd..].chunks(width).take(n).enumerate() {
+            key[..kd].iter().enumerate().for_each(|(p, &x)| kt[p * n + j] = x);
+        }
+        let mut scores = vec![0f32; n * n];
+        product(q, View::dense(&kt, kd, n), &mut scores, &Epilogue::default(), false);
+        for (row, b) in scores.chunks_exact_mut(n).zip(bias[h * n * n..].chunks_exact(n)) {
+            row.iter_mut().zip(b).for_each(|(s, b)| *s = *s * scale + b);
+            softmax_row(row);
+        }
+        let mut out = vec![0f32; n * kd];
+        product(View::dense(&scores, n, n), v, &mut out, &Epilogue::default(), false);
+        out
+    };
+    let pairs: Vec<(usize, usize)> = (0..windows).flat_map(|w| (0..heads).map(move |h| (w, h))).collect();
+    #[cfg(feature = "threads")]
+    let results: Vec<Vec<f32>> = {
+        use rayon::prelude::*;
+        pairs.par_iter().copied().map(one_head).collect()
+    };
+    #[cfg(not(feature = "threads"))]
+    let results: Vec<Vec<f32>> = pairs.iter().copied().map(one_head).collect();
+    let mut out = vec![0f32; windows * n * heads * kd];
+    for ((w, h), result) in pairs.into_iter().zip(results) {
+        for (i, row) in result.chunks_exact(kd).enumerate() {
+            let at = (w * n + i) * heads * kd + h * kd;
+            out[at..at + kd].copy_from_slice(row);
+        }
+    }
+    tensor(out, [windows, n, heads * kd], &device)
 }
 
 /// What is done to `C`'s values as they are finished: a bias, then optionally GELU.
@@ -216,11 +263,11 @@ impl<'a> View<'a> {
 /// With threads (the browser's threaded build), the rows of `C` — or, for short `A`, its
 /// columns — are shared among the pool.
 pub fn matmul(a: View, b: View, c: &mut [f32]) {
-    product(a, b, c, &Epilogue::default());
+    product(a, b, c, &Epilogue::default(), true);
 }
 
-/// [`matmul`], then `epilogue` on each value of `C`.
-fn product(a: View, b: View, c: &mut [f32], epilogue: &Epilogue) {
+/// [`matmul`], then `epilogue` on each value of `C`; on one thread unless `threads`.
+fn product(a: View, b: View, c: &mut [f32], epilogue: &Epilogue, threads: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: inner dimensions differ");
     assert_eq!(c.len(), m * n, "matmul: output size");
@@ -238,9 +285,10 @@ fn product(a: View, b: View, c: &mut [f32], epilogue: &Epilogue) {
     assert!(a.data.len() >= (m - 1) * a.stride + k, "matmul: A too short");
     assert!(b.data.len() >= (k - 1) * b.stride + n, "matmul: B too short");
     #[cfg(feature = "threads")]
-    if parallel(a, b, c, epilogue) {
+    if threads && parallel(a, b, c, epilogue) {
         return;
     }
+    let _ = threads;
     // SAFETY: `c` holds `m × n` values (checked above), the extent written with stride `n`.
     unsafe { multiply(a, b, Out(c.as_mut_ptr()), n, 0, n, 0, epilogue) }
 }
@@ -590,7 +638,7 @@ mod tests {
             // The epilogue, on every path: a bias per row, then GELU.
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.01 - 0.2).collect();
             let mut fused = vec![f32::NAN; m * n];
-            product(a, b, &mut fused, &Epilogue { bias: Bias::PerRow(&bias), gelu: true });
+            product(a, b, &mut fused, &Epilogue { bias: Bias::PerRow(&bias), gelu: true }, true);
             for (i, (got, plain)) in fused.chunks_exact(n).zip(c.chunks_exact(n)).enumerate() {
                 for (g, p) in got.iter().zip(plain) {
                     assert!((g - gelu_f32(p + bias[i])).abs() <= 1e-6, "{m}×{k}×{n}: fused epilogue");
@@ -643,6 +691,26 @@ mod tests {
         }
         let depthwise = ConvSpec::new(16, 16, 3).padding(1).groups(16).build(tensor(vec![16, 1, 3, 3], 1.0), None);
         assert!(Geometry::of(&depthwise).is_none());
+    }
+
+    #[test]
+    fn window_attention_gives_burns_outputs() {
+        let device = burn::tensor::Device::flex();
+        let tensor = |shape: [usize; 3], seed: f32| {
+            Tensor::<3>::from_data(burn::tensor::TensorData::new(values(shape.iter().product(), seed), shape), &device)
+        };
+        for (windows, n, heads, kd) in [(3, 49, 2, 8), (1, 196, 5, 32)] {
+            let (qkv, bias, scale) = (tensor([windows, n, heads * 3 * kd], 1.0), tensor([heads, n, n], 2.0), 0.35);
+            let got = window_attention(qkv.clone(), heads, scale, bias.clone());
+            let qkv = qkv.reshape([windows, n, heads, 3 * kd]);
+            let q = qkv.clone().narrow(3, 0, kd).swap_dims(1, 2);
+            let k = qkv.clone().narrow(3, kd, kd).swap_dims(1, 2);
+            let v = qkv.narrow(3, 2 * kd, kd).swap_dims(1, 2);
+            let attn = crate::activation::softmax(q.matmul(k.swap_dims(2, 3)) * scale + bias.unsqueeze::<4>(), 3);
+            let want = attn.matmul(v).swap_dims(1, 2).reshape([windows, n, heads * kd]);
+            let d: f32 = (got - want).abs().max().into_scalar();
+            assert!(d < 1e-5, "{windows}×{n}, {heads} heads of {kd}: max difference {d}");
+        }
     }
 
     #[test]

@@ -186,14 +186,19 @@ impl Attention {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, n, c] = x.dims();
         let (h, kd) = (self.num_heads, self.key_dim);
-        let qkv = matmul::linear(&self.qkv, self.norm.forward(x)).reshape([b, n, h, 3 * kd]);
-        let q = qkv.clone().narrow(3, 0, kd).swap_dims(1, 2);
-        let k = qkv.clone().narrow(3, kd, kd).swap_dims(1, 2);
-        let v = qkv.narrow(3, 2 * kd, kd).swap_dims(1, 2);
+        let qkv = matmul::linear(&self.qkv, self.norm.forward(x));
         let scale = (kd as f64).powf(-0.5);
-        let attn = q.matmul(k.swap_dims(2, 3)) * scale + self.bias.val().unsqueeze::<4>();
-        let attn = softmax(attn, 3);
-        let out = attn.matmul(v).swap_dims(1, 2).reshape([b, n, c]);
+        let out = if matmul::runs_here(&qkv) {
+            matmul::window_attention(qkv, h, scale as f32, self.bias.val())
+        } else {
+            let qkv = qkv.reshape([b, n, h, 3 * kd]);
+            let q = qkv.clone().narrow(3, 0, kd).swap_dims(1, 2);
+            let k = qkv.clone().narrow(3, kd, kd).swap_dims(1, 2);
+            let v = qkv.narrow(3, 2 * kd, kd).swap_dims(1, 2);
+            let attn = q.matmul(k.swap_dims(2, 3)) * scale + self.bias.val().unsqueeze::<4>();
+            let attn = softmax(attn, 3);
+            attn.matmul(v).swap_dims(1, 2).reshape([b, n, c])
+        };
         matmul::linear(&self.proj, out)
     }
 }
