@@ -5,9 +5,10 @@
 # target/bench-dist, serves it cross-origin isolated, and prints one JSON line per
 # configuration (config, median_ms, p10_ms, p90_ms, threads_effective, crossOriginIsolated,
 # wasm_memory_bytes, js_heap_bytes, …): sonosam-dec-t1/tN (one mask, as the yardstick),
-# sonosam-dec3-t1/tN (three masks), sonosam-enc-t1/tN; then one line with the first visit's
+# sonosam-dec3-t1/tN (three masks), sonosam-enc-t1/tN, and the threaded build on one thread
+# (…-t1-mt: its relaxed-SIMD kernel without the pool); then one line with the first visit's
 # bytes as transferred ("sonosam-download"). Run the yardstick right before or after it and
-# compare the medians.
+# compare the medians. The measurements run in a Web Worker, as the app's model does.
 #
 #   scripts/bench-web.sh [decoder|encoder|all]      env: RUNS WARMUP ENC_RUNS ENC_WARMUP TIMEOUT_S
 set -euo pipefail

@@ -162,6 +162,8 @@ def main():
             configs.append((f"sonosam-{tag}-t1", part, "st", 1, warm, runs))
             if threaded:
                 configs.append((f"sonosam-{tag}-t{n}", part, "mt", n, warm, runs))
+                # The threaded build on one thread: its kernel's fused multiply-adds alone.
+                configs.append((f"sonosam-{tag}-t1-mt", part, "mt", 1, warm, runs))
     if not threaded:
         print(f"bench-web: no threaded build in {args.dist}/mt: single-thread configurations only", file=sys.stderr)
     refs = load_refs(args.yardstick)
