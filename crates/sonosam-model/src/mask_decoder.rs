@@ -84,7 +84,7 @@ impl BlockConvTranspose2x2 {
             .unsqueeze::<2>()
             .expand([4, d_out])
             .reshape([1, 4 * d_out]);
-        (x.reshape([b * p, d_in]).matmul(weight) + bias).reshape([b, 4 * p, d_out])
+        (matmul::batched(x.reshape([b * p, d_in]), weight) + bias).reshape([b, 4 * p, d_out])
     }
 }
 
@@ -243,8 +243,7 @@ impl MaskDecoder {
         let hyper = Tensor::cat(hyper, 1); // [B, count, C/8]
         // [B, 16·E·E, count] in block order: pixel (y, x, i, j, k, l) is output row
         // 4y + 2i + k, column 4x + 2j + l.
-        let masks = up
-            .matmul(hyper.swap_dims(1, 2))
+        let masks = matmul::batched(up, hyper.swap_dims(1, 2))
             .reshape([b, e, e, 2, 2, 2 * 2 * count])
             .permute([0, 5, 1, 3, 2, 4]) // [B, (k, l, count), y, i, x, j]
             .reshape([b, 2, 2, count, 2 * e, 2 * e])

@@ -7,9 +7,9 @@
 //! vectors of B, 1 of A: no spills) and reads B from panels packed per 256-deep block, and ran
 //! the same products at 24–38 GFLOP/s in the same engine — 1.5–2.8× — and with relaxed SIMD
 //! (the threaded build) as one fused multiply-add per lane. [`window_attention`] keeps TinyViT's
-//! per-window attention in small buffers. Natively burn-flex's `gemm`, with its AVX-512/AVX2
-//! kernels, stays: [`linear`], [`conv2d`] and the attention use this kernel only on wasm
-//! ([`runs_here`]).
+//! per-window attention in small buffers; [`batched`] serves the mask decoder's other
+//! products. Natively burn-flex's `gemm`, with its AVX-512/AVX2 kernels, stays: all of them
+//! use this kernel only on wasm ([`runs_here`]).
 //!
 //! Layout: `C[m×n] = A[m×k] · B[k×n]`, all row-major ([`View`]). A linear layer is
 //! `x[tokens×in] · W[in×out]` (burn keeps `W` as `[in, out]`); a 1×1 convolution of an NCHW
@@ -145,6 +145,31 @@ fn host_conv(layer: &Conv2d, g: &Geometry, x: Tensor<4>, gelu: bool) -> Tensor<4
 /// Whether products with `x` run here: CPU inference in the browser.
 pub fn runs_here<const D: usize>(x: &Tensor<D>) -> bool {
     cfg!(target_arch = "wasm32") && on_host(x)
+}
+
+/// `a · b` over the last two axes, batched over the leading ones (`b`'s may also be a single
+/// matrix): burn's `Tensor::matmul`, through this kernel when it runs here (other broadcasts
+/// stay burn's).
+pub fn batched<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    let (lhs, rhs) = (a.dims(), b.dims());
+    let batch = |dims: &[usize; D]| dims[..D - 2].iter().product::<usize>();
+    let fits = rhs[D - 2] == lhs[D - 1] && (batch(&rhs) == batch(&lhs) || batch(&rhs) == 1);
+    if fits && runs_here(&a) { host_batched(a, b) } else { a.matmul(b) }
+}
+
+fn host_batched<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    let (mut shape, device, rhs) = (a.dims(), a.device(), b.dims());
+    let (m, k, n) = (shape[D - 2], shape[D - 1], rhs[D - 1]);
+    let b_single = rhs[..D - 2].iter().product::<usize>() == 1;
+    let (a, b) = (values(a), values(b));
+    let mut c = vec![0f32; shape[..D - 2].iter().product::<usize>() * m * n];
+    for i in 0..c.len() / (m * n).max(1) {
+        let j = if b_single { 0 } else { i };
+        let (a, b) = (&a[i * m * k..(i + 1) * m * k], &b[j * k * n..(j + 1) * k * n]);
+        product(View::dense(a, m, k), View::dense(b, k, n), &mut c[i * m * n..(i + 1) * m * n], &Epilogue::default(), true);
+    }
+    shape[D - 1] = n;
+    tensor(c, shape, &device)
 }
 
 /// TinyViT's windowed self-attention, here: for every window and head,
@@ -691,6 +716,23 @@ mod tests {
         }
         let depthwise = ConvSpec::new(16, 16, 3).padding(1).groups(16).build(tensor(vec![16, 1, 3, 3], 1.0), None);
         assert!(Geometry::of(&depthwise).is_none());
+    }
+
+    #[test]
+    fn batched_products_give_burns_outputs() {
+        // (Natively `batched` itself is burn's: the kernel's path is called directly.)
+        let device = burn::tensor::Device::flex();
+        let tensor = |shape: [usize; 4], seed: f32| {
+            Tensor::<4>::from_data(burn::tensor::TensorData::new(values(shape.iter().product(), seed), shape), &device)
+        };
+        for (a, b) in [([2, 3, 7, 16], [2, 3, 16, 5]), ([1, 8, 56, 32], [1, 1, 32, 40])] {
+            let (a, b) = (tensor(a, 1.0), tensor(b, 2.0));
+            let (want, got) = (a.clone().matmul(b.clone()), host_batched(a, b));
+            let got: Vec<f32> = got.into_data().try_to_vec().unwrap();
+            let want: Vec<f32> = want.into_data().try_to_vec().unwrap();
+            let d = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max);
+            assert!(d < 1e-4, "max difference {d}");
+        }
     }
 
     #[test]

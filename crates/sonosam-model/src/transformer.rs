@@ -75,9 +75,9 @@ impl Attention {
     /// Scaled dot-product attention of heads `[B, H, Nq, c]` × `[B, H, Nk, c]` → `[B, Nq, C]`.
     fn attend(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<3> {
         let [b, h, nq, ch] = q.dims();
-        let attn = q.matmul(k.swap_dims(2, 3)) / (ch as f64).sqrt();
+        let attn = matmul::batched(q, k.swap_dims(2, 3)) / (ch as f64).sqrt();
         let attn = softmax(attn, 3);
-        let out = attn.matmul(v).swap_dims(1, 2).reshape([b, nq, h * ch]);
+        let out = matmul::batched(attn, v).swap_dims(1, 2).reshape([b, nq, h * ch]);
         matmul::linear(&self.out_proj, out)
     }
 
@@ -126,17 +126,17 @@ impl Attention {
         let (h, ch) = (self.num_heads, self.head_dim());
         let q = self.project(&self.q_proj, q); // [B, H, N, c]
         let wk = self.weight_by_head(&self.k_proj).swap_dims(1, 2); // [H, c, C]
-        let qk = q.clone().matmul(per_batch(wk, b)); // [B, H, N, C]
+        let qk = matmul::batched(q.clone(), per_batch(wk, b)); // [B, H, N, C]
         // q·bₖ is the same for every image token, so softmax ignores it; it is kept so that
         // training sees the same function of every parameter as SAM's (a zero gradient for
         // the key bias rather than none).
         let bk = self.bias_by_head(&self.k_proj).expand([b, h, 1, ch]).swap_dims(2, 3); // [B, H, c, 1]
-        let qb = q.matmul(bk).reshape([b, h * n, 1]);
-        let scores = (qk.reshape([b, h * n, c]).matmul(k.swap_dims(1, 2)) + qb) / (ch as f64).sqrt();
+        let qb = matmul::batched(q, bk).reshape([b, h * n, 1]);
+        let scores = (matmul::batched(qk.reshape([b, h * n, c]), k.swap_dims(1, 2)) + qb) / (ch as f64).sqrt();
         let attn = softmax(scores, 2); // [B, H·N, P]
-        let pooled = attn.matmul(v).reshape([b, h, n, c]); // [B, H, N, C]
+        let pooled = matmul::batched(attn, v).reshape([b, h, n, c]); // [B, H, N, C]
         let wv = per_batch(self.weight_by_head(&self.v_proj), b); // [B, H, C, c]
-        let out = pooled.matmul(wv) + self.bias_by_head(&self.v_proj); // [B, H, N, c]
+        let out = matmul::batched(pooled, wv) + self.bias_by_head(&self.v_proj); // [B, H, N, c]
         matmul::linear(&self.out_proj, out.swap_dims(1, 2).reshape([b, n, h * ch]))
     }
 
@@ -159,24 +159,24 @@ impl Attention {
         let attn = match q {
             ImageQueries::Projected(q) => {
                 let [_, _, p, _] = q.dims();
-                let scores = q.matmul(k.swap_dims(2, 3)) * scale; // [B, H, P, N]
+                let scores = matmul::batched(q, k.swap_dims(2, 3)) * scale; // [B, H, P, N]
                 softmax(scores, 3).swap_dims(1, 2).reshape([b, p, h * n])
             }
             ImageQueries::Tokens(q) => {
                 let [_, p, _] = q.dims();
                 let wq = per_batch(self.weight_by_head(&self.q_proj), b); // [B, H, C, c]
                 let kt = k.swap_dims(2, 3); // [B, H, c, N]
-                let g = wq.matmul(kt.clone()).swap_dims(1, 2).reshape([b, c, h * n]); // [B, C, H·N]
+                let g = matmul::batched(wq, kt.clone()).swap_dims(1, 2).reshape([b, c, h * n]); // [B, C, H·N]
                 let bq = self.bias_by_head(&self.q_proj).expand([b, h, 1, ch]);
-                let bias = bq.matmul(kt).reshape([b, 1, h * n]);
-                let scores = (q.matmul(g) + bias) * scale; // [B, P, H·N]
+                let bias = matmul::batched(bq, kt).reshape([b, 1, h * n]);
+                let scores = (matmul::batched(q, g) + bias) * scale; // [B, P, H·N]
                 softmax(scores.reshape([b, p, h, n]), 3).reshape([b, p, h * n])
             }
         };
         let wo = per_batch(self.out_proj.weight.val().reshape([h, ch, c]), b); // [B, H, c, C]
-        let u = v.matmul(wo).reshape([b, h * n, c]); // [B, H·N, C]
+        let u = matmul::batched(v, wo).reshape([b, h * n, c]); // [B, H·N, C]
         let bo = self.out_proj.bias.as_ref().expect("out_proj has a bias").val().reshape([1, 1, c]);
-        attn.matmul(u) + bo
+        matmul::batched(attn, u) + bo
     }
 }
 
