@@ -20,7 +20,8 @@ pub fn on_host<const D: usize>(x: &Tensor<D>) -> bool {
     }
 }
 
-/// The values of a float tensor, row-major (no copy when `x` holds the only reference).
+/// The values of a float tensor, row-major (copied only when other tensors share `x`'s buffer
+/// or its bytes need realigning).
 pub fn values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
     x.into_data().try_into_vec().expect("a float tensor")
 }

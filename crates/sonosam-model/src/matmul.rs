@@ -143,8 +143,9 @@ fn host_conv(layer: &Conv2d, g: &Geometry, x: Tensor<4>, gelu: bool) -> Tensor<4
 }
 
 /// Whether products with `x` run here: CPU inference in the browser.
+/// (f32 only: the kernel's precision; a model in another precision keeps burn's ops.)
 pub fn runs_here<const D: usize>(x: &Tensor<D>) -> bool {
-    cfg!(target_arch = "wasm32") && on_host(x)
+    cfg!(target_arch = "wasm32") && on_host(x) && x.dtype() == burn::tensor::DType::F32
 }
 
 /// `a · b` over the last two axes, batched over the leading ones (`b`'s may also be a single
