@@ -18,6 +18,7 @@
 
 mod calibration;
 mod frames;
+mod lengths;
 
 use std::io::Cursor;
 
@@ -134,12 +135,16 @@ impl Dicom {
 
 /// A Part-10 file, or a bare data set (implicit VR little endian) given a meta group.
 fn parse(bytes: &[u8]) -> Result<DefaultDicomObject> {
+    // Declared lengths are checked first: dicom-rs allocates what a value declares.
     if is_dicom(bytes) {
+        lengths::check(bytes, 132, true).map_err(DicomError::Damaged)?;
         return dicom_object::from_reader(Cursor::new(&bytes[128..])).map_err(|e| DicomError::Damaged(e.to_string()));
     }
     if bytes.len() >= 4 && &bytes[..4] == b"DICM" {
+        lengths::check(bytes, 4, true).map_err(DicomError::Damaged)?;
         return dicom_object::from_reader(Cursor::new(bytes)).map_err(|e| DicomError::Damaged(e.to_string()));
     }
+    lengths::check(bytes, 0, false).map_err(|_| DicomError::NotDicom)?;
     let ts = TransferSyntaxRegistry.get(dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.uid()).ok_or(DicomError::NotDicom)?;
     let obj = InMemDicomObject::read_dataset_with_ts(Cursor::new(bytes), ts).map_err(|_| DicomError::NotDicom)?;
     if obj.get(tags::PIXEL_DATA).is_none() && obj.get(tags::SOP_CLASS_UID).is_none() {

@@ -1,0 +1,212 @@
+//! Declared lengths against the bytes a file holds, checked before dicom-rs parses it.
+//!
+//! dicom-parser reserves a value's declared length before reading it, so a damaged file of
+//! under 1 kB that declares a 1.2 GB value made it allocate 1.2 GB (found by the `dicom` fuzz
+//! target; in the browser that can end the model's worker). This walks every header of the
+//! file in order — the meta group, the data set, sequences and their items, the fragments of
+//! encapsulated pixel data — and refuses the file when a defined length runs past its end.
+//! Headers are read as dicom-rs reads them (an unknown VR as UN, with a 32-bit length).
+//! Deflated and big-endian data sets are not walked (their bytes are not headers in this
+//! form): dicom-rs reads those as before.
+
+use dicom_core::Tag;
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+use dicom_core::VR;
+use dicom_dictionary_std::StandardDataDictionary;
+
+/// The length that says "until a delimiter".
+const UNDEFINED: u32 = u32::MAX;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Encoding {
+    ExplicitLittle,
+    ImplicitLittle,
+}
+
+/// Check the data set that starts at `start` (after `DICM` when `meta`, whose group 0002 is
+/// explicit little endian and names the data set's transfer syntax; otherwise a bare implicit
+/// VR little endian data set). `Err` names the first element that declares too much.
+pub fn check(bytes: &[u8], start: usize, meta: bool) -> Result<(), String> {
+    let mut walk = Walk { bytes, pos: start, encoding: Encoding::ImplicitLittle, fragments: false };
+    if meta {
+        walk.encoding = Encoding::ExplicitLittle;
+        match walk.meta_group()?.as_deref() {
+            Some("1.2.840.10008.1.2") => walk.encoding = Encoding::ImplicitLittle,
+            // Deflated, big endian: not walked.
+            Some("1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.2") => return Ok(()),
+            _ => walk.encoding = Encoding::ExplicitLittle,
+        }
+    }
+    walk.data_set()
+}
+
+struct Walk<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    encoding: Encoding,
+    /// Inside encapsulated pixel data: items are fragments (bytes), not data sets.
+    fragments: bool,
+}
+
+/// One header: the tag, its VR when the encoding states it, and the declared length.
+struct Header {
+    tag: Tag,
+    vr: Option<VR>,
+    len: u32,
+}
+
+impl Walk<'_> {
+    fn u16_at(&self, at: usize) -> u16 {
+        u16::from_le_bytes([self.bytes[at], self.bytes[at + 1]])
+    }
+
+    fn u32_at(&self, at: usize) -> u32 {
+        u32::from_le_bytes([self.bytes[at], self.bytes[at + 1], self.bytes[at + 2], self.bytes[at + 3]])
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    /// The header at the current position (and past it), `None` at the end.
+    fn header(&mut self) -> Option<Header> {
+        if self.remaining() < 8 {
+            return None;
+        }
+        let tag = Tag(self.u16_at(self.pos), self.u16_at(self.pos + 2));
+        if tag.0 == 0xFFFE || self.encoding == Encoding::ImplicitLittle {
+            let len = self.u32_at(self.pos + 4);
+            self.pos += 8;
+            return Some(Header { tag, vr: None, len });
+        }
+        let vr = VR::from_binary([self.bytes[self.pos + 4], self.bytes[self.pos + 5]]).unwrap_or(VR::UN);
+        let long = matches!(
+            vr,
+            VR::OB | VR::OD | VR::OF | VR::OL | VR::OV | VR::OW | VR::SQ | VR::SV | VR::UC | VR::UN | VR::UR | VR::UT | VR::UV
+        );
+        if !long {
+            let len = u32::from(self.u16_at(self.pos + 6));
+            self.pos += 8;
+            return Some(Header { tag, vr: Some(vr), len });
+        }
+        if self.remaining() < 12 {
+            return None;
+        }
+        let len = self.u32_at(self.pos + 8);
+        self.pos += 12;
+        Some(Header { tag, vr: Some(vr), len })
+    }
+
+    /// Skip a value of `len` bytes after checking that the file holds them.
+    fn skip(&mut self, tag: Tag, len: u32) -> Result<(), String> {
+        self.fits(tag, len)?;
+        self.pos += len as usize;
+        Ok(())
+    }
+
+    /// Whether the file holds the `len` bytes a header at the current position declares.
+    fn fits(&self, tag: Tag, len: u32) -> Result<(), String> {
+        if len as usize > self.remaining() {
+            return Err(format!(
+                "element ({:04X},{:04X}) declares {len} bytes where {} remain",
+                tag.0,
+                tag.1,
+                self.remaining()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The meta group (0002): checked, and its Transfer Syntax UID returned.
+    fn meta_group(&mut self) -> Result<Option<String>, String> {
+        let mut syntax = None;
+        while self.remaining() >= 8 && self.u16_at(self.pos) == 0x0002 {
+            let Some(h) = self.header() else { return Ok(syntax) };
+            if h.tag == Tag(0x0002, 0x0010) && (h.len as usize) <= self.remaining() {
+                let value = &self.bytes[self.pos..self.pos + h.len as usize];
+                syntax = Some(String::from_utf8_lossy(value).trim_end_matches(['\0', ' ']).to_string());
+            }
+            self.skip(h.tag, h.len)?;
+        }
+        Ok(syntax)
+    }
+
+    /// Every header from here to the end. Sequences and their items are walked into (their
+    /// contents are more headers); other values are skipped.
+    fn data_set(&mut self) -> Result<(), String> {
+        while let Some(h) = self.header() {
+            match (h.tag, h.len) {
+                (Tag(0xFFFE, 0xE000), UNDEFINED) => {}
+                (Tag(0xFFFE, 0xE000), len) if self.fragments => self.skip(h.tag, len)?,
+                // A sequence's or item's defined length must fit; its contents are walked next.
+                (Tag(0xFFFE, 0xE000), len) => self.fits(h.tag, len)?,
+                (Tag(0xFFFE, 0xE0DD), _) => self.fragments = false,
+                (Tag(0xFFFE, _), _) => {}
+                (Tag(0x7FE0, 0x0010), UNDEFINED) => self.fragments = true,
+                (_, UNDEFINED) => {}
+                (tag, len) if self.is_sequence(tag, h.vr) => self.fits(tag, len)?,
+                (tag, len) => self.skip(tag, len)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn is_sequence(&self, tag: Tag, vr: Option<VR>) -> bool {
+        match vr {
+            Some(vr) => vr == VR::SQ,
+            None => StandardDataDictionary.by_tag(tag).is_some_and(|e| e.vr() == VirtualVr::Exact(VR::SQ)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An implicit VR little endian element.
+    fn element(group: u16, elem: u16, value: &[u8], declared: Option<u32>) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend(group.to_le_bytes());
+        v.extend(elem.to_le_bytes());
+        v.extend(declared.unwrap_or(value.len() as u32).to_le_bytes());
+        v.extend(value);
+        v
+    }
+
+    #[test]
+    fn a_value_longer_than_the_file_is_refused() {
+        let mut ds = element(0x0008, 0x0060, b"US", None);
+        ds.extend(element(0x7FE0, 0x0010, &[0; 10], Some(0x4800_0000)));
+        let err = check(&ds, 0, false).unwrap_err();
+        assert!(err.contains("(7FE0,0010) declares 1207959552 bytes where 10 remain"), "{err}");
+    }
+
+    #[test]
+    fn sequences_are_walked_into() {
+        // A sequence of defined length whose one item holds an element that declares too much.
+        let inner = element(0x0018, 0x6012, &[1, 0], Some(5000));
+        let item = element(0xFFFE, 0xE000, &inner, None);
+        let ds = element(0x0018, 0x6011, &item, None);
+        let err = check(&ds, 0, false).unwrap_err();
+        assert!(err.contains("(0018,6012) declares 5000"), "{err}");
+        // The same with lengths that fit is accepted, and so are undefined lengths.
+        let inner = element(0x0018, 0x6012, &[1, 0], None);
+        let item = element(0xFFFE, 0xE000, &inner, None);
+        let mut ds = element(0x0018, 0x6011, &item, Some(UNDEFINED));
+        ds.extend(element(0xFFFE, 0xE0DD, &[], None));
+        check(&ds, 0, false).expect("a well-formed sequence");
+    }
+
+    #[test]
+    fn encapsulated_fragments_are_skipped_not_parsed() {
+        // Fragment bytes that look like a header declaring a huge length must not be read as one.
+        let mut ds = element(0x7FE0, 0x0010, &[], Some(UNDEFINED));
+        ds.extend(element(0xFFFE, 0xE000, &[], None)); // offset table
+        ds.extend(element(0xFFFE, 0xE000, &element(0x0010, 0x0010, &[], Some(0x7000_0000)), None));
+        ds.extend(element(0xFFFE, 0xE0DD, &[], None));
+        check(&ds, 0, false).expect("fragments are opaque");
+        let mut cut = element(0x7FE0, 0x0010, &[], Some(UNDEFINED));
+        cut.extend(element(0xFFFE, 0xE000, &[0; 4], Some(1 << 30)));
+        assert!(check(&cut, 0, false).is_err());
+    }
+}
