@@ -145,17 +145,44 @@ impl Walk<'_> {
                 (Tag(0x7FE0, 0x0010), UNDEFINED) => self.fragments = true,
                 (_, UNDEFINED) => {}
                 (tag, len) if self.is_sequence(tag, h.vr) => self.fits(tag, len)?,
-                (tag, len) => self.skip(tag, len)?,
+                (tag, len) => {
+                    self.whole_values(tag, h.vr, len)?;
+                    self.skip(tag, len)?
+                }
             }
         }
         Ok(())
     }
 
     fn is_sequence(&self, tag: Tag, vr: Option<VR>) -> bool {
+        Self::vr_of(tag, vr) == Some(VirtualVr::Exact(VR::SQ))
+    }
+
+    /// The stated VR, or the dictionary's in implicit VR.
+    fn vr_of(tag: Tag, vr: Option<VR>) -> Option<VirtualVr> {
         match vr {
-            Some(vr) => vr == VR::SQ,
-            None => StandardDataDictionary.by_tag(tag).is_some_and(|e| e.vr() == VirtualVr::Exact(VR::SQ)),
+            Some(vr) => Some(VirtualVr::Exact(vr)),
+            None => StandardDataDictionary.by_tag(tag).map(|e| e.vr()),
         }
+    }
+
+    /// A binary number's length is a whole number of values (as the standard requires): dicom-rs
+    /// reads `len / size` values and goes on from there, so another length would make it read
+    /// the following headers at other offsets than this walk checked.
+    fn whole_values(&self, tag: Tag, vr: Option<VR>, len: u32) -> Result<(), String> {
+        let size = match Self::vr_of(tag, vr) {
+            Some(VirtualVr::Exact(VR::US | VR::SS | VR::OW)) | Some(VirtualVr::Xs) => 2,
+            Some(VirtualVr::Exact(VR::UL | VR::SL | VR::FL | VR::AT | VR::OL | VR::OF)) => 4,
+            Some(VirtualVr::Exact(VR::FD | VR::OD | VR::SV | VR::UV | VR::OV)) => 8,
+            _ => return Ok(()),
+        };
+        if len % size != 0 {
+            return Err(format!(
+                "element ({:04X},{:04X}) has {len} bytes of values of {size} bytes each",
+                tag.0, tag.1
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -195,6 +222,17 @@ mod tests {
         let mut ds = element(0x0018, 0x6011, &item, Some(UNDEFINED));
         ds.extend(element(0xFFFE, 0xE0DD, &[], None));
         check(&ds, 0, false).expect("a well-formed sequence");
+    }
+
+    #[test]
+    fn numbers_come_whole() {
+        // A group length (UL) of 1 byte: dicom-rs reads no value and takes that byte as the
+        // start of the next header (the fuzz target's second out-of-memory input).
+        let mut ds = element(0x0000, 0x0000, &[0], None);
+        ds.extend([0xFE, 0xFF, 0xFF, 0xFF, 0x53, 0x54, 0xFF, 0xFF, 0xFF, 0xF7, 0x00, 0x00]);
+        let err = check(&ds, 0, false).unwrap_err();
+        assert!(err.contains("(0000,0000) has 1 bytes of values of 4 bytes each"), "{err}");
+        check(&element(0x0028, 0x0010, &[0, 1], None), 0, false).expect("Rows, one US");
     }
 
     #[test]
