@@ -141,7 +141,7 @@ impl Walk<'_> {
                 // A sequence's or item's defined length must fit; its contents are walked next.
                 (Tag(0xFFFE, 0xE000), len) => self.fits(h.tag, len)?,
                 (Tag(0xFFFE, 0xE0DD), _) => self.fragments = false,
-                (Tag(0xFFFE, _), _) => {}
+                (Tag(0xFFFE, 0xE00D), _) => {}
                 (Tag(0x7FE0, 0x0010), UNDEFINED) => self.fragments = true,
                 (_, UNDEFINED) => {}
                 (tag, len) if self.is_sequence(tag, h.vr) => self.fits(tag, len)?,
@@ -233,6 +233,10 @@ mod tests {
         let err = check(&ds, 0, false).unwrap_err();
         assert!(err.contains("(0000,0000) has 1 bytes of values of 4 bytes each"), "{err}");
         check(&element(0x0028, 0x0010, &[0, 1], None), 0, false).expect("Rows, one US");
+        // A (FFFE,xxxx) tag that is no item or delimiter is an element like any other (the
+        // fuzz target's third input: dicom-rs reserved the 4.29 GB it declares).
+        let err = check(&[0xFE, 0xFF, 0xFF, 0xFF, 0x41, 0x53, 0xFF, 0xFF, 0, 0], 0, false).unwrap_err();
+        assert!(err.contains("(FFFE,FFFF) declares 4294923073 bytes"), "{err}");
     }
 
     #[test]
