@@ -231,6 +231,14 @@ fn check(obj: &DefaultDicomObject, info: &Info) -> Result<()> {
             info.bits_allocated, info.samples_per_pixel
         )));
     }
+    // Bits Stored sizes dicom-pixeldata's lookup table (2^bits entries; it panics past 32).
+    let stored = uint(obj, tags::BITS_STORED).unwrap_or(u32::from(info.bits_allocated));
+    if stored == 0 || stored > u32::from(info.bits_allocated) {
+        return Err(DicomError::Damaged(format!(
+            "Bits Stored is {stored} for samples of {} bits",
+            info.bits_allocated
+        )));
+    }
     // Compressed frames come one or more fragments each: fewer fragments than frames is a cut
     // file.
     let pixel_data = obj.get(tags::PIXEL_DATA).map(|e| e.value());

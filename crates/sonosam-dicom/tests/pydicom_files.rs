@@ -168,6 +168,13 @@ fn bad_files_are_clear_errors() {
         other => panic!("the fuzz input gave {:?}", other.map(|d| d.info)),
     }
     eprintln!("fuzz-oom-declared-lengths.dcm refused in {:?}", started.elapsed());
+    // Another fuzz input: Bits Stored 50960 of 16-bit samples (dicom-pixeldata's lookup table
+    // panicked on it while a frame was decoded).
+    let bits = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-panic-bits-stored.dcm")).unwrap();
+    match Dicom::read(&bits) {
+        Err(DicomError::Damaged(m)) => assert!(m.contains("Bits Stored is 50960 for samples of 16 bits"), "{m}"),
+        other => panic!("the fuzz input gave {:?}", other.map(|d| d.info)),
+    }
     // A frame past the end.
     let cine = Dicom::read(&read("examples_ybr_color.dcm")).unwrap();
     assert!(matches!(cine.frame(30), Err(DicomError::NoSuchFrame { frame: 30, frames: 30 })));
