@@ -30,7 +30,9 @@ pub fn check(bytes: &[u8], start: usize, meta: bool) -> Result<(), String> {
     let mut walk = Walk { bytes, pos: start, encoding: Encoding::ImplicitLittle, fragments: false };
     if meta {
         walk.encoding = Encoding::ExplicitLittle;
-        match walk.meta_group()?.as_deref() {
+        // Without its group length dicom-rs refuses the meta group itself.
+        let Some(syntax) = walk.meta_group()? else { return Ok(()) };
+        match syntax.as_deref() {
             Some("1.2.840.10008.1.2") => walk.encoding = Encoding::ImplicitLittle,
             // Deflated, big endian: not walked.
             Some("1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.2") => return Ok(()),
@@ -117,18 +119,29 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// The meta group (0002): checked, and its Transfer Syntax UID returned.
-    fn meta_group(&mut self) -> Result<Option<String>, String> {
+    /// The meta group, read as dicom-rs reads it: its group length (0002,0000), then headers
+    /// until that many bytes are read, whatever their group. Each is checked; the Transfer
+    /// Syntax UID is returned. `None` when the group length is not there (dicom-rs refuses).
+    fn meta_group(&mut self) -> Result<Option<Option<String>>, String> {
+        match self.header() {
+            Some(h) if h.tag == Tag(0x0002, 0x0000) && h.len == 4 && self.remaining() >= 4 => {}
+            _ => return Ok(None),
+        }
+        let end = self.pos + 4 + self.u32_at(self.pos) as usize;
+        self.pos += 4;
         let mut syntax = None;
-        while self.remaining() >= 8 && self.u16_at(self.pos) == 0x0002 {
-            let Some(h) = self.header() else { return Ok(syntax) };
+        while self.pos < end {
+            let Some(h) = self.header() else { break };
+            if h.len == UNDEFINED {
+                return Ok(None);
+            }
             if h.tag == Tag(0x0002, 0x0010) && (h.len as usize) <= self.remaining() {
                 let value = &self.bytes[self.pos..self.pos + h.len as usize];
                 syntax = Some(String::from_utf8_lossy(value).trim_end_matches(['\0', ' ']).to_string());
             }
             self.skip(h.tag, h.len)?;
         }
-        Ok(syntax)
+        Ok(Some(syntax))
     }
 
     /// Every header from here to the end. Sequences and their items are walked into (their
