@@ -5,9 +5,9 @@
 //! target; in the browser that can end the model's worker). This walks every header of the
 //! file in order — the meta group, the data set, sequences and their items, the fragments of
 //! encapsulated pixel data — and refuses the file when a defined length runs past its end.
-//! Headers are read as dicom-rs reads them (an unknown VR as UN, with a 32-bit length).
-//! Deflated and big-endian data sets are not walked (their bytes are not headers in this
-//! form): dicom-rs reads those as before.
+//! Headers are read as dicom-rs reads them (an unknown VR as UN, with a 32-bit length; the meta
+//! group by its group length; little or big endian). Deflated data sets are not walked (their
+//! bytes are not headers): dicom-rs reads those as before.
 
 use dicom_core::Tag;
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
@@ -21,6 +21,7 @@ const UNDEFINED: u32 = u32::MAX;
 enum Encoding {
     ExplicitLittle,
     ImplicitLittle,
+    ExplicitBig,
 }
 
 /// Check the data set that starts at `start` (after `DICM` when `meta`, whose group 0002 is
@@ -34,8 +35,9 @@ pub fn check(bytes: &[u8], start: usize, meta: bool) -> Result<(), String> {
         let Some(syntax) = walk.meta_group()? else { return Ok(()) };
         match syntax.as_deref() {
             Some("1.2.840.10008.1.2") => walk.encoding = Encoding::ImplicitLittle,
-            // Deflated, big endian: not walked.
-            Some("1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.2") => return Ok(()),
+            Some("1.2.840.10008.1.2.2") => walk.encoding = Encoding::ExplicitBig,
+            // Deflated: its bytes are not headers.
+            Some("1.2.840.10008.1.2.1.99") => return Ok(()),
             _ => walk.encoding = Encoding::ExplicitLittle,
         }
     }
@@ -59,11 +61,13 @@ struct Header {
 
 impl Walk<'_> {
     fn u16_at(&self, at: usize) -> u16 {
-        u16::from_le_bytes([self.bytes[at], self.bytes[at + 1]])
+        let b = [self.bytes[at], self.bytes[at + 1]];
+        if self.encoding == Encoding::ExplicitBig { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) }
     }
 
     fn u32_at(&self, at: usize) -> u32 {
-        u32::from_le_bytes([self.bytes[at], self.bytes[at + 1], self.bytes[at + 2], self.bytes[at + 3]])
+        let b = [self.bytes[at], self.bytes[at + 1], self.bytes[at + 2], self.bytes[at + 3]];
+        if self.encoding == Encoding::ExplicitBig { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
     }
 
     fn remaining(&self) -> usize {
@@ -235,6 +239,24 @@ mod tests {
         let mut ds = element(0x0018, 0x6011, &item, Some(UNDEFINED));
         ds.extend(element(0xFFFE, 0xE0DD, &[], None));
         check(&ds, 0, false).expect("a well-formed sequence");
+    }
+
+    #[test]
+    fn big_endian_data_sets_are_walked_too() {
+        // A Part-10 file: meta group (explicit little endian) naming explicit VR big endian,
+        // then (0028,0010) US 2 and Pixel Data OW declaring 1 GB.
+        let syntax = b"1.2.840.10008.1.2.2\0";
+        let mut meta = vec![0x02, 0x00, 0x10, 0x00, b'U', b'I', syntax.len() as u8, 0];
+        meta.extend(syntax);
+        let mut file = vec![0u8; 128];
+        file.extend(b"DICM");
+        file.extend([0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        file.extend((meta.len() as u32).to_le_bytes());
+        file.extend(meta);
+        file.extend([0x00, 0x28, 0x00, 0x10, b'U', b'S', 0, 2, 1, 0]);
+        file.extend([0x7F, 0xE0, 0x00, 0x10, b'O', b'W', 0, 0, 0x40, 0, 0, 0, 1, 2]);
+        let err = check(&file, 132, true).unwrap_err();
+        assert!(err.contains("(7FE0,0010) declares 1073741824 bytes where 2 remain"), "{err}");
     }
 
     #[test]

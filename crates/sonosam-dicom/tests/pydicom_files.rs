@@ -165,6 +165,7 @@ fn bad_files_are_clear_errors() {
     for (name, cause) in [
         ("fuzz-oom-declared-lengths.dcm", "declares 3233857728 bytes where 371 remain"),
         ("fuzz-oom-meta-group-length.dcm", "declares 1023410176 bytes where 23 remain"),
+        ("fuzz-oom-big-endian.dcm", "declares 774975488 bytes where 77 remain"),
         ("fuzz-panic-bits-stored.dcm", "Bits Stored is 50960 for samples of 16 bits"),
     ] {
         let bytes = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)).unwrap();
