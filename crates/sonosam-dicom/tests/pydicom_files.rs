@@ -176,6 +176,26 @@ fn bad_files_are_clear_errors() {
         }
         eprintln!("{name} refused in {:?}", started.elapsed());
     }
+    // A broken meta group at `DICM`, and 128 bytes further on another `DICM` with a good one
+    // and then a value declaring 1 GB (a fuzz input's shape): dicom-rs, left to detect a
+    // preamble, took the first 128 bytes for one and read the unchecked second part.
+    let mut shifted = vec![0u8; 128];
+    shifted.extend(b"DICM");
+    shifted.extend([0x02, 0x00, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0]);
+    shifted.resize(256, 0);
+    shifted.extend(b"DICM");
+    let syntax = b"1.2.840.10008.1.2.1\0";
+    let mut meta = vec![0x02, 0x00, 0x10, 0x00, b'U', b'I', syntax.len() as u8, 0];
+    meta.extend(syntax);
+    shifted.extend([0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+    shifted.extend((meta.len() as u32).to_le_bytes());
+    shifted.extend(meta);
+    shifted.extend([0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0, 0, 0, 0x40, 1, 2, 3, 4]);
+    // Now the broken meta group at `DICM` is what is read, and refused.
+    match Dicom::read(&shifted) {
+        Err(DicomError::Damaged(m)) => assert!(m.contains("meta group"), "{m}"),
+        other => panic!("the shifted file gave {:?}", other.map(|d| d.info)),
+    }
     // A frame past the end.
     let cine = Dicom::read(&read("examples_ybr_color.dcm")).unwrap();
     assert!(matches!(cine.frame(30), Err(DicomError::NoSuchFrame { frame: 30, frames: 30 })));
