@@ -28,7 +28,7 @@ enum Encoding {
 /// explicit little endian and names the data set's transfer syntax; otherwise a bare implicit
 /// VR little endian data set). `Err` names the first element that declares too much.
 pub fn check(bytes: &[u8], start: usize, meta: bool) -> Result<(), String> {
-    let mut walk = Walk { bytes, pos: start, encoding: Encoding::ImplicitLittle, fragments: false };
+    let mut walk = Walk { bytes, pos: start, encoding: Encoding::ImplicitLittle, fragments: false, ends: Vec::new() };
     if meta {
         walk.encoding = Encoding::ExplicitLittle;
         // Without its group length dicom-rs refuses the meta group itself.
@@ -50,6 +50,9 @@ struct Walk<'a> {
     encoding: Encoding,
     /// Inside encapsulated pixel data: items are fragments (bytes), not data sets.
     fragments: bool,
+    /// Where the enclosing sequences and items of defined length end, innermost last: what is
+    /// inside must end inside (dicom-rs reads a container's contents up to its end).
+    ends: Vec<usize>,
 }
 
 /// One header: the tag, its VR when the encoding states it, and the declared length.
@@ -110,15 +113,31 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// Whether the file holds the `len` bytes a header at the current position declares.
+    /// Whether the file — and the innermost sequence or item of defined length around it —
+    /// holds the `len` bytes a header at the current position declares.
     fn fits(&self, tag: Tag, len: u32) -> Result<(), String> {
-        if len as usize > self.remaining() {
+        let room = self.ends.last().map_or(self.bytes.len(), |&end| end.min(self.bytes.len())) - self.pos.min(self.bytes.len());
+        if len as usize > room {
+            let whole = self.remaining();
+            let around = if room < whole { format!(" (its sequence or item ends {room} bytes on)") } else { String::new() };
             return Err(format!(
-                "element ({:04X},{:04X}) declares {len} bytes where {} remain",
-                tag.0,
-                tag.1,
-                self.remaining()
+                "element ({:04X},{:04X}) declares {len} bytes where {whole} remain{around}",
+                tag.0, tag.1
             ));
+        }
+        Ok(())
+    }
+
+    /// Leave the sequences and items that end here; `Err` when a header ran past one's end.
+    fn leave_finished(&mut self) -> Result<(), String> {
+        while let Some(&end) = self.ends.last() {
+            if self.pos < end {
+                break;
+            }
+            if self.pos > end {
+                return Err(format!("a header runs {} bytes past the end of its sequence or item", self.pos - end));
+            }
+            self.ends.pop();
         }
         Ok(())
     }
@@ -151,23 +170,33 @@ impl Walk<'_> {
     /// Every header from here to the end. Sequences and their items are walked into (their
     /// contents are more headers); other values are skipped.
     fn data_set(&mut self) -> Result<(), String> {
-        while let Some(h) = self.header() {
+        loop {
+            self.leave_finished()?;
+            let Some(h) = self.header() else { break };
+            self.leave_finished()?;
             match (h.tag, h.len) {
                 (Tag(0xFFFE, 0xE000), UNDEFINED) => {}
                 (Tag(0xFFFE, 0xE000), len) if self.fragments => self.skip(h.tag, len)?,
                 // A sequence's or item's defined length must fit; its contents are walked next.
-                (Tag(0xFFFE, 0xE000), len) => self.fits(h.tag, len)?,
+                (Tag(0xFFFE, 0xE000), len) => self.enter(h.tag, len)?,
                 (Tag(0xFFFE, 0xE0DD), _) => self.fragments = false,
                 (Tag(0xFFFE, 0xE00D), _) => {}
                 (Tag(0x7FE0, 0x0010), UNDEFINED) => self.fragments = true,
                 (_, UNDEFINED) => {}
-                (tag, len) if self.is_sequence(tag, h.vr) => self.fits(tag, len)?,
+                (tag, len) if self.is_sequence(tag, h.vr) => self.enter(tag, len)?,
                 (tag, len) => {
                     self.whole_values(tag, h.vr, len)?;
                     self.skip(tag, len)?
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A sequence or item of defined length: it must fit, and its contents end at its end.
+    fn enter(&mut self, tag: Tag, len: u32) -> Result<(), String> {
+        self.fits(tag, len)?;
+        self.ends.push(self.pos + len as usize);
         Ok(())
     }
 
@@ -272,6 +301,17 @@ mod tests {
         // fuzz target's third input: dicom-rs reserved the 4.29 GB it declares).
         let err = check(&[0xFE, 0xFF, 0xFF, 0xFF, 0x41, 0x53, 0xFF, 0xFF, 0, 0], 0, false).unwrap_err();
         assert!(err.contains("(FFFE,FFFF) declares 4294923073 bytes"), "{err}");
+    }
+
+    #[test]
+    fn contents_end_inside_their_sequence() {
+        // An item of 12 bytes holding an element of 4 + 4 + 10 bytes: it runs past the item.
+        let inner = element(0x0018, 0x6012, &[0; 10], None);
+        let mut item = element(0xFFFE, 0xE000, &[], Some(12));
+        item.extend(&inner);
+        let ds = element(0x0018, 0x6011, &item, None);
+        let err = check(&ds, 0, false).unwrap_err();
+        assert!(err.contains("(0018,6012) declares 10 bytes") && err.contains("ends 4 bytes on"), "{err}");
     }
 
     #[test]
