@@ -7,12 +7,13 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]       e.g. scripts/fuzz.sh 3600 wire_decode
 #
-# The `dicom` target (the DICOM reader) runs on request only (scripts/fuzz.sh 60 dicom): dicom-rs
+# The `dicom` target (the DICOM reader) runs on request (scripts/fuzz.sh 60 dicom): dicom-rs
 # reserves what a value declares before reading it, and its runs found small files that made it
-# reserve 1–4 GB; the reader now walks the declared lengths first (sonosam-dicom/src/lengths.rs)
-# and 60 s pass at this script's 2 GB limit, but with a 512 MB malloc limit the fuzzer still finds
-# files that get past the walk (a meta group the walk takes as malformed and leaves to dicom-rs,
-# which reads it and then reserves ≈ 0.8 GB in the data set).
+# reserve 0.8–4 GB, and a Bits Stored that made dicom-pixeldata panic; the reader now walks the
+# declared lengths first (sonosam-dicom/src/lengths.rs) and checks Bits Stored. From the full
+# local corpus 120 s pass under a 512 MB malloc limit, but from the seeds alone the fuzzer still
+# finds, within a minute, a file whose meta group gets past the walk and reserves 1.6 GB — so
+# not in the default list yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/nightly.sh
