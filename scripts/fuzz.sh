@@ -12,8 +12,8 @@
 # reserve 0.8–4 GB, and a Bits Stored that made dicom-pixeldata panic; the reader now walks the
 # declared lengths first (sonosam-dicom/src/lengths.rs) and checks Bits Stored. From the full
 # local corpus 120 s pass under a 512 MB malloc limit, but from the seeds alone the fuzzer still
-# finds, within a minute, a file whose meta group gets past the walk and reserves 1.6 GB — so
-# not in the default list yet.
+# finds, within a minute, a file that gets past the walk and reserves 1.6 GB (a sequence written
+# as UN of length 0, then an item at the top level) — so not in the default list yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/nightly.sh
