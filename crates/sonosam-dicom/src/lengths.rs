@@ -28,7 +28,7 @@ enum Encoding {
 /// explicit little endian and names the data set's transfer syntax; otherwise a bare implicit
 /// VR little endian data set). `Err` names the first element that declares too much.
 pub fn check(bytes: &[u8], start: usize, meta: bool) -> Result<(), String> {
-    let mut walk = Walk { bytes, pos: start, encoding: Encoding::ImplicitLittle, fragments: false, ends: Vec::new() };
+    let mut walk = Walk { bytes, pos: start, encoding: Encoding::ImplicitLittle, fragments: false, open: Vec::new() };
     if meta {
         walk.encoding = Encoding::ExplicitLittle;
         // Without its group length dicom-rs refuses the meta group itself.
@@ -50,9 +50,15 @@ struct Walk<'a> {
     encoding: Encoding,
     /// Inside encapsulated pixel data: items are fragments (bytes), not data sets.
     fragments: bool,
-    /// Where the enclosing sequences and items of defined length end, innermost last: what is
-    /// inside must end inside (dicom-rs reads a container's contents up to its end).
-    ends: Vec<usize>,
+    /// The sequences and items the walk is in, innermost last: what is inside one of defined
+    /// length must end inside it (dicom-rs reads a container's contents up to its end).
+    open: Vec<Open>,
+}
+
+/// A sequence or an item being walked through, and where it ends (`None`: at its delimiter).
+struct Open {
+    sequence: bool,
+    end: Option<usize>,
 }
 
 /// One header: the tag, its VR when the encoding states it, and the declared length.
@@ -116,7 +122,8 @@ impl Walk<'_> {
     /// Whether the file — and the innermost sequence or item of defined length around it —
     /// holds the `len` bytes a header at the current position declares.
     fn fits(&self, tag: Tag, len: u32) -> Result<(), String> {
-        let room = self.ends.last().map_or(self.bytes.len(), |&end| end.min(self.bytes.len())) - self.pos.min(self.bytes.len());
+        let end = self.open.iter().rev().find_map(|o| o.end).unwrap_or(self.bytes.len());
+        let room = end.min(self.bytes.len()).saturating_sub(self.pos);
         if len as usize > room {
             let whole = self.remaining();
             let around = if room < whole { format!(" (its sequence or item ends {room} bytes on)") } else { String::new() };
@@ -130,14 +137,14 @@ impl Walk<'_> {
 
     /// Leave the sequences and items that end here; `Err` when a header ran past one's end.
     fn leave_finished(&mut self) -> Result<(), String> {
-        while let Some(&end) = self.ends.last() {
+        while let Some(end) = self.open.last().and_then(|o| o.end) {
             if self.pos < end {
                 break;
             }
             if self.pos > end {
                 return Err(format!("a header runs {} bytes past the end of its sequence or item", self.pos - end));
             }
-            self.ends.pop();
+            self.open.pop();
         }
         Ok(())
     }
@@ -175,15 +182,21 @@ impl Walk<'_> {
             let Some(h) = self.header() else { break };
             self.leave_finished()?;
             match (h.tag, h.len) {
-                (Tag(0xFFFE, 0xE000), UNDEFINED) => {}
+                (Tag(0xFFFE, 0xE000), UNDEFINED) if self.fragments => {}
                 (Tag(0xFFFE, 0xE000), len) if self.fragments => self.skip(h.tag, len)?,
-                // A sequence's or item's defined length must fit; its contents are walked next.
-                (Tag(0xFFFE, 0xE000), len) => self.enter(h.tag, len)?,
-                (Tag(0xFFFE, 0xE0DD), _) => self.fragments = false,
-                (Tag(0xFFFE, 0xE00D), _) => {}
+                (Tag(0xFFFE, 0xE000), len) => {
+                    if !self.open.last().is_some_and(|o| o.sequence) {
+                        return Err("an item (FFFE,E000) outside a sequence".into());
+                    }
+                    self.enter(false, h.tag, len)?
+                }
+                (Tag(0xFFFE, 0xE0DD), _) if self.fragments => self.fragments = false,
+                (Tag(0xFFFE, 0xE0DD), _) => self.close(true),
+                (Tag(0xFFFE, 0xE00D), _) => self.close(false),
                 (Tag(0x7FE0, 0x0010), UNDEFINED) => self.fragments = true,
-                (_, UNDEFINED) => {}
-                (tag, len) if self.is_sequence(tag, h.vr) => self.enter(tag, len)?,
+                // Of undefined length: a sequence (also when written as UN).
+                (tag, UNDEFINED) => self.enter(true, tag, UNDEFINED)?,
+                (tag, len) if self.is_sequence(tag, h.vr) => self.enter(true, tag, len)?,
                 (tag, len) => {
                     self.whole_values(tag, h.vr, len)?;
                     self.skip(tag, len)?
@@ -193,11 +206,25 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// A sequence or item of defined length: it must fit, and its contents end at its end.
-    fn enter(&mut self, tag: Tag, len: u32) -> Result<(), String> {
-        self.fits(tag, len)?;
-        self.ends.push(self.pos + len as usize);
+    /// Into a sequence or an item: of defined length, it must fit, and its contents end at its
+    /// end; of undefined length, at its delimiter.
+    fn enter(&mut self, sequence: bool, tag: Tag, len: u32) -> Result<(), String> {
+        let end = if len == UNDEFINED {
+            None
+        } else {
+            self.fits(tag, len)?;
+            Some(self.pos + len as usize)
+        };
+        self.open.push(Open { sequence, end });
         Ok(())
+    }
+
+    /// A delimiter: out of the innermost item of undefined length, or (`sequence`) out of the
+    /// innermost sequence of undefined length and the items in it.
+    fn close(&mut self, sequence: bool) {
+        if let Some(at) = self.open.iter().rposition(|o| o.end.is_none() && o.sequence == sequence) {
+            self.open.truncate(at);
+        }
     }
 
     fn is_sequence(&self, tag: Tag, vr: Option<VR>) -> bool {
@@ -301,6 +328,26 @@ mod tests {
         // fuzz target's third input: dicom-rs reserved the 4.29 GB it declares).
         let err = check(&[0xFE, 0xFF, 0xFF, 0xFF, 0x41, 0x53, 0xFF, 0xFF, 0, 0], 0, false).unwrap_err();
         assert!(err.contains("(FFFE,FFFF) declares 4294923073 bytes"), "{err}");
+    }
+
+    #[test]
+    fn items_belong_in_sequences() {
+        // (0018,6011) written as UN of length 0, then an item at the top level (a fuzz input:
+        // dicom-rs read on from there differently and reserved 1.6 GB).
+        let mut ds = element(0x0008, 0x0060, b"US", None);
+        ds.extend(element(0xFFFE, 0xE000, &element(0x0018, 0x6012, &[1, 0], None), None));
+        assert!(check(&ds, 0, false).unwrap_err().contains("outside a sequence"));
+        // Items of undefined length in a sequence of undefined length, with their delimiters.
+        let mut ds = element(0x0018, 0x6011, &[], Some(UNDEFINED));
+        ds.extend(element(0xFFFE, 0xE000, &[], Some(UNDEFINED)));
+        ds.extend(element(0x0018, 0x6012, &[1, 0], None));
+        ds.extend(element(0xFFFE, 0xE00D, &[], None));
+        ds.extend(element(0xFFFE, 0xE0DD, &[], None));
+        ds.extend(element(0x0028, 0x0010, &[1, 0], None));
+        check(&ds, 0, false).expect("a well-formed sequence of undefined length");
+        // After its delimiter the sequence is closed: a further item is outside it.
+        ds.extend(element(0xFFFE, 0xE000, &[], None));
+        assert!(check(&ds, 0, false).is_err());
     }
 
     #[test]
