@@ -285,14 +285,9 @@ impl<'a> View<'a> {
     }
 }
 
-/// `C = A · B` with `A: [m, k]`, `B: [k, n]` and `C: [m, n]` dense (`c.len() == m · n`).
-/// With threads (the browser's threaded build), the rows of `C` — or, for short `A`, its
-/// columns — are shared among the pool.
-pub fn matmul(a: View, b: View, c: &mut [f32]) {
-    product(a, b, c, &Epilogue::default(), true);
-}
-
-/// [`matmul`], then `epilogue` on each value of `C`; on one thread unless `threads`.
+/// `C = A · B` with `A: [m, k]`, `B: [k, n]` and `C: [m, n]` dense (`c.len() == m · n`), then
+/// `epilogue` on each value of `C`. With `threads` (and the browser's threaded build), the rows
+/// of `C` — or, for short `A`, its columns — are shared among the pool.
 fn product(a: View, b: View, c: &mut [f32], epilogue: &Epilogue, threads: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: inner dimensions differ");
@@ -487,7 +482,7 @@ unsafe fn store(
             if w == NR {
                 for (j, v) in row.iter().enumerate() {
                     let p = out.add(4 * j);
-                    write(p, if first { *v } else { add(read(p), *v) });
+                    write(p, if first { *v } else { add(load(p), *v) });
                 }
             } else {
                 let mut vals = [0f32; NR];
@@ -519,12 +514,6 @@ mod lanes {
     #[inline(always)]
     pub unsafe fn load(p: *const f32) -> F4 {
         unsafe { v128_load(p as *const v128) }
-    }
-
-    /// # Safety: `p` readable for 4 values.
-    #[inline(always)]
-    pub unsafe fn read(p: *const f32) -> F4 {
-        unsafe { load(p) }
     }
 
     /// One value in every lane. # Safety: `p` readable.
@@ -574,12 +563,6 @@ mod lanes {
     #[inline(always)]
     pub unsafe fn load(p: *const f32) -> F4 {
         unsafe { (p as *const F4).read_unaligned() }
-    }
-
-    /// # Safety: `p` readable for 4 values.
-    #[inline(always)]
-    pub unsafe fn read(p: *const f32) -> F4 {
-        unsafe { load(p) }
     }
 
     /// # Safety: `p` readable.
@@ -659,7 +642,7 @@ mod tests {
                 },
             );
             let mut c = vec![f32::NAN; m * n];
-            matmul(a, b, &mut c);
+            product(a, b, &mut c, &Epilogue::default(), true);
             let want = reference(a, b);
             // The epilogue, on every path: a bias per row, then GELU.
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.01 - 0.2).collect();
@@ -759,7 +742,7 @@ mod tests {
     #[test]
     fn an_empty_depth_gives_zeros() {
         let mut c = vec![f32::NAN; 6];
-        matmul(View::dense(&[], 2, 0), View::dense(&[], 0, 3), &mut c);
+        product(View::dense(&[], 2, 0), View::dense(&[], 0, 3), &mut c, &Epilogue::default(), true);
         assert_eq!(c, vec![0.0; 6]);
     }
 }
