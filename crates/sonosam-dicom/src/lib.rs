@@ -135,22 +135,17 @@ impl Dicom {
 
 /// A Part-10 file, or a bare data set (implicit VR little endian) given a meta group.
 fn parse(bytes: &[u8]) -> Result<DefaultDicomObject> {
-    // Declared lengths are checked first: dicom-rs allocates what a value declares. It then
-    // reads from `DICM` on, as checked: with its default preamble detection, a `DICM` 128
-    // bytes further on would make it skip the first 128 bytes and read unchecked ones.
-    let part10 = |from: &[u8]| {
-        dicom_object::OpenFileOptions::new()
+    // `DICM` after the preamble, or at the start of a file without one.
+    let dicm = if is_dicom(bytes) { Some(128) } else { (bytes.len() >= 4 && &bytes[..4] == b"DICM").then_some(0) };
+    if let Some(at) = dicm {
+        // Declared lengths are checked first: dicom-rs allocates what a value declares. It then
+        // reads from `DICM` on, as checked: with its default preamble detection, a `DICM` 128
+        // bytes further on would make it skip the first 128 bytes and read unchecked ones.
+        lengths::check(bytes, at + 4, true).map_err(DicomError::Damaged)?;
+        return dicom_object::OpenFileOptions::new()
             .read_preamble(dicom_object::file::ReadPreamble::Never)
-            .from_reader(Cursor::new(from))
-            .map_err(|e| DicomError::Damaged(e.to_string()))
-    };
-    if is_dicom(bytes) {
-        lengths::check(bytes, 132, true).map_err(DicomError::Damaged)?;
-        return part10(&bytes[128..]);
-    }
-    if bytes.len() >= 4 && &bytes[..4] == b"DICM" {
-        lengths::check(bytes, 4, true).map_err(DicomError::Damaged)?;
-        return part10(bytes);
+            .from_reader(Cursor::new(&bytes[at..]))
+            .map_err(|e| DicomError::Damaged(e.to_string()));
     }
     lengths::check(bytes, 0, false).map_err(|_| DicomError::NotDicom)?;
     let ts = TransferSyntaxRegistry.get(dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.uid()).ok_or(DicomError::NotDicom)?;
