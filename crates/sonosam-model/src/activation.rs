@@ -10,12 +10,12 @@
 use burn::tensor::Tensor;
 use burn::tensor::activation;
 
-use crate::host::{map_values, on_host};
+use crate::host::{map_values, multiversion, on_host};
 
 /// GELU, `x · Φ(x)` (the exact, erf-based form, as PyTorch's default).
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if on_host(&x) {
-        map_values(x, 1, |chunk| chunk.iter_mut().for_each(|x| *x = gelu_f32(*x)))
+        map_values(x, 1, gelu_values)
     } else {
         activation::gelu(x)
     }
@@ -25,9 +25,27 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     if dim + 1 == D && on_host(&x) {
         let n = x.dims()[D - 1];
-        map_values(x, n, |rows| rows.chunks_exact_mut(n).for_each(softmax_row))
+        map_values(x, n, |rows| softmax_rows(rows, n))
     } else {
         activation::softmax(x, dim)
+    }
+}
+
+multiversion! {
+    /// GELU of every value, in place.
+    fn gelu_values(values: &mut [f32]) {
+        for x in values {
+            *x = gelu_f32(*x);
+        }
+    }
+}
+
+multiversion! {
+    /// Softmax of each row of `n` values, in place.
+    fn softmax_rows(values: &mut [f32], n: usize) {
+        for row in values.chunks_exact_mut(n) {
+            softmax_row(row);
+        }
     }
 }
 
@@ -66,7 +84,8 @@ pub fn exp_f32(x: f32) -> f32 {
     // Round to nearest by adding and removing 1.5·2²³ (exact for |v| < 2²²): `round()` would
     // be a libm call on wasm and baseline x86-64, and keep the loop from vectorising.
     const SHIFT: f32 = 12_582_912.0;
-    let k = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
+    let shifted = x * std::f32::consts::LOG2_E + SHIFT;
+    let k = shifted - SHIFT;
     // ln 2 in two parts, so that `x − k·ln2` is exact to f32 precision.
     let r = x - k * 0.693_145_75;
     let r = r - k * 1.428_606_8e-6;
@@ -77,13 +96,18 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    // `k` as an integer, read off the mantissa of `shifted` (whose unit is 1): integer ops
+    // that vectorise everywhere, where `k as i32` (saturating) kept x86 loops scalar.
+    let k_int = shifted.to_bits().wrapping_sub(SHIFT.to_bits()) as i32;
+    let scale = f32::from_bits((k_int.wrapping_add(127) as u32) << 23);
     p * scale
 }
 
 /// Softmax of one row, in place: `exp(x − max) / Σ`. Each pass is a loop the compiler
 /// vectorises: the maximum and the sum are kept in eight lanes (one lane would chain every
-/// step to the last and keep the whole row scalar).
+/// step to the last and keep the whole row scalar). Inlined into its callers, so that it is
+/// compiled for their target features ([`multiversion`]).
+#[inline(always)]
 pub(crate) fn softmax_row(row: &mut [f32]) {
     let max = lanes_fold(row, f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
     row.iter_mut().for_each(|v| *v = exp_f32(*v - max));

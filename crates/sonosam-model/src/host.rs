@@ -31,17 +31,18 @@ pub fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Devi
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-/// Apply `f` to the values of a CPU tensor (row-major), in chunks of whole multiples of
-/// `unit` values: on every core when built with threads (natively, and the browser's threaded
-/// build).
+/// Apply `f` to the values of a CPU tensor (row-major) in place, in chunks of whole multiples
+/// of `unit` values: on every core when built with threads (natively, and the browser's
+/// threaded build). The tensor's buffer is reused when no other tensor shares it (burn-flex hands
+/// it over without a copy, and takes it back as it is).
 pub fn map_values<const D: usize>(
     x: Tensor<D>,
     unit: usize,
     f: impl Fn(&mut [f32]) + Send + Sync,
 ) -> Tensor<D> {
-    let shape: [usize; D] = x.dims();
     let device = x.device();
-    let mut values = values(x);
+    let mut data = x.into_data();
+    let values = data.as_mut_slice::<f32>().expect("a float tensor");
     let chunk = unit * (CHUNK / unit).max(1);
     #[cfg(feature = "threads")]
     {
@@ -50,8 +51,37 @@ pub fn map_values<const D: usize>(
     }
     #[cfg(not(feature = "threads"))]
     values.chunks_mut(chunk).for_each(&f);
-    tensor(values, shape, &device)
+    Tensor::from_data(data, &device)
 }
+
+/// Define a host kernel `fn name(args) { body }` that runs compiled for AVX2 and FMA where
+/// the CPU has them (x86-64 only, checked at run time): the kernels are plain loops over
+/// `f32`s that the compiler vectorises, and a portable x86-64 binary otherwise targets SSE2's
+/// four lanes. The body is inlined into each variant, so what it calls must be
+/// `#[inline(always)]` to be compiled for AVX2 too (the activation kernels' helpers are).
+/// Elsewhere (wasm: `simd128` is chosen at build time) there is one variant.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn portable($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    portable($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has both features (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            portable($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
 
 /// Values per task of the element-wise kernels (64 KiB of f32).
 const CHUNK: usize = 16 * 1024;

@@ -1,15 +1,17 @@
-//! Matrix products of the model's linear layers and dense convolutions, in the browser.
+//! Matrix products of the model's linear layers, dense convolutions and attention on the CPU,
+//! with the bias and GELU applied as the product is finished.
 //!
-//! Two thirds of the image encoder's 75 GFLOP are linear layers and a sixth 1×1 convolutions;
-//! in the browser, burn-flex hands them to the `gemm` crate, whose wasm kernel (a 12 × 4 tile:
+//! Two thirds of the image encoder's 75 GFLOP are linear layers and a sixth 1×1 convolutions.
+//! In the browser, burn-flex hands them to the `gemm` crate, whose wasm kernel (a 12 × 4 tile:
 //! 16 live vectors, one more than V8 keeps in registers on x86-64) ran at 11–22 GFLOP/s on one
 //! core of the 2-core machine kind. The kernel here keeps a 3 × 12 tile (9 accumulators, 3
 //! vectors of B, 1 of A: no spills) and reads B from panels packed per 256-deep block, and ran
 //! the same products at 24–38 GFLOP/s in the same engine — 1.5–2.8× — and with relaxed SIMD
-//! (the threaded build) as one fused multiply-add per lane. [`window_attention`] keeps TinyViT's
-//! per-window attention in small buffers; [`batched`] serves the mask decoder's other
-//! products. Natively burn-flex's `gemm`, with its AVX-512/AVX2 kernels, stays: all of them
-//! use this kernel only on wasm ([`runs_here`]).
+//! (the threaded build) as one fused multiply-add per lane. Natively the products are the
+//! `gemm` crate's (its AVX-512, AVX2 or NEON kernels, chosen at run time), called directly:
+//! burn-flex's path around it zero-fills and copies every output and adds the bias and GELU in
+//! passes of their own. [`window_attention`] keeps TinyViT's per-window attention in small
+//! buffers; [`batched`] serves the mask decoder's other products.
 //!
 //! Layout: `C[m×n] = A[m×k] · B[k×n]`, all row-major ([`View`]). A linear layer is
 //! `x[tokens×in] · W[in×out]` (burn keeps `W` as `[in, out]`); a 1×1 convolution of an NCHW
@@ -20,7 +22,7 @@ use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::Tensor;
 
 use crate::activation::{gelu, gelu_f32, softmax_row};
-use crate::host::{on_host, tensor, values};
+use crate::host::{multiversion, on_host, tensor, values};
 
 /// `x · W + b` for `x: [.., in]` → `[.., out]` (burn's `Linear::forward`).
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
@@ -142,10 +144,10 @@ fn host_conv(layer: &Conv2d, g: &Geometry, x: Tensor<4>, gelu: bool) -> Tensor<4
     tensor(out, [batch, m, ho, wo], &device)
 }
 
-/// Whether products with `x` run here: CPU inference in the browser.
-/// (f32 only: the kernel's precision; a model in another precision keeps burn's ops.)
+/// Whether products with `x` run here: CPU inference, natively and in the browser.
+/// (f32 only: the kernels' precision; a model in another precision keeps burn's ops.)
 pub fn runs_here<const D: usize>(x: &Tensor<D>) -> bool {
-    cfg!(target_arch = "wasm32") && on_host(x) && x.dtype() == burn::tensor::DType::F32
+    on_host(x) && x.dtype() == burn::tensor::DType::F32
 }
 
 /// `a · b` over the last two axes, batched over the leading ones (`b`'s may also be a single
@@ -192,10 +194,7 @@ pub fn window_attention(qkv: Tensor<3>, heads: usize, scale: f32, bias: Tensor<3
         }
         let mut scores = vec![0f32; n * n];
         product(q, View::dense(&kt, kd, n), &mut scores, &Epilogue::default(), false);
-        for (row, b) in scores.chunks_exact_mut(n).zip(bias[h * n * n..].chunks_exact(n)) {
-            row.iter_mut().zip(b).for_each(|(s, b)| *s = *s * scale + b);
-            softmax_row(row);
-        }
+        attention_weights(&mut scores, &bias[h * n * n..(h + 1) * n * n], n, scale);
         let mut out = vec![0f32; n * kd];
         product(View::dense(&scores, n, n), v, &mut out, &Epilogue::default(), false);
         out
@@ -216,6 +215,18 @@ pub fn window_attention(qkv: Tensor<3>, heads: usize, scale: f32, bias: Tensor<3
         }
     }
     tensor(out, [windows, n, heads * kd], &device)
+}
+
+multiversion! {
+    /// Attention scores `[n, n]` → weights, in place: `softmax(scores · scale + bias)` by row.
+    fn attention_weights(scores: &mut [f32], bias: &[f32], n: usize, scale: f32) {
+        for (row, b) in scores.chunks_exact_mut(n).zip(bias.chunks_exact(n)) {
+            for (s, b) in row.iter_mut().zip(b) {
+                *s = *s * scale + b;
+            }
+            softmax_row(row);
+        }
+    }
 }
 
 /// What is done to `C`'s values as they are finished: a bias, then optionally GELU.
@@ -249,6 +260,7 @@ impl Epilogue<'_> {
         }
     }
 
+    #[inline(always)]
     fn is_identity(&self) -> bool {
         matches!(self.bias, Bias::None) && !self.gelu
     }
@@ -286,30 +298,107 @@ impl<'a> View<'a> {
 }
 
 /// `C = A · B` with `A: [m, k]`, `B: [k, n]` and `C: [m, n]` dense (`c.len() == m · n`), then
-/// `epilogue` on each value of `C`. With `threads` (and the browser's threaded build), the rows
-/// of `C` — or, for short `A`, its columns — are shared among the pool.
+/// `epilogue` on each value of `C`; with `threads`, on every core of the pool. Natively by the
+/// `gemm` crate, in the browser by this module's kernel.
 fn product(a: View, b: View, c: &mut [f32], epilogue: &Epilogue, threads: bool) {
+    if !check(a, b, c, epilogue) {
+        return;
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    gemm_product(a, b, c, epilogue, threads);
+    #[cfg(target_arch = "wasm32")]
+    kernel_product(a, b, c, epilogue, threads);
+}
+
+/// Check the shapes of `C = A · B`; `false` when there is nothing to multiply (`C` empty, or
+/// `k = 0`: then `C` is the epilogue applied to zeros).
+fn check(a: View, b: View, c: &mut [f32], epilogue: &Epilogue) -> bool {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: inner dimensions differ");
     assert_eq!(c.len(), m * n, "matmul: output size");
     assert!(a.stride >= k && b.stride >= n, "matmul: strides");
     if m == 0 || n == 0 {
-        return;
+        return false;
     }
     if k == 0 {
         c.fill(0.0);
-        if !epilogue.is_identity() {
-            c.chunks_exact_mut(n).enumerate().for_each(|(i, row)| epilogue.apply(i, 0, row));
-        }
-        return;
+        finish(c, n, 0, epilogue);
+        return false;
     }
     assert!(a.data.len() >= (m - 1) * a.stride + k, "matmul: A too short");
     assert!(b.data.len() >= (k - 1) * b.stride + n, "matmul: B too short");
+    true
+}
+
+/// [`product`] by the `gemm` crate (natively), then the epilogue in a pass of its own.
+#[cfg(not(target_arch = "wasm32"))]
+fn gemm_product(a: View, b: View, c: &mut [f32], epilogue: &Epilogue, threads: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let parallelism = if threads && m * n * k >= GEMM_PARALLEL_MIN {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `C` is `m × n` with row stride `n`, `A` and `B` hold `m` and `k` rows of their
+    // strides (all checked by `check`); `C` is written, not read (`read_dst` false).
+    unsafe {
+        gemm::gemm(
+            m, n, k,
+            c.as_mut_ptr(), 1, n as isize, false,
+            a.data.as_ptr(), 1, a.stride as isize,
+            b.data.as_ptr(), 1, b.stride as isize,
+            0.0, 1.0, false, false, false,
+            parallelism,
+        );
+    }
+    if epilogue.is_identity() {
+        return;
+    }
+    let band = n * (EPILOGUE_CHUNK / n).max(1);
+    let finish_band = |(t, rows): (usize, &mut [f32])| finish(rows, n, t * band / n, epilogue);
+    #[cfg(feature = "threads")]
+    if threads {
+        use rayon::prelude::*;
+        c.par_chunks_mut(band).enumerate().for_each(finish_band);
+        return;
+    }
+    c.chunks_mut(band).enumerate().for_each(finish_band);
+}
+
+/// Products smaller than this (`m · n · k`) stay on one thread natively (burn-flex's choice).
+#[cfg(not(target_arch = "wasm32"))]
+const GEMM_PARALLEL_MIN: usize = 192 * 192 * 192;
+
+/// Values per task of the native epilogue pass (64 KiB of f32, whole rows).
+#[cfg(not(target_arch = "wasm32"))]
+const EPILOGUE_CHUNK: usize = 16 * 1024;
+
+multiversion! {
+    /// The epilogue on the rows of `c` (`n` values each), which are rows `i0 ..` of `C`.
+    fn finish(c: &mut [f32], n: usize, i0: usize, epilogue: &Epilogue) {
+        if epilogue.is_identity() {
+            return;
+        }
+        for (r, row) in c.chunks_exact_mut(n).enumerate() {
+            epilogue.apply(i0 + r, 0, row);
+        }
+    }
+}
+
+/// [`product`] by this module's kernel: with `threads` (the browser's threaded build), the
+/// rows of `C` — or, for short `A`, its columns — are shared among the pool. Natively it only
+/// runs in tests (the same code, with portable lanes).
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn kernel_product(a: View, b: View, c: &mut [f32], epilogue: &Epilogue, threads: bool) {
+    if !check(a, b, c, epilogue) {
+        return;
+    }
     #[cfg(feature = "threads")]
     if threads && parallel(a, b, c, epilogue) {
         return;
     }
     let _ = threads;
+    let n = b.cols;
     // SAFETY: `c` holds `m × n` values (checked above), the extent written with stride `n`.
     unsafe { multiply(a, b, Out(c.as_mut_ptr()), n, 0, n, 0, epilogue) }
 }
@@ -641,6 +730,8 @@ mod tests {
                     stride: ldb,
                 },
             );
+            // The platform's product (natively `gemm`) and this module's kernel.
+            for product in [product, kernel_product] {
             let mut c = vec![f32::NAN; m * n];
             product(a, b, &mut c, &Epilogue::default(), true);
             let want = reference(a, b);
@@ -662,6 +753,7 @@ mod tests {
                 err <= 2e-5 * (k as f32).sqrt(),
                 "{m}×{k}×{n}: max error {err}"
             );
+            }
         }
     }
 
@@ -704,7 +796,6 @@ mod tests {
 
     #[test]
     fn batched_products_give_burns_outputs() {
-        // (Natively `batched` itself is burn's: the kernel's path is called directly.)
         let device = burn::tensor::Device::flex();
         let tensor = |shape: [usize; 4], seed: f32| {
             Tensor::<4>::from_data(burn::tensor::TensorData::new(values(shape.iter().product(), seed), shape), &device)
@@ -741,8 +832,10 @@ mod tests {
 
     #[test]
     fn an_empty_depth_gives_zeros() {
-        let mut c = vec![f32::NAN; 6];
-        product(View::dense(&[], 2, 0), View::dense(&[], 0, 3), &mut c, &Epilogue::default(), true);
-        assert_eq!(c, vec![0.0; 6]);
+        for product in [product, kernel_product] {
+            let mut c = vec![f32::NAN; 6];
+            product(View::dense(&[], 2, 0), View::dense(&[], 0, 3), &mut c, &Epilogue::default(), true);
+            assert_eq!(c, vec![0.0; 6]);
+        }
     }
 }
