@@ -26,6 +26,12 @@ pub fn values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
     x.into_data().try_into_vec().expect("a float tensor")
 }
 
+/// A float tensor's values, borrowed from its data (`x.into_data()`, which takes the tensor's
+/// buffer without a copy when no other tensor shares it).
+pub fn floats(data: &TensorData) -> &[f32] {
+    data.as_slice().expect("a float tensor")
+}
+
 /// A tensor of `values` (row-major) on `device`.
 pub fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(values, shape), device)

@@ -54,6 +54,7 @@ pub mod wire;
 pub mod activation;
 pub mod backend;
 mod common;
+pub mod depthwise;
 mod host;
 pub mod matmul;
 

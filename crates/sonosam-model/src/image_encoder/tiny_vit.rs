@@ -8,7 +8,7 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear};
-use crate::matmul;
+use crate::{depthwise, matmul};
 use crate::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -281,9 +281,7 @@ impl TinyVitBlock {
             let out = self.attn.forward(windows);
             window_unpartition(out, ws, padded, (hw, hw)).reshape([b, l, c])
         };
-        let x = shortcut + x;
-        let x = x.swap_dims(1, 2).reshape([b, c, hw, hw]);
-        let x = self.local_conv.forward(x).reshape([b, c, l]).swap_dims(1, 2);
+        let x = depthwise::tokens(&self.local_conv, shortcut + x, (hw, hw));
         x.clone() + self.mlp.forward(x)
     }
 }

@@ -1,0 +1,118 @@
+//! Depthwise convolution of token grids, channels last: TinyViT's local convolution on the CPU.
+//!
+//! Each TinyViT block convolves its tokens `[B, H·W, C]` with a k × k depthwise convolution
+//! (one filter per channel) between attention and MLP. burn's convolution takes NCHW, so the
+//! tokens went through a layout change (a transpose) on the way in and another on the way
+//! out — together with the convolution 6 % of the encoder in the browser. Here the filter runs
+//! on the tokens as they lie: each output row is the bias plus k² shifted input rows scaled per
+//! channel, loops over contiguous channels that the compiler vectorises.
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::{DType, Tensor};
+
+use crate::host::{floats, multiversion, on_host, tensor, values};
+
+/// The depthwise convolution `layer` (one group per channel, stride 1, padding `k / 2` on every
+/// side, odd square kernel) of the tokens `x: [B, H·W, C]` of an `H × W` grid → `[B, H·W, C]`,
+/// as `layer.forward` on the NCHW grid would give.
+pub fn tokens(layer: &Conv2d, x: Tensor<3>, (h, w): (usize, usize)) -> Tensor<3> {
+    let [b, l, c] = x.dims();
+    assert_eq!(l, h * w, "depthwise: {l} tokens are not a {h}×{w} grid");
+    if runs_here(layer, &x) {
+        host(layer, x, Grid { h, w, c, k: layer.kernel_size[0] })
+    } else {
+        let grid = x.swap_dims(1, 2).reshape([b, c, h, w]);
+        layer.forward(grid).reshape([b, c, l]).swap_dims(1, 2)
+    }
+}
+
+/// Whether `layer` on `x` runs here: f32 CPU inference, and a convolution of the shape above.
+fn runs_here(layer: &Conv2d, x: &Tensor<3>) -> bool {
+    let c = x.dims()[2];
+    let [k, kw] = layer.kernel_size;
+    let same = k == kw && k % 2 == 1 && layer.padding == PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2);
+    let depthwise = layer.groups == c && layer.weight.dims() == [c, 1, k, k];
+    on_host(x) && x.dtype() == DType::F32 && same && depthwise && layer.stride == [1, 1] && layer.dilation == [1, 1]
+}
+
+/// Sizes of the grid and the kernel.
+#[derive(Clone, Copy)]
+struct Grid {
+    h: usize,
+    w: usize,
+    c: usize,
+    k: usize,
+}
+
+fn host(layer: &Conv2d, x: Tensor<3>, grid: Grid) -> Tensor<3> {
+    let (shape, device) = (x.dims(), x.device());
+    let Grid { h, w, c, k } = grid;
+    let input = x.into_data();
+    let input = floats(&input);
+    // Taps laid out `[k, k, C]`: each one a row of per-channel weights.
+    let weight = values(layer.weight.val());
+    let taps: Vec<f32> = (0..k * k).flat_map(|t| (0..c).map(move |ch| (t, ch))).map(|(t, ch)| weight[ch * k * k + t]).collect();
+    let bias = layer.bias.as_ref().map_or_else(|| vec![0.0; c], |b| values(b.val()));
+    let mut out = vec![0f32; shape.iter().product()];
+    let row = |(r, out): (usize, &mut [f32])| {
+        let image = &input[r / h * h * w * c..][..h * w * c];
+        conv_row(out, image, &taps, &bias, r % h, grid);
+    };
+    #[cfg(feature = "threads")]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(w * c).enumerate().for_each(row);
+    }
+    #[cfg(not(feature = "threads"))]
+    out.chunks_mut(w * c).enumerate().for_each(row);
+    tensor(out, shape, &device)
+}
+
+multiversion! {
+    /// Output row `y` (`W × C` values) of one image's grid (`H × W × C` values).
+    fn conv_row(out: &mut [f32], image: &[f32], taps: &[f32], bias: &[f32], y: usize, grid: Grid) {
+        let Grid { h, w, c, k } = grid;
+        let p = k / 2;
+        for o in out.chunks_exact_mut(c) {
+            o.copy_from_slice(bias);
+        }
+        for dy in 0..k {
+            let Some(sy) = (y + dy).checked_sub(p).filter(|&sy| sy < h) else { continue };
+            let src = &image[sy * w * c..][..w * c];
+            for dx in 0..k {
+                let tap = &taps[(dy * k + dx) * c..][..c];
+                // Output column x reads input column x + dx − p, where that lies in the grid.
+                let (x0, x1) = (p.saturating_sub(dx), (w + p).saturating_sub(dx).min(w));
+                for x in x0..x1 {
+                    let (o, i) = (&mut out[x * c..][..c], &src[(x + dx - p) * c..][..c]);
+                    for ((o, i), t) in o.iter_mut().zip(i).zip(tap) {
+                        *o += i * t;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::ConvSpec;
+
+    #[test]
+    fn gives_burns_convolution_of_the_grid() {
+        let device = burn::tensor::Device::flex();
+        let values = |n: usize, seed: f32| (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect::<Vec<f32>>();
+        for (b, h, w, c, k) in [(2, 5, 7, 10, 3), (1, 9, 9, 16, 5), (1, 1, 4, 3, 3)] {
+            let weight = Tensor::<4>::from_data(burn::tensor::TensorData::new(values(c * k * k, 1.0), [c, 1, k, k]), &device);
+            let bias = Tensor::<1>::from_data(burn::tensor::TensorData::new(values(c, 2.0), [c]), &device);
+            let layer = ConvSpec::new(c, c, k).padding(k / 2).groups(c).build(weight, Some(bias));
+            let x = Tensor::<3>::from_data(burn::tensor::TensorData::new(values(b * h * w * c, 3.0), [b, h * w, c]), &device);
+            assert!(runs_here(&layer, &x));
+            let want = layer.forward(x.clone().swap_dims(1, 2).reshape([b, c, h, w])).reshape([b, c, h * w]).swap_dims(1, 2);
+            let d: f32 = (tokens(&layer, x, (h, w)) - want).abs().max().into_scalar();
+            assert!(d < 1e-5, "{b}×{h}×{w}×{c}, {k}×{k}: max difference {d}");
+        }
+    }
+}
