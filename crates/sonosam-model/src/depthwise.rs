@@ -6,11 +6,17 @@
 //! out — together with the convolution 6 % of the encoder in the browser. Here the filter runs
 //! on the tokens as they lie: each output row is the bias plus k² shifted input rows scaled per
 //! channel, loops over contiguous channels that the compiler vectorises.
+//!
+//! [`planes`] does the same for the depthwise convolutions of NCHW images (TinyViT's MBConv
+//! and patch merging), plane by plane, with the GELU that follows them applied as each row is
+//! finished (burn-flex's convolution and a separate GELU pass were 5 % of the encoder in the
+//! browser).
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor};
 
+use crate::activation::gelu_f32;
 use crate::host::{floats, multiversion, on_host, tensor, values};
 
 /// The depthwise convolution `layer` (one group per channel, stride 1, padding `k / 2` on every
@@ -95,6 +101,97 @@ multiversion! {
     }
 }
 
+/// Whether [`planes`] takes `layer` on `x`: f32 CPU inference, a depthwise convolution (one
+/// group per channel) with a square kernel, dilation 1 and the same padding on every side.
+pub fn planes_here(layer: &Conv2d, x: &Tensor<4>) -> bool {
+    let c = x.dims()[1];
+    let [k, kw] = layer.kernel_size;
+    let padded = matches!(layer.padding, PaddingConfig2d::Valid)
+        || matches!(layer.padding, PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r);
+    let depthwise = layer.groups == c && layer.weight.dims() == [c, 1, k, k];
+    on_host(x) && x.dtype() == DType::F32 && k == kw && padded && depthwise && layer.stride[0] == layer.stride[1]
+        && layer.dilation == [1, 1]
+}
+
+/// The depthwise convolution `layer` of the NCHW image `x` (see [`planes_here`]), then GELU
+/// when `gelu`: `[B, C, H, W]` → `[B, C, H', W']`, as `layer.forward` (and GELU) would give.
+pub fn planes(layer: &Conv2d, x: Tensor<4>, gelu: bool) -> Tensor<4> {
+    let ([b, c, h, w], device) = (x.dims(), x.device());
+    let k = layer.kernel_size[0];
+    let (stride, pad) = (layer.stride[0], match layer.padding {
+        PaddingConfig2d::Explicit(p, ..) => p,
+        _ => 0,
+    });
+    let out_size = |n: usize| (n + 2 * pad).saturating_sub(k) / stride + 1;
+    let plane = Plane { h, w, ho: out_size(h), wo: out_size(w), k, stride, pad, gelu };
+    let input = x.into_data();
+    let input = floats(&input);
+    let weight = values(layer.weight.val());
+    let bias = layer.bias.as_ref().map_or_else(|| vec![0.0; c], |b| values(b.val()));
+    let mut out = vec![0f32; b * c * plane.ho * plane.wo];
+    let one = |(i, out): (usize, &mut [f32])| {
+        let ch = i % c;
+        conv_plane(out, &input[i * h * w..][..h * w], &weight[ch * k * k..][..k * k], bias[ch], plane);
+    };
+    #[cfg(feature = "threads")]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(plane.ho * plane.wo).enumerate().for_each(one);
+    }
+    #[cfg(not(feature = "threads"))]
+    out.chunks_mut(plane.ho * plane.wo).enumerate().for_each(one);
+    tensor(out, [b, c, plane.ho, plane.wo], &device)
+}
+
+/// Sizes of one plane's convolution.
+#[derive(Clone, Copy)]
+struct Plane {
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    gelu: bool,
+}
+
+multiversion! {
+    /// One output plane (`H' × W'`) from one input plane (`H × W`) and its `k × k` filter.
+    fn conv_plane(out: &mut [f32], input: &[f32], filter: &[f32], bias: f32, plane: Plane) {
+        let Plane { h, w, wo, k, stride, pad, gelu, .. } = plane;
+        for (oy, row) in out.chunks_exact_mut(wo).enumerate() {
+            row.fill(bias);
+            for dy in 0..k {
+                let Some(sy) = (oy * stride + dy).checked_sub(pad).filter(|&sy| sy < h) else { continue };
+                let src = &input[sy * w..][..w];
+                for dx in 0..k {
+                    let tap = filter[dy * k + dx];
+                    // Output column x reads input column x · stride + dx − pad, where that lies
+                    // in the plane.
+                    let x0 = pad.saturating_sub(dx).div_ceil(stride);
+                    let x1 = ((w + pad).saturating_sub(dx).div_ceil(stride)).min(wo);
+                    if stride == 1 {
+                        let shift = x0 + dx - pad;
+                        for (o, i) in row[x0..x1.max(x0)].iter_mut().zip(&src[shift..]) {
+                            *o += tap * i;
+                        }
+                    } else {
+                        for x in x0..x1 {
+                            row[x] += tap * src[x * stride + dx - pad];
+                        }
+                    }
+                }
+            }
+            if gelu {
+                for v in row.iter_mut() {
+                    *v = gelu_f32(*v);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +210,26 @@ mod tests {
             let want = layer.forward(x.clone().swap_dims(1, 2).reshape([b, c, h, w])).reshape([b, c, h * w]).swap_dims(1, 2);
             let d: f32 = (tokens(&layer, x, (h, w)) - want).abs().max().into_scalar();
             assert!(d < 1e-5, "{b}×{h}×{w}×{c}, {k}×{k}: max difference {d}");
+        }
+    }
+
+    #[test]
+    fn planes_give_burns_convolution() {
+        let device = burn::tensor::Device::flex();
+        let values = |n: usize, seed: f32| (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect::<Vec<f32>>();
+        // TinyViT's (3×3, padding 1, stride 1 and 2), odd sizes, a wider kernel, no padding.
+        for (b, c, h, w, k, stride, pad) in [(2, 6, 9, 11, 3, 1, 1), (1, 4, 9, 11, 3, 2, 1), (1, 3, 8, 8, 3, 2, 1), (1, 2, 7, 5, 5, 1, 2), (1, 2, 6, 7, 3, 1, 0), (1, 2, 7, 7, 3, 3, 1)] {
+            let weight = Tensor::<4>::from_data(burn::tensor::TensorData::new(values(c * k * k, 1.0), [c, 1, k, k]), &device);
+            let bias = Tensor::<1>::from_data(burn::tensor::TensorData::new(values(c, 2.0), [c]), &device);
+            let layer = ConvSpec::new(c, c, k).padding(pad).stride(stride).groups(c).build(weight, Some(bias));
+            let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(values(b * c * h * w, 3.0), [b, c, h, w]), &device);
+            assert!(planes_here(&layer, &x));
+            let want = layer.forward(x.clone());
+            assert_eq!(planes(&layer, x.clone(), false).dims(), want.dims());
+            let d: f32 = (planes(&layer, x.clone(), false) - want.clone()).abs().max().into_scalar();
+            assert!(d < 1e-5, "{c}×{h}×{w}, {k}×{k} stride {stride} pad {pad}: max difference {d}");
+            let d: f32 = (planes(&layer, x, true) - crate::activation::gelu(want)).abs().max().into_scalar();
+            assert!(d < 1e-5, "with GELU: max difference {d}");
         }
     }
 }

@@ -22,6 +22,7 @@ use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::Tensor;
 
 use crate::activation::{gelu, gelu_f32, softmax_row};
+use crate::depthwise;
 use crate::host::{floats, multiversion, on_host, tensor, values};
 
 /// `x · W + b` for `x: [.., in]` → `[.., out]` (burn's `Linear::forward`).
@@ -50,10 +51,12 @@ fn host_linear<const D: usize>(layer: &Linear, x: Tensor<D>, gelu: bool) -> Tens
 
 /// A 2-D convolution (burn's `Conv2d::forward`), through this kernel when it is dense (one
 /// group) with symmetric padding: `[B, in, H, W]` → `[B, out, H', W']`. A 1×1 convolution is
-/// one product per image; a larger kernel first lays the input out as columns (im2col).
+/// one product per image; a larger kernel first lays the input out as columns (im2col). A
+/// depthwise one goes to [`depthwise::planes`].
 pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     match Geometry::of(layer) {
         Some(g) if runs_here(&x) => host_conv(layer, &g, x, false),
+        _ if depthwise::planes_here(layer, &x) => depthwise::planes(layer, x, false),
         _ => layer.forward(x),
     }
 }
@@ -62,6 +65,7 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 pub fn conv2d_gelu(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     match Geometry::of(layer) {
         Some(g) if runs_here(&x) => host_conv(layer, &g, x, true),
+        _ if depthwise::planes_here(layer, &x) => depthwise::planes(layer, x, true),
         _ => gelu(layer.forward(x)),
     }
 }
