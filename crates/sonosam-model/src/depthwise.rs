@@ -12,12 +12,12 @@
 //! finished (burn-flex's convolution and a separate GELU pass were 5 % of the encoder in the
 //! browser).
 
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor};
 
 use crate::activation::gelu_f32;
 use crate::host::{floats, multiversion, on_host, tensor, values};
+use crate::matmul::Geometry;
 
 /// The depthwise convolution `layer` (one group per channel, stride 1, padding `k / 2` on every
 /// side, odd square kernel) of the tokens `x: [B, H·W, C]` of an `H × W` grid → `[B, H·W, C]`,
@@ -35,11 +35,18 @@ pub fn tokens(layer: &Conv2d, x: Tensor<3>, (h, w): (usize, usize)) -> Tensor<3>
 
 /// Whether `layer` on `x` runs here: f32 CPU inference, and a convolution of the shape above.
 fn runs_here(layer: &Conv2d, x: &Tensor<3>) -> bool {
-    let c = x.dims()[2];
+    let k = layer.kernel_size[0];
+    host_depthwise(layer, x, x.dims()[2]).is_some_and(|g| k % 2 == 1 && g.padding == k / 2 && g.stride == [1, 1])
+}
+
+/// The geometry of `layer` when the host kernels take it on `x` (f32 CPU inference), a
+/// depthwise convolution of `c` channels: one group per channel, a square kernel, dilation 1,
+/// the same padding on every side.
+fn host_depthwise<const D: usize>(layer: &Conv2d, x: &Tensor<D>, c: usize) -> Option<Geometry> {
     let [k, kw] = layer.kernel_size;
-    let same = k == kw && k % 2 == 1 && layer.padding == PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2);
-    let depthwise = layer.groups == c && layer.weight.dims() == [c, 1, k, k];
-    on_host(x) && x.dtype() == DType::F32 && same && depthwise && layer.stride == [1, 1] && layer.dilation == [1, 1]
+    let depthwise = layer.groups == c && layer.weight.dims() == [c, 1, k, k] && k == kw;
+    let here = on_host(x) && x.dtype() == DType::F32 && depthwise && layer.dilation == [1, 1];
+    Geometry::of(layer).filter(|_| here)
 }
 
 /// Sizes of the grid and the kernel.
@@ -102,28 +109,19 @@ multiversion! {
 }
 
 /// Whether [`planes`] takes `layer` on `x`: f32 CPU inference, a depthwise convolution (one
-/// group per channel) with a square kernel, dilation 1 and the same padding on every side.
+/// group per channel) with a square kernel, dilation 1, the same padding on every side and the
+/// same stride along both axes.
 pub fn planes_here(layer: &Conv2d, x: &Tensor<4>) -> bool {
-    let c = x.dims()[1];
-    let [k, kw] = layer.kernel_size;
-    let padded = matches!(layer.padding, PaddingConfig2d::Valid)
-        || matches!(layer.padding, PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r);
-    let depthwise = layer.groups == c && layer.weight.dims() == [c, 1, k, k];
-    on_host(x) && x.dtype() == DType::F32 && k == kw && padded && depthwise && layer.stride[0] == layer.stride[1]
-        && layer.dilation == [1, 1]
+    host_depthwise(layer, x, x.dims()[1]).is_some_and(|g| g.stride[0] == g.stride[1])
 }
 
 /// The depthwise convolution `layer` of the NCHW image `x` (see [`planes_here`]), then GELU
 /// when `gelu`: `[B, C, H, W]` → `[B, C, H', W']`, as `layer.forward` (and GELU) would give.
 pub fn planes(layer: &Conv2d, x: Tensor<4>, gelu: bool) -> Tensor<4> {
     let ([b, c, h, w], device) = (x.dims(), x.device());
-    let k = layer.kernel_size[0];
-    let (stride, pad) = (layer.stride[0], match layer.padding {
-        PaddingConfig2d::Explicit(p, ..) => p,
-        _ => 0,
-    });
-    let out_size = |n: usize| (n + 2 * pad).saturating_sub(k) / stride + 1;
-    let plane = Plane { h, w, ho: out_size(h), wo: out_size(w), k, stride, pad, gelu };
+    let g = Geometry::of(layer).expect("a convolution that planes_here takes");
+    let ([ho, wo], k) = (g.output(h, w), g.kernel[0]);
+    let plane = Plane { h, w, ho, wo, k, stride: g.stride[0], pad: g.padding, gelu };
     let input = x.into_data();
     let input = floats(&input);
     let weight = values(layer.weight.val());

@@ -54,7 +54,7 @@ fn host_linear<const D: usize>(layer: &Linear, x: Tensor<D>, gelu: bool) -> Tens
 /// one product per image; a larger kernel first lays the input out as columns (im2col). A
 /// depthwise one goes to [`depthwise::planes`].
 pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    match Geometry::of(layer) {
+    match Geometry::dense(layer) {
         Some(g) if runs_here(&x) => host_conv(layer, &g, x, false),
         _ if depthwise::planes_here(layer, &x) => depthwise::planes(layer, x, false),
         _ => layer.forward(x),
@@ -63,30 +63,31 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 
 /// `GELU(conv(x))`, the activation applied as the product is written.
 pub fn conv2d_gelu(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    match Geometry::of(layer) {
+    match Geometry::dense(layer) {
         Some(g) if runs_here(&x) => host_conv(layer, &g, x, true),
         _ if depthwise::planes_here(layer, &x) => depthwise::planes(layer, x, true),
         _ => gelu(layer.forward(x)),
     }
 }
 
-/// Kernel size, stride, dilation and padding of a dense convolution.
-struct Geometry {
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    dilation: [usize; 2],
-    padding: usize,
+/// Kernel size, stride, dilation and padding of a convolution whose padding is the same on
+/// every side (the host kernels' convolutions: here and in [`depthwise`]).
+pub(crate) struct Geometry {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    pub padding: usize,
 }
 
 impl Geometry {
-    /// `None` for grouped (depthwise) convolutions and asymmetric or implicit padding.
-    fn of(layer: &Conv2d) -> Option<Self> {
+    /// `None` for asymmetric or implicit padding.
+    pub fn of(layer: &Conv2d) -> Option<Self> {
         let padding = match layer.padding {
             PaddingConfig2d::Valid => 0,
             PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => t,
             _ => return None,
         };
-        (layer.groups == 1).then_some(Self {
+        Some(Self {
             kernel: layer.kernel_size,
             stride: layer.stride,
             dilation: layer.dilation,
@@ -94,12 +95,17 @@ impl Geometry {
         })
     }
 
+    /// Of a dense convolution (one group); `None` for grouped (depthwise) ones too.
+    fn dense(layer: &Conv2d) -> Option<Self> {
+        Self::of(layer).filter(|_| layer.groups == 1)
+    }
+
     fn pointwise(&self) -> bool {
         self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == 0
     }
 
     /// The output's height and width for an input of `h × w`.
-    fn output(&self, h: usize, w: usize) -> [usize; 2] {
+    pub fn output(&self, h: usize, w: usize) -> [usize; 2] {
         let out = |size: usize, d: usize| {
             let span = self.dilation[d] * (self.kernel[d] - 1) + 1;
             (size + 2 * self.padding).saturating_sub(span) / self.stride[d] + 1
@@ -799,13 +805,13 @@ mod tests {
             if spec.padding == 2 {
                 conv.dilation = [2, 2];
             }
-            let g = Geometry::of(&conv).expect("a dense convolution");
+            let g = Geometry::dense(&conv).expect("a dense convolution");
             let x = tensor(vec![2, 16, 9, 11], 8.0);
             close(host_conv(&conv, &g, x.clone(), false), conv.forward(x.clone()));
             close(host_conv(&conv, &g, x.clone(), true), gelu(conv.forward(x)));
         }
         let depthwise = ConvSpec::new(16, 16, 3).padding(1).groups(16).build(tensor(vec![16, 1, 3, 3], 1.0), None);
-        assert!(Geometry::of(&depthwise).is_none());
+        assert!(Geometry::dense(&depthwise).is_none());
     }
 
     #[test]
