@@ -166,15 +166,27 @@ pub fn runs_here<const D: usize>(x: &Tensor<D>) -> bool {
 /// matrix): burn's `Tensor::matmul`, through this kernel when it runs here (other broadcasts
 /// stay burn's).
 pub fn batched<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
-    let (lhs, rhs) = (a.dims(), b.dims());
-    let batch = |dims: &[usize; D]| dims[..D - 2].iter().product::<usize>();
-    let fits = rhs[D - 2] == lhs[D - 1] && (batch(&rhs) == batch(&lhs) || batch(&rhs) == 1);
-    if fits && runs_here(&a) { host_batched(a, b) } else { a.matmul(b) }
+    if fits_batched(&a, &b, false) { host_batched(a, b, false) } else { a.matmul(b) }
 }
 
-fn host_batched<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+/// `a · bᵀ` over the last two axes (`b: [.., n, k]`), as [`batched`] with `b` transposed —
+/// read in place, without the copy that `b.swap_dims(D − 2, D − 1)` makes.
+pub fn batched_t<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    if fits_batched(&a, &b, true) { host_batched(a, b, true) } else { a.matmul(b.swap_dims(D - 2, D - 1)) }
+}
+
+/// Whether the host takes `a · b` (`a · bᵀ` when `transposed`).
+fn fits_batched<const D: usize>(a: &Tensor<D>, b: &Tensor<D>, transposed: bool) -> bool {
+    let (lhs, rhs) = (a.dims(), b.dims());
+    let batch = |dims: &[usize; D]| dims[..D - 2].iter().product::<usize>();
+    let inner = if transposed { rhs[D - 1] } else { rhs[D - 2] };
+    inner == lhs[D - 1] && (batch(&rhs) == batch(&lhs) || batch(&rhs) == 1) && runs_here(a)
+}
+
+fn host_batched<const D: usize>(a: Tensor<D>, b: Tensor<D>, transposed: bool) -> Tensor<D> {
     let (mut shape, device, rhs) = (a.dims(), a.device(), b.dims());
-    let (m, k, n) = (shape[D - 2], shape[D - 1], rhs[D - 1]);
+    let (m, k) = (shape[D - 2], shape[D - 1]);
+    let n = if transposed { rhs[D - 2] } else { rhs[D - 1] };
     let b_single = rhs[..D - 2].iter().product::<usize>() == 1;
     let (a, b) = (a.into_data(), b.into_data());
     let (a, b) = (floats(&a), floats(&b));
@@ -182,7 +194,8 @@ fn host_batched<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     for i in 0..c.len() / (m * n).max(1) {
         let j = if b_single { 0 } else { i };
         let (a, b) = (&a[i * m * k..(i + 1) * m * k], &b[j * k * n..(j + 1) * k * n]);
-        product(View::dense(a, m, k), View::dense(b, k, n), &mut c[i * m * n..(i + 1) * m * n], &Epilogue::default(), true);
+        let b = if transposed { View::transpose_of(b, k, n) } else { View::dense(b, k, n) };
+        product(View::dense(a, m, k), b, &mut c[i * m * n..(i + 1) * m * n], &Epilogue::default(), true);
     }
     shape[D - 1] = n;
     tensor(c, shape, &device)
@@ -200,8 +213,8 @@ pub fn window_attention(qkv: Tensor<3>, heads: usize, scale: f32, bias: Tensor<3
     let qkv = floats(&qkv);
     let one_head = |(w, h): (usize, usize)| -> Vec<f32> {
         let base = w * n * width + h * 3 * kd;
-        let q = View { data: &qkv[base..], rows: n, cols: kd, stride: width };
-        let v = View { data: &qkv[base + 2 * kd..], rows: n, cols: kd, stride: width };
+        let q = View { data: &qkv[base..], rows: n, cols: kd, stride: width, transposed: false };
+        let v = View { data: &qkv[base + 2 * kd..], rows: n, cols: kd, stride: width, transposed: false };
         let mut kt = vec![0f32; kd * n];
         for (j, key) in qkv[base + kd..].chunks(width).take(n).enumerate() {
             key[..kd].iter().enumerate().for_each(|(p, &x)| kt[p * n + j] = x);
@@ -280,24 +293,27 @@ impl Epilogue<'_> {
     }
 }
 
-/// A row-major matrix: `rows × cols` values, row `i` starting at `data[i · stride]`.
+/// A matrix of `rows × cols` values: row-major, row `i` starting at `data[i · stride]`; or,
+/// when `transposed` (only as the right-hand side of a product), stored as its transpose,
+/// column `j` starting at `data[j · stride]`.
 #[derive(Clone, Copy, Debug)]
 pub struct View<'a> {
     pub data: &'a [f32],
     pub rows: usize,
     pub cols: usize,
     pub stride: usize,
+    pub transposed: bool,
 }
 
 impl<'a> View<'a> {
     /// A matrix whose rows follow each other (`stride = cols`).
     pub fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self {
-            data,
-            rows,
-            cols,
-            stride: cols,
-        }
+        Self { data, rows, cols, stride: cols, transposed: false }
+    }
+
+    /// The transpose of the dense `cols × rows` matrix in `data`, read in place.
+    pub fn transpose_of(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self { data, rows, cols, stride: rows, transposed: true }
     }
 
     /// Rows `r0 .. r0 + rows`.
@@ -330,7 +346,10 @@ fn check(a: View, b: View, c: &mut [f32], epilogue: &Epilogue) -> bool {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: inner dimensions differ");
     assert_eq!(c.len(), m * n, "matmul: output size");
-    assert!(a.stride >= k && b.stride >= n, "matmul: strides");
+    assert!(!a.transposed, "matmul: A is read by rows");
+    // Values per stored row of B, and stored rows.
+    let (b_len, b_lines) = if b.transposed { (k, n) } else { (n, k) };
+    assert!(a.stride >= k && b.stride >= b_len, "matmul: strides");
     if m == 0 || n == 0 {
         return false;
     }
@@ -340,7 +359,7 @@ fn check(a: View, b: View, c: &mut [f32], epilogue: &Epilogue) -> bool {
         return false;
     }
     assert!(a.data.len() >= (m - 1) * a.stride + k, "matmul: A too short");
-    assert!(b.data.len() >= (k - 1) * b.stride + n, "matmul: B too short");
+    assert!(b.data.len() >= (b_lines - 1) * b.stride + b_len, "matmul: B too short");
     true
 }
 
@@ -372,13 +391,15 @@ fn gemm_product(a: View, b: View, c: &mut [f32], epilogue: &Epilogue, threads: b
 #[cfg(not(target_arch = "wasm32"))]
 unsafe fn gemm_call(a: View, b: View, c: &mut [f32], parallelism: gemm::Parallelism) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    // SAFETY: by the caller's contract; row-major: column stride 1.
+    let stride = b.stride as isize;
+    let (b_cs, b_rs) = if b.transposed { (stride, 1) } else { (1, stride) };
+    // SAFETY: by the caller's contract; A and C row-major (column stride 1).
     unsafe {
         gemm::gemm(
             m, n, k,
             c.as_mut_ptr(), 1, n as isize, false,
             a.data.as_ptr(), 1, a.stride as isize,
-            b.data.as_ptr(), 1, b.stride as isize,
+            b.data.as_ptr(), b_cs, b_rs,
             0.0, 1.0, false, false, false,
             parallelism,
         );
@@ -533,8 +554,14 @@ fn pack(b: View, k0: usize, kc: usize, j0: usize, width: usize, packed: &mut Vec
     for (p, panel) in packed.chunks_exact_mut(kc * NR).enumerate() {
         let (from, w) = (j0 + p * NR, NR.min(width - p * NR));
         for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
-            let src = (k0 + kk) * b.stride + from;
-            row[..w].copy_from_slice(&b.data[src..src + w]);
+            if b.transposed {
+                for (j, v) in row[..w].iter_mut().enumerate() {
+                    *v = b.data[(from + j) * b.stride + k0 + kk];
+                }
+            } else {
+                let src = (k0 + kk) * b.stride + from;
+                row[..w].copy_from_slice(&b.data[src..src + w]);
+            }
         }
     }
 }
@@ -706,14 +733,17 @@ mod tests {
         for i in 0..a.rows {
             for j in 0..b.cols {
                 let s: f64 = (0..a.cols)
-                    .map(|p| {
-                        f64::from(a.data[i * a.stride + p]) * f64::from(b.data[p * b.stride + j])
-                    })
+                    .map(|p| f64::from(at(a, i, p)) * f64::from(at(b, p, j)))
                     .sum();
                 c[i * b.cols + j] = s as f32;
             }
         }
         c
+    }
+
+    /// Element `(i, j)` of `v`.
+    fn at(v: View, i: usize, j: usize) -> f32 {
+        if v.transposed { v.data[j * v.stride + i] } else { v.data[i * v.stride + j] }
     }
 
     fn values(len: usize, seed: f32) -> Vec<f32> {
@@ -733,25 +763,17 @@ mod tests {
             (50, 513, 25),
             (100, 64, 300),
         ] {
-            let (lda, ldb) = (k + 3, n + 5);
+            let (lda, ldb, ldbt) = (k + 3, n + 5, k + 2);
             let a = values(m * lda, 1.0);
-            let b = values(k * ldb, 2.0);
-            let (a, b) = (
-                View {
-                    data: &a,
-                    rows: m,
-                    cols: k,
-                    stride: lda,
-                },
-                View {
-                    data: &b,
-                    rows: k,
-                    cols: n,
-                    stride: ldb,
-                },
-            );
+            let (b, bt) = (values(k * ldb, 2.0), values(n * ldbt, 2.5));
+            let a = View { data: &a, rows: m, cols: k, stride: lda, transposed: false };
+            // B stored by rows, and stored as its transpose.
+            let bs = [
+                View { data: &b, rows: k, cols: n, stride: ldb, transposed: false },
+                View { data: &bt, rows: k, cols: n, stride: ldbt, transposed: true },
+            ];
             // The platform's product (natively `gemm`) and this module's kernel.
-            for product in [product, kernel_product] {
+            for (product, b) in [product, kernel_product].into_iter().flat_map(|f| bs.map(|b| (f, b))) {
             let mut c = vec![f32::NAN; m * n];
             product(a, b, &mut c, &Epilogue::default(), true);
             let want = reference(a, b);
@@ -822,11 +844,17 @@ mod tests {
         };
         for (a, b) in [([2, 3, 7, 16], [2, 3, 16, 5]), ([1, 8, 56, 32], [1, 1, 32, 40])] {
             let (a, b) = (tensor(a, 1.0), tensor(b, 2.0));
-            let (want, got) = (a.clone().matmul(b.clone()), host_batched(a, b));
+            // `a · b`, and `a · (bᵀ)ᵀ` with the transpose read in place.
+            let bt = b.clone().swap_dims(2, 3).into_data();
+            let bt = Tensor::<4>::from_data(bt, &device);
+            let t: Vec<f32> = batched_t(a.clone(), bt).into_data().try_to_vec().unwrap();
+            let (want, got) = (a.clone().matmul(b.clone()), host_batched(a, b, false));
             let got: Vec<f32> = got.into_data().try_to_vec().unwrap();
             let want: Vec<f32> = want.into_data().try_to_vec().unwrap();
             let d = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max);
             assert!(d < 1e-4, "max difference {d}");
+            let d = t.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max);
+            assert!(d < 1e-4, "transposed: max difference {d}");
         }
     }
 

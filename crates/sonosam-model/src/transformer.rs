@@ -132,7 +132,7 @@ impl Attention {
         // the key bias rather than none).
         let bk = self.bias_by_head(&self.k_proj).expand([b, h, 1, ch]).swap_dims(2, 3); // [B, H, c, 1]
         let qb = matmul::batched(q, bk).reshape([b, h * n, 1]);
-        let scores = (matmul::batched(qk.reshape([b, h * n, c]), k.swap_dims(1, 2)) + qb) / (ch as f64).sqrt();
+        let scores = (matmul::batched_t(qk.reshape([b, h * n, c]), k) + qb) / (ch as f64).sqrt();
         let attn = softmax(scores, 2); // [B, H·N, P]
         let pooled = matmul::batched(attn, v).reshape([b, h, n, c]); // [B, H, N, C]
         let wv = per_batch(self.weight_by_head(&self.v_proj), b); // [B, H, C, c]
