@@ -16,7 +16,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor};
 
 use crate::activation::gelu_f32;
-use crate::host::{floats, multiversion, on_host, tensor, values};
+use crate::host::{floats, for_chunks, multiversion, on_host, tensor, values};
 use crate::matmul::Geometry;
 
 /// The depthwise convolution `layer` (one group per channel, stride 1, padding `k / 2` on every
@@ -49,6 +49,11 @@ fn host_depthwise<const D: usize>(layer: &Conv2d, x: &Tensor<D>, c: usize) -> Op
     Geometry::of(layer).filter(|_| here)
 }
 
+/// The per-channel bias of `layer` (zeros without one).
+fn bias(layer: &Conv2d, c: usize) -> Vec<f32> {
+    layer.bias.as_ref().map_or_else(|| vec![0.0; c], |b| values(b.val()))
+}
+
 /// Sizes of the grid and the kernel.
 #[derive(Clone, Copy)]
 struct Grid {
@@ -66,19 +71,12 @@ fn host(layer: &Conv2d, x: Tensor<3>, grid: Grid) -> Tensor<3> {
     // Taps laid out `[k, k, C]`: each one a row of per-channel weights.
     let weight = values(layer.weight.val());
     let taps: Vec<f32> = (0..k * k).flat_map(|t| (0..c).map(move |ch| (t, ch))).map(|(t, ch)| weight[ch * k * k + t]).collect();
-    let bias = layer.bias.as_ref().map_or_else(|| vec![0.0; c], |b| values(b.val()));
+    let bias = bias(layer, c);
     let mut out = vec![0f32; shape.iter().product()];
-    let row = |(r, out): (usize, &mut [f32])| {
+    for_chunks(&mut out, w * c, |(r, out)| {
         let image = &input[r / h * h * w * c..][..h * w * c];
         conv_row(out, image, &taps, &bias, r % h, grid);
-    };
-    #[cfg(feature = "threads")]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(w * c).enumerate().for_each(row);
-    }
-    #[cfg(not(feature = "threads"))]
-    out.chunks_mut(w * c).enumerate().for_each(row);
+    });
     tensor(out, shape, &device)
 }
 
@@ -125,19 +123,12 @@ pub fn planes(layer: &Conv2d, x: Tensor<4>, gelu: bool) -> Tensor<4> {
     let input = x.into_data();
     let input = floats(&input);
     let weight = values(layer.weight.val());
-    let bias = layer.bias.as_ref().map_or_else(|| vec![0.0; c], |b| values(b.val()));
+    let bias = bias(layer, c);
     let mut out = vec![0f32; b * c * plane.ho * plane.wo];
-    let one = |(i, out): (usize, &mut [f32])| {
+    for_chunks(&mut out, plane.ho * plane.wo, |(i, out)| {
         let ch = i % c;
         conv_plane(out, &input[i * h * w..][..h * w], &weight[ch * k * k..][..k * k], bias[ch], plane);
-    };
-    #[cfg(feature = "threads")]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(plane.ho * plane.wo).enumerate().for_each(one);
-    }
-    #[cfg(not(feature = "threads"))]
-    out.chunks_mut(plane.ho * plane.wo).enumerate().for_each(one);
+    });
     tensor(out, [b, c, plane.ho, plane.wo], &device)
 }
 

@@ -49,15 +49,20 @@ pub fn map_values<const D: usize>(
     let device = x.device();
     let mut data = x.into_data();
     let values = data.as_mut_slice::<f32>().expect("a float tensor");
-    let chunk = unit * (CHUNK / unit).max(1);
+    for_chunks(values, unit * (CHUNK / unit).max(1), |(_, chunk)| f(chunk));
+    Tensor::from_data(data, &device)
+}
+
+/// `f((i, chunk))` for every `chunk`-long piece of `values` (the last may be shorter), the
+/// `i`-th: on every core when built with threads, else in order on this one.
+pub fn for_chunks(values: &mut [f32], chunk: usize, f: impl Fn((usize, &mut [f32])) + Send + Sync) {
     #[cfg(feature = "threads")]
     {
         use rayon::prelude::*;
-        values.par_chunks_mut(chunk).for_each(&f);
+        values.par_chunks_mut(chunk).enumerate().for_each(f);
     }
     #[cfg(not(feature = "threads"))]
-    values.chunks_mut(chunk).for_each(&f);
-    Tensor::from_data(data, &device)
+    values.chunks_mut(chunk).enumerate().for_each(f);
 }
 
 /// Define a host kernel `fn name(args) { body }` that runs compiled for AVX2 and FMA where

@@ -23,6 +23,8 @@ use burn::tensor::Tensor;
 
 use crate::activation::{gelu, gelu_f32, softmax_row};
 use crate::depthwise;
+#[cfg(all(feature = "threads", not(target_arch = "wasm32")))]
+use crate::host::for_chunks;
 use crate::host::{floats, multiversion, on_host, tensor, values};
 
 /// `x · W + b` for `x: [.., in]` → `[.., out]` (burn's `Linear::forward`).
@@ -331,9 +333,6 @@ impl<'a> View<'a> {
 /// `epilogue` on each value of `C`; with `threads`, on every core of the pool. Natively by the
 /// `gemm` crate, in the browser by this module's kernel.
 fn product(a: View, b: View, c: &mut [f32], epilogue: &Epilogue, threads: bool) {
-    if !check(a, b, c, epilogue) {
-        return;
-    }
     #[cfg(not(target_arch = "wasm32"))]
     gemm_product(a, b, c, epilogue, threads);
     #[cfg(target_arch = "wasm32")]
@@ -368,14 +367,18 @@ fn check(a: View, b: View, c: &mut [f32], epilogue: &Epilogue) -> bool {
 /// encoder than gemm's own parallel split.)
 #[cfg(not(target_arch = "wasm32"))]
 fn gemm_product(a: View, b: View, c: &mut [f32], epilogue: &Epilogue, threads: bool) {
+    if !check(a, b, c, epilogue) {
+        return;
+    }
     let (m, k, n) = (a.rows, a.cols, b.cols);
     #[cfg(feature = "threads")]
     if threads && m * n * k >= GEMM_PARALLEL_MIN {
-        use rayon::prelude::*;
         // SAFETY: `C` is `m × n`, `A` and `B` hold their rows of their strides (`check`).
         unsafe { gemm_call(a, b, c, gemm::Parallelism::Rayon(0)) };
-        let rows = (EPILOGUE_CHUNK / n).max(1);
-        c.par_chunks_mut(rows * n).enumerate().for_each(|(t, c)| finish(c, n, t * rows, epilogue));
+        if !epilogue.is_identity() {
+            let rows = (EPILOGUE_CHUNK / n).max(1);
+            for_chunks(c, rows * n, |(t, c)| finish(c, n, t * rows, epilogue));
+        }
         return;
     }
     let _ = (threads, m, k);
