@@ -8,14 +8,15 @@
   indices through the file's 16-bit tables, >> 8), and what pydicom reads of the headers
   (reference.json);
 - consistent variants made here: an RGB file given an ultrasound region that fits it, with a
-  known Physical Delta; and broken ones: a header that declares more pixels than the body
-  holds, absurd frame counts and sizes, a truncated cine.
+  known Physical Delta, also deflated; and broken ones: a header that declares more pixels than
+  the body holds, absurd frame counts and sizes, a truncated cine, a deflate bomb.
 
 Run by scripts/dicom-test-data.sh (in a virtual environment with pydicom, numpy, Pillow)."""
 
 import json
 import shutil
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -79,9 +80,13 @@ ds.SequenceOfUltrasoundRegions = Sequence([
     region((250, 5, 319, 234), 0.01, units=4, spatial_format=3, data_type=3),
 ])
 ds.save_as(out / "us_calibrated.dcm")
+# The same as Deflated Explicit VR Little Endian (pydicom deflates the data set on writing).
+ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+ds.save_as(out / "us_deflated.dcm")
 
 reference = {}
-for name in ["examples_ybr_color.dcm", "examples_palette.dcm", "examples_rgb_color.dcm", "us_calibrated.dcm"]:
+for name in ["examples_ybr_color.dcm", "examples_palette.dcm", "examples_rgb_color.dcm", "us_calibrated.dcm",
+             "us_deflated.dcm"]:
     ds = pydicom.dcmread(out / name)
     frames = rgb_frames(ds)
     frames.tofile(out / (name + ".rgb"))
@@ -108,6 +113,17 @@ ds.save_as(out / "absurd_frames.dcm")
 ds = pydicom.dcmread(out / "examples_rgb_color.dcm")
 ds.Rows, ds.Columns = 60000, 60000
 ds.save_as(out / "absurd_size.dcm")
+# A deflate bomb: the deflated file's meta group, then a data set of one 300 MiB value of zeros,
+# deflated (raw, as DICOM deflates) to a few hundred kB.
+deflated = (out / "us_deflated.dcm").read_bytes()
+meta_end = 132 + 12 + int.from_bytes(deflated[140:144], "little")  # DICM, (0002,0000) UL, its value
+size = 300 << 20
+bomb = zlib.compressobj(9, zlib.DEFLATED, -15)
+body = [bomb.compress(b"\x09\x00\x00\x10OB\x00\x00" + size.to_bytes(4, "little"))]
+zeros = bytes(1 << 20)
+body += [bomb.compress(zeros) for _ in range(size >> 20)]
+body.append(bomb.flush())
+(out / "deflate_bomb.dcm").write_bytes(deflated[:meta_end] + b"".join(body))
 cine = (out / "examples_ybr_color.dcm").read_bytes()
 (out / "truncated_cine.dcm").write_bytes(cine[: len(cine) // 2])
 print(f"DICOM test data in {out}")

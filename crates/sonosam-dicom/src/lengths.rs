@@ -6,8 +6,8 @@
 //! file in order — the meta group, the data set, sequences and their items, the fragments of
 //! encapsulated pixel data — and refuses the file when a defined length runs past its end.
 //! Headers are read as dicom-rs reads them (an unknown VR as UN, with a 32-bit length; the meta
-//! group by its group length; little or big endian). Deflated data sets are not walked (their
-//! bytes are not headers): dicom-rs reads those as before.
+//! group by its group length; little or big endian). A deflated data set's bytes are not
+//! headers: [`check`] says where it starts, and [`check_inflated`] walks it once inflated.
 
 use dicom_core::Tag;
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
@@ -24,24 +24,42 @@ enum Encoding {
     ExplicitBig,
 }
 
+/// What [`check`] found.
+#[derive(Debug, PartialEq)]
+pub enum Checked {
+    /// Every header, and each fits the file.
+    Walked,
+    /// The meta group fits, and a deflated data set starts at this offset: its bytes are not
+    /// headers until inflated (then [`check_inflated`]).
+    Deflated(usize),
+}
+
 /// Check the data set that starts at `start` (after `DICM` when `meta`, whose group 0002 is
 /// explicit little endian and names the data set's transfer syntax; otherwise a bare implicit
 /// VR little endian data set). `Err` names the first element that declares too much.
-pub fn check(bytes: &[u8], start: usize, meta: bool) -> Result<(), String> {
+pub fn check(bytes: &[u8], start: usize, meta: bool) -> Result<Checked, String> {
     let mut walk = Walk { bytes, pos: start, encoding: Encoding::ImplicitLittle, fragments: false, open: Vec::new() };
     if meta {
         walk.encoding = Encoding::ExplicitLittle;
         // Without its group length dicom-rs refuses the meta group itself.
-        let Some(syntax) = walk.meta_group()? else { return Ok(()) };
+        let Some(syntax) = walk.meta_group()? else { return Ok(Checked::Walked) };
         match syntax.as_deref() {
             Some("1.2.840.10008.1.2") => walk.encoding = Encoding::ImplicitLittle,
             Some("1.2.840.10008.1.2.2") => walk.encoding = Encoding::ExplicitBig,
-            // Deflated: its bytes are not headers.
-            Some("1.2.840.10008.1.2.1.99") => return Ok(()),
+            Some(DEFLATED) => return Ok(Checked::Deflated(walk.pos)),
             _ => walk.encoding = Encoding::ExplicitLittle,
         }
     }
-    walk.data_set()
+    walk.data_set()?;
+    Ok(Checked::Walked)
+}
+
+/// Deflated Explicit VR Little Endian.
+pub const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+
+/// Check an inflated data set (explicit VR little endian, from its first byte).
+pub fn check_inflated(bytes: &[u8]) -> Result<(), String> {
+    Walk { bytes, pos: 0, encoding: Encoding::ExplicitLittle, fragments: false, open: Vec::new() }.data_set()
 }
 
 struct Walk<'a> {

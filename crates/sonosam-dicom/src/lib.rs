@@ -36,6 +36,9 @@ pub const MAX_SIDE: u32 = 16_384;
 pub const MAX_FRAME_PIXELS: u64 = 100_000_000;
 /// Most frames in one file (a cine loop of minutes at 30 frames/s).
 pub const MAX_FRAMES: u32 = 10_000;
+/// Most bytes a deflated data set may inflate to: a deflate bomb is refused before it fills
+/// memory (deflate is used for small objects, not for cine loops).
+pub const MAX_INFLATED: u64 = 256 << 20;
 
 /// Why a file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -141,11 +144,13 @@ fn parse(bytes: &[u8]) -> Result<DefaultDicomObject> {
         // Declared lengths are checked first: dicom-rs allocates what a value declares. It then
         // reads from `DICM` on, as checked: with its default preamble detection, a `DICM` 128
         // bytes further on would make it skip the first 128 bytes and read unchecked ones.
-        lengths::check(bytes, at + 4, true).map_err(DicomError::Damaged)?;
-        return dicom_object::OpenFileOptions::new()
-            .read_preamble(dicom_object::file::ReadPreamble::Never)
-            .from_reader(Cursor::new(&bytes[at..]))
-            .map_err(|e| DicomError::Damaged(e.to_string()));
+        return match lengths::check(bytes, at + 4, true).map_err(DicomError::Damaged)? {
+            lengths::Checked::Walked => dicom_object::OpenFileOptions::new()
+                .read_preamble(dicom_object::file::ReadPreamble::Never)
+                .from_reader(Cursor::new(&bytes[at..]))
+                .map_err(|e| DicomError::Damaged(e.to_string())),
+            lengths::Checked::Deflated(start) => read_deflated(&bytes[at..start], &bytes[start..]),
+        };
     }
     lengths::check(bytes, 0, false).map_err(|_| DicomError::NotDicom)?;
     let ts = TransferSyntaxRegistry.get(dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.uid()).ok_or(DicomError::NotDicom)?;
@@ -158,6 +163,31 @@ fn parse(bytes: &[u8]) -> Result<DefaultDicomObject> {
         .media_storage_sop_class_uid(text(&obj, tags::SOP_CLASS_UID).unwrap_or_else(|| "1.2.840.10008.5.1.4.1.1.6.1".into()))
         .media_storage_sop_instance_uid(text(&obj, tags::SOP_INSTANCE_UID).unwrap_or_else(|| "2.25.0".into()));
     Ok(obj.with_exact_meta(meta.build().map_err(|e| DicomError::Damaged(e.to_string()))?))
+}
+
+/// A deflated data set after its meta group (`meta`, from `DICM` on): inflated here, to at most
+/// [`MAX_INFLATED`] bytes, and its lengths checked like any other data set's before dicom-rs
+/// reads it (dicom-rs would inflate it whole, however large: a deflate bomb of 1 MB fills 1 GB).
+fn read_deflated(meta: &[u8], deflated: &[u8]) -> Result<DefaultDicomObject> {
+    use std::io::Read;
+    let meta = dicom_object::FileMetaTable::from_reader(Cursor::new(meta)).map_err(|e| DicomError::Damaged(e.to_string()))?;
+    let mut inflated = Vec::new();
+    flate2::read::DeflateDecoder::new(deflated)
+        .take(MAX_INFLATED + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|e| DicomError::Damaged(format!("the deflated data set does not inflate: {e}")))?;
+    if inflated.len() as u64 > MAX_INFLATED {
+        return Err(DicomError::TooLarge(format!(
+            "the deflated data set inflates to more than {} MiB",
+            MAX_INFLATED >> 20
+        )));
+    }
+    lengths::check_inflated(&inflated).map_err(DicomError::Damaged)?;
+    let ts = TransferSyntaxRegistry
+        .get(dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.uid())
+        .ok_or_else(|| DicomError::Damaged("no explicit VR little endian".into()))?;
+    let obj = InMemDicomObject::read_dataset_with_ts(Cursor::new(&inflated), ts).map_err(|e| DicomError::Damaged(e.to_string()))?;
+    Ok(obj.with_exact_meta(meta))
 }
 
 /// A text element, trimmed; `None` when absent or empty.
@@ -254,8 +284,9 @@ fn check(obj: &DefaultDicomObject, info: &Info) -> Result<()> {
             fragments.len()
         )));
     }
-    // Uncompressed pixels: the header must not declare more than the file holds.
-    if ts.is_some_and(|ts| ts.is_codec_free()) {
+    // Uncompressed pixels (deflated ones are, once inflated): the header must not declare more
+    // than the file holds.
+    if ts.is_some_and(|ts| !ts.is_encapsulated_pixel_data()) {
         let per_frame = u64::from(w) * u64::from(h) * u64::from(info.samples_per_pixel) * u64::from(info.bits_allocated) / 8;
         let declared = per_frame * u64::from(info.frames);
         let held = pixel_data.and_then(|v| v.to_bytes().ok()).map_or(0, |b| b.len() as u64);

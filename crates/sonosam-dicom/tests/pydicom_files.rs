@@ -69,10 +69,22 @@ fn rgb_matches_pydicom() {
     frames_match("us_calibrated.dcm");
 }
 
+/// Deflated Explicit VR Little Endian: inflated by the reader (within its bound), then read as
+/// any other file.
+#[test]
+fn deflated_files_read_as_pydicom_reads_them() {
+    frames_match("us_deflated.dcm");
+    let dicom = Dicom::read(&read("us_deflated.dcm")).unwrap();
+    assert_eq!(dicom.info.transfer_syntax_name, "Deflated Explicit VR Little Endian");
+    let c = dicom.calibration(&[(40.0, 30.0), (200.0, 150.0)]);
+    assert_eq!((c.source, c.region), (CalibrationSource::UsRegion, Some(1)));
+    assert!(c.isotropic().is_some_and(|v| (v - 0.2).abs() < 1e-12), "{c:?}");
+}
+
 #[test]
 fn regions_are_read_as_the_tags_say() {
     let r = reference();
-    for name in ["examples_ybr_color.dcm", "examples_palette.dcm", "us_calibrated.dcm"] {
+    for name in ["examples_ybr_color.dcm", "examples_palette.dcm", "us_calibrated.dcm", "us_deflated.dcm"] {
         let dicom = Dicom::read(&read(name)).unwrap();
         let want = r[name]["regions"].as_array().unwrap();
         assert_eq!(dicom.info.regions.len(), want.len(), "{name}");
@@ -151,11 +163,15 @@ fn bad_files_are_clear_errors() {
         eprintln!("{name}: {e}");
     }
     assert!(err("more_pixels_declared.dcm").to_string().contains("declares"));
-    for name in ["absurd_frames.dcm", "absurd_size.dcm"] {
+    for name in ["absurd_frames.dcm", "absurd_size.dcm", "deflate_bomb.dcm"] {
         let e = err(name);
         assert!(matches!(e, DicomError::TooLarge(_)), "{name}: {e}");
         eprintln!("{name}: {e}");
     }
+    // 300 MiB of zeros deflated to under 1 MB: refused when the inflated bytes pass the bound,
+    // not after they fill memory.
+    assert!(read("deflate_bomb.dcm").len() < 1 << 20);
+    assert!(err("deflate_bomb.dcm").to_string().contains("inflates to more than 256 MiB"));
     let png = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../www/samples/benign_93.png")).unwrap();
     assert!(matches!(Dicom::read(&png), Err(DicomError::NotDicom)));
     assert!(matches!(Dicom::read(b""), Err(DicomError::NotDicom)));
