@@ -12,8 +12,11 @@ ensure_nightly() {
 # rebuilt with them, in its own target folder so the stable build's artifacts stay valid.
 threaded_cargo() {
   local cmd="$1"; shift
-  # (The shared memory and thread-local-storage link arguments come from build.rs.)
+  # (The shared memory and thread-local-storage link arguments come from build.rs.) `test` in
+  # the rebuilt std for every command: cargo adds it to test builds, and a std set that differs
+  # changes every dependency's hash, so the app's build and its tests' would compile the whole
+  # tree twice (5–6 min in CI).
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS='--cfg=web_sys_unstable_apis --cfg=getrandom_backend="wasm_js" -C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128' \
-    cargo "+$SONOSAM_NIGHTLY" "$cmd" --target wasm32-unknown-unknown -Z build-std=panic_abort,std \
+    cargo "+$SONOSAM_NIGHTLY" "$cmd" --target wasm32-unknown-unknown -Z build-std=panic_abort,std,test \
       --target-dir target/mt --no-default-features --features threads "$@"
 }

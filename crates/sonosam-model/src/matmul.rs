@@ -23,7 +23,7 @@ use burn::tensor::Tensor;
 
 use crate::activation::{gelu, gelu_f32, softmax_row};
 use crate::depthwise;
-#[cfg(all(feature = "threads", not(target_arch = "wasm32")))]
+#[cfg(all(feature = "threads", feature = "flex", not(target_arch = "wasm32")))]
 use crate::host::for_chunks;
 use crate::host::{floats, multiversion, on_host, tensor, values};
 
@@ -333,9 +333,9 @@ impl<'a> View<'a> {
 /// `epilogue` on each value of `C`; with `threads`, on every core of the pool. Natively by the
 /// `gemm` crate, in the browser by this module's kernel.
 fn product(a: View, b: View, c: &mut [f32], epilogue: &Epilogue, threads: bool) {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
     gemm_product(a, b, c, epilogue, threads);
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(not(all(feature = "flex", not(target_arch = "wasm32"))))]
     kernel_product(a, b, c, epilogue, threads);
 }
 
@@ -365,7 +365,7 @@ fn check(a: View, b: View, c: &mut [f32], epilogue: &Epilogue) -> bool {
 /// [`product`] by the `gemm` crate (natively), then the epilogue in a pass of its own. (Bands
 /// of rows multiplied and finished per task, while in cache, measured 10–20 % slower on the
 /// encoder than gemm's own parallel split.)
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
 fn gemm_product(a: View, b: View, c: &mut [f32], epilogue: &Epilogue, threads: bool) {
     if !check(a, b, c, epilogue) {
         return;
@@ -391,7 +391,7 @@ fn gemm_product(a: View, b: View, c: &mut [f32], epilogue: &Epilogue, threads: b
 ///
 /// # Safety
 /// `c` must hold `A.rows × B.cols` values, `A` and `B` their rows of their strides.
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
 unsafe fn gemm_call(a: View, b: View, c: &mut [f32], parallelism: gemm::Parallelism) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let stride = b.stride as isize;
@@ -410,11 +410,11 @@ unsafe fn gemm_call(a: View, b: View, c: &mut [f32], parallelism: gemm::Parallel
 }
 
 /// Products smaller than this (`m · n · k`) stay on one thread natively (burn-flex's choice).
-#[cfg(all(feature = "threads", not(target_arch = "wasm32")))]
+#[cfg(all(feature = "threads", feature = "flex", not(target_arch = "wasm32")))]
 const GEMM_PARALLEL_MIN: usize = 192 * 192 * 192;
 
 /// Values per task of the native epilogue pass (64 KiB of f32, whole rows).
-#[cfg(all(feature = "threads", not(target_arch = "wasm32")))]
+#[cfg(all(feature = "threads", feature = "flex", not(target_arch = "wasm32")))]
 const EPILOGUE_CHUNK: usize = 16 * 1024;
 
 multiversion! {
