@@ -54,14 +54,16 @@ pub fn map_values<const D: usize>(
 }
 
 /// `f((i, chunk))` for every `chunk`-long piece of `values` (the last may be shorter), the
-/// `i`-th: on every core when built with threads, else in order on this one.
+/// `i`-th: on every core when built with threads, else in order on this one. A single piece
+/// runs here: handing it to the pool from outside it (the browser's model worker, the CLI's
+/// main thread) costs a wake-up and a wait, more than a small tensor's work.
 pub fn for_chunks(values: &mut [f32], chunk: usize, f: impl Fn((usize, &mut [f32])) + Send + Sync) {
     #[cfg(feature = "threads")]
-    {
+    if values.len() > chunk {
         use rayon::prelude::*;
         values.par_chunks_mut(chunk).enumerate().for_each(f);
+        return;
     }
-    #[cfg(not(feature = "threads"))]
     values.chunks_mut(chunk).enumerate().for_each(f);
 }
 
