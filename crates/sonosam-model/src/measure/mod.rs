@@ -1,6 +1,12 @@
 //! Lesion measurements from a mask, as a sonographer takes them: area, the longest diameter,
 //! and the longest diameter perpendicular to it (calipers), in pixels and, given the pixel
 //! spacing, in millimetres. Pure Rust, shared by the browser app and the CLI.
+//!
+//! - [`descriptors`]: BI-RADS-style shape descriptors and their categorical suggestions;
+//! - [`outline`]: the lesion's outline as a polygon, and the plane geometry both use.
+
+pub mod descriptors;
+pub mod outline;
 
 use serde::{Deserialize, Serialize};
 
@@ -67,54 +73,25 @@ impl Measurements {
     }
 }
 
-/// Convex hull (Andrew's monotone chain) of integer points, counter-clockwise.
-fn convex_hull(mut pts: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
-    pts.sort_unstable();
-    pts.dedup();
-    if pts.len() < 3 {
-        return pts;
-    }
-    let cross = |o: (i64, i64), a: (i64, i64), b: (i64, i64)| {
-        (a.0 - o.0) * (b.1 - o.1) - (a.1 - o.1) * (b.0 - o.0)
-    };
-    let mut hull: Vec<(i64, i64)> = Vec::with_capacity(2 * pts.len());
-    for pass in 0..2 {
-        let start = hull.len();
-        let iter: Box<dyn Iterator<Item = &(i64, i64)>> = if pass == 0 {
-            Box::new(pts.iter())
-        } else {
-            Box::new(pts.iter().rev())
-        };
-        for &p in iter {
-            while hull.len() >= start + 2 && cross(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0 {
-                hull.pop();
-            }
-            hull.push(p);
-        }
-        hull.pop();
-    }
-    hull
-}
-
 /// Measure a mask; `None` when it is empty. `mm_per_px` is the pixel spacing, if known.
 pub fn measure(mask: &Mask, mm_per_px: Option<f64>) -> Option<Measurements> {
     let contour = mask.contour();
     if contour.is_empty() {
         return None;
     }
-    let hull = convex_hull(contour.iter().map(|&(x, y)| (x as i64, y as i64)).collect());
-    // Longest diameter: the farthest pair of hull vertices (hulls of masks are small).
-    let (mut a, mut b, mut best) = (hull[0], hull[0], -1i64);
+    let points: Vec<outline::Point> = contour.iter().map(|&(x, y)| [x as f64, y as f64]).collect();
+    let hull: Vec<outline::Point> = outline::convex_hull(&points).into_iter().map(|i| points[i]).collect();
+    // Longest diameter: the farthest pair of hull vertices (hulls of masks are small; integer
+    // coordinates, so the squared distances are exact).
+    let (mut from, mut to, mut best) = (hull[0], hull[0], -1.0);
     for (i, &p) in hull.iter().enumerate() {
         for &q in &hull[i..] {
-            let d = (p.0 - q.0).pow(2) + (p.1 - q.1).pow(2);
+            let d = (p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2);
             if d > best {
-                (a, b, best) = (p, q, d);
+                (from, to, best) = (p, q, d);
             }
         }
     }
-    let from = [a.0 as f64, a.1 as f64];
-    let to = [b.0 as f64, b.1 as f64];
     let long_axis = Caliper::new(from, to);
     // Perpendicular diameter: along each 1-px slice across the long axis, the extent of the
     // lesion in the perpendicular direction; the widest slice wins.
