@@ -1,5 +1,6 @@
 //! `sonosam eval`: Dice, IoU and HD95 per instance at the original resolution, summaries by
-//! class, a box-jitter robustness curve, and side-by-side comparison of two decoders.
+//! class, a box-jitter robustness curve, side-by-side comparison of two decoders, and whether
+//! the predicted outlines keep the shape descriptors' benign-vs-malignant signal.
 
 use anyhow::bail;
 use std::path::PathBuf;
@@ -10,10 +11,12 @@ use sonosam_model::StoreDType;
 use sonosam_model::backend::{BackendKind, host_threads};
 
 use crate::CliResult;
+use crate::descriptor_stats::roc_svg;
 use crate::files::write_atomic;
 use crate::model_io::{ModelArgs, load_decoder};
 use crate::prepare::{Prepared, Study, split_entries};
-use crate::scoring::{Scores, Scoring, Strategy, Summary, score, summarise};
+use crate::scoring::{Scores, Scoring, Strategy, Summary, labelled_descriptors, score, summarise};
+use sonosam_model::measure::descriptors::TABLE;
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -39,6 +42,9 @@ pub struct EvalArgs {
     /// Per-instance CSV [default: eval_<split>.csv].
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// ROC curves of the shape descriptors (SVG) [default: eval_<split>_roc.svg].
+    #[arg(long)]
+    pub roc: Option<PathBuf>,
     /// Also write the summary as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -104,6 +110,55 @@ fn print_table(summaries: &[Summary], jitter: &[f32]) {
     }
 }
 
+/// Benign-vs-malignant AUC of each descriptor on the ground-truth outlines and on each
+/// decoder's, the calls' agreement, and the ground truth's Youden thresholds.
+fn print_descriptors(summaries: &[Summary]) {
+    let Some(first) = summaries[0].descriptors.as_ref() else {
+        println!("\nshape descriptors: no AUC (the split needs benign and malignant lesions)");
+        return;
+    };
+    println!(
+        "\nshape descriptors, benign ({}) vs malignant ({}) AUC; {} lesions not measurable on an outline",
+        first.descriptor_benign, first.descriptor_malignant, first.descriptor_not_measurable
+    );
+    print!("{:<20}{:>10}", "", "truth");
+    for s in summaries {
+        print!("{:>14}", truncate(&s.model, 13));
+    }
+    println!("{:>26}", "Youden (truth): threshold");
+    for named in &TABLE {
+        print!("{:<20}{:>10.3}", named.name, first.descriptors_auc[named.name].gt);
+        for s in summaries {
+            print!("{:>14.3}", s.descriptors.as_ref().map_or(f64::NAN, |d| d.descriptors_auc[named.name].pred));
+        }
+        let y = &first.descriptor_youden[named.name];
+        let op = if matches!(y.malignant_when, sonosam_model::measure::descriptors::Malignant::Higher) { "≥" } else { "≤" };
+        println!("{:>10} {op} {:<9.4} (sens {:.2}, spec {:.2})", "malignant", y.threshold, y.sensitivity, y.specificity);
+    }
+    for call in ["shape", "orientation", "margin"] {
+        print!("{:<30}", format!("{call} call, kappa vs truth"));
+        for s in summaries {
+            print!("{:>14.3}", s.descriptors.as_ref().map_or(f64::NAN, |d| d.descriptor_calls_kappa[call]));
+        }
+        println!();
+    }
+}
+
+/// ROC curves of the descriptors, truth vs the first decoder (`--roc`, default
+/// `eval_<split>_roc.svg`).
+fn write_roc(args: &EvalArgs, prepared: &Prepared, all_scores: &[(String, Vec<Scores>)]) -> CliResult<()> {
+    let (name, scores) = &all_scores[0];
+    let (items, _) = labelled_descriptors(prepared, scores);
+    if !items.iter().any(|i| i.malignant) || items.iter().all(|i| i.malignant) {
+        return Ok(());
+    }
+    let path = args.roc.clone().unwrap_or_else(|| PathBuf::from(format!("eval_{}_roc.svg", args.split)));
+    let title = format!("Shape descriptors, benign vs malignant: {} split, decoder {name}", args.split);
+    write_atomic(&path, roc_svg(&items, &title).as_bytes())?;
+    println!("descriptor ROC curves: {}", path.display());
+    Ok(())
+}
+
 fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
@@ -143,7 +198,9 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
         if args.model.reference_compat { " (reference-compat encoder)" } else { "" }
     );
     print_table(&summaries, &args.jitter);
+    print_descriptors(&summaries);
     write_csv(&args, &prepared, &all_scores)?;
+    write_roc(&args, &prepared, &all_scores)?;
     if let Some(path) = &args.json {
         let mut json = serde_json::to_value(&summaries[0])?;
         json["models"] = serde_json::to_value(&summaries)?;

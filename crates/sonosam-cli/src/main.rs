@@ -8,6 +8,7 @@
 //! fit), `files` (atomic output), `progress` (one progress-bar style).
 
 mod bench;
+mod descriptor_stats;
 mod eval;
 mod fetch;
 mod files;

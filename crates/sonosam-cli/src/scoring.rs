@@ -9,9 +9,11 @@ use serde::Serialize;
 use sonosam_model::rng::Rng;
 use sonosam_model::segmentation::read_f32;
 use sonosam_model::box_prompts::{grow_box, jitter_box, tight_box};
+use sonosam_model::measure::descriptors::{Descriptors, describe};
 use sonosam_model::{Mask, Predictor, Prompt, SamDecoder, Segmentation};
 
 use crate::CliResult;
+use crate::descriptor_stats::{self, DescriptorSummary, Labelled};
 use crate::prepare::Prepared;
 use crate::progress;
 
@@ -61,6 +63,9 @@ pub struct Scores {
     pub predicted_iou: f32,
     /// Dice at each jitter level.
     pub jitter_dice: Vec<f64>,
+    /// Shape descriptors of the ground-truth and the predicted (tight-box) outline, when
+    /// measurable (uncalibrated: pixels).
+    pub descriptors: [Option<Descriptors>; 2],
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,6 +90,10 @@ pub struct Summary {
     pub by_class: BTreeMap<String, ClassSummary>,
     /// Mean Dice at each box-jitter level (px per side at the model frame).
     pub jitter: BTreeMap<String, f64>,
+    /// Whether the predicted outlines keep the descriptors' benign-vs-malignant signal
+    /// (absent without both classes).
+    #[serde(flatten)]
+    pub descriptors: Option<DescriptorSummary>,
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -153,7 +162,31 @@ pub fn summarise(
         overall,
         by_class,
         jitter,
+        descriptors: summarise_descriptors(prepared, scores),
     }
+}
+
+/// The benign and malignant lesions described on both outlines, and how many were not.
+pub fn labelled_descriptors<'a>(prepared: &Prepared, scores: &'a [Scores]) -> (Vec<Labelled<'a>>, usize) {
+    let mut left_out = 0;
+    let mut items = Vec::new();
+    for (inst, s) in prepared.instances.iter().zip(scores) {
+        let malignant = match prepared.images[inst.image].entry.label.as_str() {
+            "malignant" => true,
+            "benign" => false,
+            _ => continue,
+        };
+        match &s.descriptors {
+            [Some(gt), Some(pred)] => items.push(Labelled { malignant, gt, pred }),
+            _ => left_out += 1,
+        }
+    }
+    (items, left_out)
+}
+
+fn summarise_descriptors(prepared: &Prepared, scores: &[Scores]) -> Option<DescriptorSummary> {
+    let (items, left_out) = labelled_descriptors(prepared, scores);
+    descriptor_stats::summarise(&items, left_out)
 }
 
 
@@ -368,6 +401,7 @@ impl Scoring<'_> {
             hd95: mask.hd95(&inst.mask)?,
             predicted_iou,
             jitter_dice,
+            descriptors: [describe(&inst.mask, None).ok(), describe(&mask, None).ok()],
         })
     }
 }

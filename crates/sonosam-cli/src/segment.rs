@@ -10,6 +10,7 @@ use sonosam_model::overlay::render_overlay;
 use serde_json::json;
 use sonosam_dicom::Calibration;
 use sonosam_model::measure::Measurements;
+use sonosam_model::measure::descriptors::describe;
 use sonosam_model::{Geometry, Point, PointLabel, Predictor, Prompt, StoreDType};
 
 use crate::CliResult;
@@ -164,6 +165,10 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
         }
         if let Some((m, calibration)) = &measured {
             println!("lesion: {}; calibration: {}", m.summary(), calibration.describe());
+            match describe(&seg.masks[best], calibration.mm_per_px) {
+                Ok(d) => println!("descriptors: {}", d.summary()),
+                Err(e) => println!("descriptors: not measurable ({e})"),
+            }
         }
         println!("encoder {encode_ms:.1} ms, decoder {decode_ms:.1} ms");
     }
@@ -225,5 +230,9 @@ fn report(
         "best": seg.best(),
         "measurements": measurements,
         "calibration": measured.map(|(_, c)| c),
+        "descriptors": measured.map(|(_, c)| match describe(&seg.masks[seg.best()], c.mm_per_px) {
+            Ok(d) => json!(d),
+            Err(e) => json!({ "not_measurable": e, "message": e.to_string() }),
+        }),
     })
 }

@@ -246,6 +246,28 @@ pub fn describe(mask: &Mask, mm_per_px: Option<[f64; 2]>) -> Result<Descriptors,
     Ok(d)
 }
 
+impl Descriptors {
+    /// One line for people: the calls with the numbers behind them.
+    pub fn summary(&self) -> String {
+        let word = |s: &str| s.replace('_', " ");
+        let name = |v: serde_json::Value| word(v.as_str().unwrap_or_default());
+        let border = if self.touches_border { "; the lesion reaches the image edge, so its shape may be cut off" } else { "" };
+        format!(
+            "shape {} (ellipse misfit {:.2}), orientation {} (depth/width {:.2}, axis {:.0}°), margin {} \
+             (convexity {:.3}, {} lobulations, {} angular points) — computed suggestions, not a diagnosis{border}",
+            name(serde_json::json!(self.calls.shape)),
+            self.ellipse_misfit,
+            name(serde_json::json!(self.calls.orientation)),
+            self.depth_width_ratio,
+            self.orientation_deg,
+            name(serde_json::json!(self.calls.margin)),
+            self.convexity,
+            self.lobulations,
+            self.angular_points,
+        )
+    }
+}
+
 /// `num / den` capped at 1; 1 when both vanish (a one-pixel-wide outline is its own hull).
 fn ratio(num: f64, den: f64) -> f64 {
     if den > 0.0 { (num / den).min(1.0) } else { 1.0 }
@@ -448,6 +470,8 @@ mod tests {
         assert_eq!((d.lobulations, d.angular_points), (0, 0));
         assert_eq!(d.calls, Calls { shape: Shape::Round, orientation: Orientation::Parallel, margin: Margin::Circumscribed });
         assert!(!d.touches_border);
+        assert!(d.summary().starts_with("shape round (ellipse misfit 0.0"), "{}", d.summary());
+        assert!(d.summary().contains("orientation parallel") && d.summary().contains("not a diagnosis"));
     }
 
     #[test]
