@@ -1,6 +1,7 @@
-//! The lesion list: one entry per lesion with its colour, predicted IoU, measurements and, in
-//! multimask mode, its candidate masks; new lesion, undo and redo.
+//! The lesion list: one entry per lesion with its colour, predicted IoU, measurements, shape
+//! descriptors and, in multimask mode, its candidate masks; new lesion, undo and redo.
 
+use sonosam_model::measure::descriptors::{Descriptors, NotMeasurable, Unit, describe};
 use yew::prelude::*;
 
 use super::{AppContext, Msg};
@@ -45,6 +46,11 @@ fn Lesion(props: &LesionProps) -> Html {
     let [r, g, b] = draw::object_color(i);
     let seg = o.segmentation.as_ref();
     let measured = seg.zip(app.image.as_ref()).and_then(|(s, image)| image.measure(s, &app.settings));
+    // Tracing the outline is not free: once per mask and calibration, not per redraw.
+    let spacing = measured.as_ref().and_then(|(_, c)| c.mm_per_px);
+    let descriptors = use_memo((o.segmentation.clone(), spacing), |(seg, spacing)| {
+        seg.as_ref().and_then(|s| s.mask()).map(|m| describe(m, *spacing))
+    });
     let candidates = seg.filter(|s| s.decoded.masks.len() > 1).map(|s| {
         let buttons = s.decoded.iou.iter().enumerate().map(|(k, iou)| html! {
             <button class={ classes!("candidate", (k == s.chosen()).then_some("chosen")) }
@@ -75,7 +81,57 @@ fn Lesion(props: &LesionProps) -> Html {
                     </div>
                 </>
             }) }
+            { descriptors.as_ref().clone().map(|d| html! { <DescriptorPanel descriptors={ d } /> }) }
             { candidates }
         </li>
+    }
+}
+
+#[derive(Properties, PartialEq)]
+struct DescriptorPanelProps {
+    descriptors: Result<Descriptors, NotMeasurable>,
+}
+
+/// A lesion's shape descriptors: the BI-RADS-style calls (computed suggestions) and the
+/// numbers behind them, folded by default.
+#[function_component]
+fn DescriptorPanel(props: &DescriptorPanelProps) -> Html {
+    let d = match &props.descriptors {
+        Ok(d) => d,
+        Err(e) => return html! { <div class="descriptors not-measurable">{ format!("shape: not measurable ({e})") }</div> },
+    };
+    let word = |v: serde_json::Value| v.as_str().unwrap_or_default().replace('_', " ");
+    let calls = format!(
+        "{} · {} · {}",
+        word(serde_json::json!(d.calls.shape)),
+        word(serde_json::json!(d.calls.orientation)),
+        word(serde_json::json!(d.calls.margin))
+    );
+    let unit = match d.unit { Unit::Mm => "mm", Unit::Px => "px" };
+    let rows = [
+        ("area", format!("{:.1} {unit}²", d.area)),
+        ("perimeter", format!("{:.1} {unit}", d.perimeter)),
+        ("depth × width", format!("{:.1} × {:.1} {unit}", d.depth, d.width)),
+        ("depth/width", format!("{:.2}", d.depth_width_ratio)),
+        ("orientation", format!("{:.0}° to the skin line", d.orientation_deg)),
+        ("ellipse misfit", format!("{:.3}", d.ellipse_misfit)),
+        ("circularity", format!("{:.3}", d.circularity)),
+        ("convexity", format!("{:.3}", d.convexity)),
+        ("solidity", format!("{:.3}", d.solidity)),
+        ("radial length (mean, sd)", format!("{:.3}, {:.3}", d.radial_length.mean, d.radial_length.std)),
+        ("lobulations", d.lobulations.to_string()),
+        ("angular points", d.angular_points.to_string()),
+    ];
+    html! {
+        <details class="descriptors" onclick={ |e: MouseEvent| e.stop_propagation() }>
+            <summary>{ "shape: " }<span class="calls">{ calls }</span></summary>
+            <table>
+                { for rows.iter().map(|(k, v)| html! { <tr><th scope="row">{ *k }</th><td>{ v.clone() }</td></tr> }) }
+            </table>
+            if d.touches_border {
+                <p class="note">{ "The lesion reaches the image edge: its shape may be cut off." }</p>
+            }
+            <p class="note">{ "Computed suggestions from the outline (thresholds chosen on BUSI's training split), not a diagnosis." }</p>
+        </details>
     }
 }
