@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use crate::mask::Mask;
 use crate::measure::Measurements;
+use crate::measure::outline::trace_from;
 
 /// Uncompressed COCO RLE counts: run lengths in column-major order, starting with a
 /// (possibly empty) run of background.
@@ -100,7 +101,7 @@ pub fn mask_from_rle(counts: &[u32], width: usize, height: usize) -> Option<Mask
 }
 
 /// The outer boundary of every 8-connected component (Moore-neighbour tracing of pixel
-/// centres), as COCO polygons `[x0, y0, x1, y1, …]`. Components smaller than `min_area`
+/// centres, [`trace_from`]), as COCO polygons `[x0, y0, x1, y1, …]`. Components smaller than `min_area`
 /// pixels are left out.
 pub fn polygons(mask: &Mask, min_area: usize) -> Vec<Vec<f64>> {
     let (w, h) = (mask.width as i64, mask.height as i64);
@@ -137,29 +138,9 @@ pub fn polygons(mask: &Mask, min_area: usize) -> Vec<Vec<f64>> {
             continue;
         }
         let s = ((start % mask.width) as i64, (start / mask.width) as i64);
-        let mut poly = vec![s.0 as f64, s.1 as f64];
-        // Moore tracing: `s` is the component's first pixel in raster order, so its west
-        // neighbour is background; each sweep starts just after the last background pixel.
-        let (mut cur, mut back, mut first_move) = (s, 0usize, None);
-        for _ in 0..4 * area + 8 {
-            let found = (1..=8).map(|k| (back + k) % 8).find_map(|d| {
-                let n = (cur.0 + DIRS[d].0, cur.1 + DIRS[d].1);
-                on(n.0, n.1).then_some((n, d))
-            });
-            let Some((n, d)) = found else { break }; // a single pixel
-            if cur == s {
-                match first_move {
-                    Some(f) if f == d => break, // back where we started, the same way
-                    None => first_move = Some(d),
-                    _ => {}
-                }
-            }
-            back = if d % 2 == 0 { (d + 6) % 8 } else { (d + 5) % 8 };
-            cur = n;
-            if n != s {
-                poly.extend([n.0 as f64, n.1 as f64]);
-            }
-        }
+        let current = next;
+        let boundary = trace_from(s, area, |(x, y)| on(x, y) && label[(y * w + x) as usize] == current);
+        let poly: Vec<f64> = boundary.iter().flat_map(|&(x, y)| [x as f64, y as f64]).collect();
         out.push(poly);
     }
     out

@@ -17,27 +17,29 @@ pub fn lesion_region(mask: &Mask) -> Mask {
     mask.largest_component().fill_holes()
 }
 
-/// The outer boundary of a one-blob `region`, traced clockwise (Moore-neighbour tracing with
-/// Jacob's stopping criterion): the centres `(x, y)` of its boundary pixels in order, each
-/// 8-adjacent to the next, closing back on the first. Empty for an empty region; one point for
-/// a single pixel.
+/// The outer boundary of a one-blob `region`, traced clockwise: see [`trace_from`]. Empty for
+/// an empty region; one point for a single pixel.
 pub fn trace_boundary(region: &Mask) -> Vec<(i64, i64)> {
-    let (w, h) = (region.width as i64, region.height as i64);
-    let inside = |(x, y): (i64, i64)| x >= 0 && y >= 0 && x < w && y < h && region.get(x as usize, y as usize);
     let Some(first) = region.data.iter().position(|&v| v != 0) else {
         return Vec::new();
     };
-    // The first pixel in raster order: its west neighbour is background, the search's start.
+    let (w, h) = (region.width as i64, region.height as i64);
     let start = ((first % region.width) as i64, (first / region.width) as i64);
+    trace_from(start, region.data.len(), |(x, y)| x >= 0 && y >= 0 && x < w && y < h && region.get(x as usize, y as usize))
+}
+
+/// The outer boundary of the 8-connected blob of pixels where `inside` holds that has `start`
+/// as its first pixel in raster order (so `start`'s west neighbour is outside), traced
+/// clockwise by Moore-neighbour tracing with Jacob's stopping criterion: the centres `(x, y)`
+/// of its boundary pixels in order, each 8-adjacent to the next, closing back on the first.
+/// `area` bounds the walk (the blob's pixel count, or more).
+pub fn trace_from(start: (i64, i64), area: usize, inside: impl Fn((i64, i64)) -> bool) -> Vec<(i64, i64)> {
     let step = |p: (i64, i64), d: usize| (p.0 + NEIGHBOURS[d].0, p.1 + NEIGHBOURS[d].1);
-    let direction = |from: (i64, i64), to: (i64, i64)| {
-        NEIGHBOURS.iter().position(|&(dx, dy)| (from.0 + dx, from.1 + dy) == to).expect("8-adjacent")
-    };
     let mut chain = vec![start];
     let (mut p, mut back) = (start, 0usize);
     let mut first_move = None;
     // Every boundary pixel is entered at most once per neighbour direction.
-    for _ in 0..8 * region.data.len() + 8 {
+    for _ in 0..8 * area + 8 {
         let Some(d) = (1..=8).map(|k| (back + k) % 8).find(|&d| inside(step(p, d))) else {
             break; // a single pixel
         };
@@ -48,10 +50,11 @@ pub fn trace_boundary(region: &Mask) -> Vec<(i64, i64)> {
                 Some(_) => {}
             }
         }
-        let next = step(p, d);
-        // The background pixel scanned just before `next`, as seen from `next`.
-        back = direction(next, step(p, (d + 7) % 8));
-        p = next;
+        // The search from the next pixel starts at the outside pixel scanned just before it:
+        // seen from there, a move along an axis leaves it two steps back clockwise, a diagonal
+        // move three.
+        back = if d % 2 == 0 { (d + 6) % 8 } else { (d + 5) % 8 };
+        p = step(p, d);
         chain.push(p);
     }
     if chain.len() > 1 && chain.last() == Some(&start) {
