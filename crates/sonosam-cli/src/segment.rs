@@ -11,6 +11,7 @@ use serde_json::json;
 use sonosam_dicom::Calibration;
 use sonosam_model::measure::Measurements;
 use sonosam_model::measure::descriptors::describe;
+use sonosam_model::report::{Report, ReportLesion, iso_utc};
 use sonosam_model::{Geometry, Point, PointLabel, Predictor, Prompt, StoreDType};
 
 use crate::CliResult;
@@ -47,6 +48,10 @@ pub struct SegmentArgs {
     /// Also write an overlay PNG (image, mask, contour, box, points).
     #[arg(long)]
     pub overlay: Option<PathBuf>,
+    /// Also write the lesion report: `.html` (one self-contained page that prints to PDF from
+    /// a browser) or `.json`, by the file's extension.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
     /// cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu", value_parser = crate::parse_backend)]
     pub backend: BackendKind,
@@ -114,7 +119,11 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
         outputs.extend((0..3).map(|k| sibling(&args.out, k)));
     }
     outputs.extend(args.overlay.clone());
+    outputs.extend(args.report.clone());
     outputs.iter().try_for_each(|p| check_output(p))?;
+    if let Some(path) = &args.report {
+        ReportFormat::of(path)?;
+    }
     if args.mm_per_px.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
         bail!("--mm-per-px must be a positive number");
     }
@@ -185,15 +194,80 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
         }
     }
     if let Some(path) = &args.overlay {
-        let overlay = render_overlay(image, &seg.masks[best..=best], &prompt, 0.45);
-        let mut buf = Vec::new();
-        overlay
-            .write_to(&mut std::io::Cursor::new(&mut buf), image::ImageFormat::Png)
-            .context("encoding overlay")?;
-        write_atomic(path, &buf)?;
+        write_atomic(path, &overlay_png(image, &seg.masks[best], &prompt)?)?;
+        wrote(path);
+    }
+    if let Some(path) = &args.report {
+        let report = lesion_report(&args, &input, &loaded.id, &seg, measured.as_ref());
+        let bytes = match ReportFormat::of(path)? {
+            ReportFormat::Html => report.to_html(&overlay_png(image, &seg.masks[best], &prompt)?),
+            ReportFormat::Json => report.to_json(),
+        };
+        write_atomic(path, bytes.as_bytes())?;
         wrote(path);
     }
     Ok(())
+}
+
+/// The image with the mask, its contour and the prompt drawn in, as PNG bytes.
+fn overlay_png(image: &image::RgbImage, mask: &sonosam_model::Mask, prompt: &Prompt) -> CliResult<Vec<u8>> {
+    let overlay = render_overlay(image, std::slice::from_ref(mask), prompt, 0.45);
+    let mut buf = Vec::new();
+    overlay
+        .write_to(&mut std::io::Cursor::new(&mut buf), image::ImageFormat::Png)
+        .context("encoding overlay")?;
+    Ok(buf)
+}
+
+enum ReportFormat {
+    Html,
+    Json,
+}
+
+impl ReportFormat {
+    fn of(path: &Path) -> CliResult<Self> {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("html" | "htm") => Ok(Self::Html),
+            Some("json") => Ok(Self::Json),
+            _ => bail!("--report {}: name it .html or .json", path.display()),
+        }
+    }
+}
+
+/// The report of the best mask: one lesion, its measurements and descriptors.
+fn lesion_report(
+    args: &SegmentArgs,
+    input: &InputImage,
+    model: &str,
+    seg: &sonosam_model::Segmentation,
+    measured: Option<&(Measurements, Calibration)>,
+) -> Report {
+    let best = seg.best();
+    let spacing = measured.and_then(|(_, c)| c.mm_per_px);
+    let file = args.image.file_name().map_or_else(|| args.image.display().to_string(), |f| f.to_string_lossy().into_owned());
+    let source = match &input.dicom {
+        Some(d) => d.info.describe_frame(input.frame),
+        None => format!("{} image", args.image.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_uppercase()),
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Report {
+        image: file,
+        width: input.rgb.width() as usize,
+        height: input.rgb.height() as usize,
+        source,
+        model: model.to_string(),
+        decoder: args.decoder.clone(),
+        created: iso_utc(now),
+        software: format!("sonosam {}", env!("CARGO_PKG_VERSION")),
+        lesions: vec![ReportLesion {
+            name: "lesion 1".into(),
+            predicted_iou: seg.iou[best],
+            measurements: measured.map(|(m, _)| *m),
+            calibration: measured.map_or_else(|| "none".into(), |(_, c)| c.describe()),
+            calibration_detail: measured.map_or(serde_json::Value::Null, |(_, c)| json!(c)),
+            descriptors: describe(&seg.masks[best], spacing),
+        }],
+    }
 }
 
 /// The `--json` result: every mask's area and predicted IoU, the best one's measurements in px

@@ -83,6 +83,20 @@ pub struct Info {
     pub imager_pixel_spacing: Option<[f64; 2]>,
 }
 
+impl Info {
+    /// What the image is, for reports: `DICOM US, frame 2 of 12, ACME`.
+    pub fn describe_frame(&self, frame: u32) -> String {
+        let mut out = format!("DICOM {}", self.modality.as_deref().unwrap_or("image"));
+        if self.frames > 1 {
+            out.push_str(&format!(", frame {} of {}", frame + 1, self.frames));
+        }
+        if let Some(m) = self.manufacturer.as_deref().filter(|m| !m.trim().is_empty()) {
+            out.push_str(&format!(", {}", m.trim()));
+        }
+        out
+    }
+}
+
 /// A DICOM image file, read and checked.
 pub struct Dicom {
     obj: DefaultDicomObject,

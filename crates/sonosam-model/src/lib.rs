@@ -40,12 +40,13 @@ pub mod segmentation;
 // The predictor: one image, prompts in its pixels, masks at its size.
 pub mod predictor;
 
-// Masks and what is made of them: measurements, overlays, exports, box prompts.
+// Masks and what is made of them: measurements, overlays, exports, reports, box prompts.
 pub mod box_prompts;
 pub mod export;
 pub mod mask;
 pub mod measure;
 pub mod overlay;
+pub mod report;
 
 // Embeddings on the wire (the server's API and caches).
 pub mod wire;
