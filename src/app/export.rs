@@ -76,7 +76,7 @@ pub(super) fn encode_png(img: &RgbImage) -> Result<Vec<u8>, String> {
 
 /// Download `bytes` as `name`. One hidden link per export kind (`id`) stays in the page: its
 /// href is the latest export (the tests read it back).
-fn download(name: &str, bytes: &[u8], mime: &str, id: &str) -> Result<(), String> {
+pub(super) fn download(name: &str, bytes: &[u8], mime: &str, id: &str) -> Result<(), String> {
     let err = |e: wasm_bindgen::JsValue| format!("export failed: {e:?}");
     let array = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
     let opts = web_sys::BlobPropertyBag::new();
@@ -124,5 +124,10 @@ pub fn ExportBar() -> Html {
     let buttons = ExportKind::ALL.map(|kind| html! {
         <button id={ format!("export-{}-button", kind.key()) } onclick={ app.send.reform(move |_| Msg::Export(kind)) }>{ kind.label() }</button>
     });
-    html! { <div class="export">{ for buttons }</div> }
+    html! {
+        <div class="export">
+            { for buttons }
+            <button id="report-button" onclick={ app.send.reform(|_| Msg::Report(true)) }>{ "Report" }</button>
+        </div>
+    }
 }

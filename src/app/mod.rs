@@ -24,6 +24,7 @@ mod export;
 mod gallery;
 mod lesions;
 mod model_panel;
+mod report;
 mod settings;
 mod shortcuts;
 mod status;
@@ -244,6 +245,8 @@ pub enum Msg {
     Choose(usize),
     Set(Setting),
     Export(ExportKind),
+    /// Open (a fresh report of the current lesions) or close the report view.
+    Report(bool),
     Error(String),
     /// The canvas drew the document's masks.
     Drawn,
@@ -281,6 +284,9 @@ pub struct App {
     busy_since: Option<f64>,
     error: Option<String>,
     latency: Latency,
+    /// The open report (as HTML and JSON, and the file names' stem), a snapshot taken when
+    /// it was opened.
+    report: Option<report::ReportViewProps>,
     /// How components send messages (one callback for the app's life: the context stays
     /// equal between renders).
     send: Callback<Msg>,
@@ -322,6 +328,7 @@ impl Component for App {
             busy_since: None,
             error: None,
             latency: Latency::default(),
+            report: None,
             send: link.callback(|m| m),
             _keys: keys,
         };
@@ -366,6 +373,7 @@ impl Component for App {
             Msg::Choose(k) => self.choose(k),
             Msg::Set(s) => self.set(ctx, s),
             Msg::Export(kind) => self.export(kind),
+            Msg::Report(open) => self.report(open),
             Msg::Error(e) => self.error = Some(e),
             Msg::Drawn => return self.drawn(),
         }
@@ -402,6 +410,9 @@ impl Component for App {
                     <status::Banners notice={ self.notice.clone() } error={ self.error.clone() } />
                     <gallery::Gallery samples={ self.samples.clone() } samples_url={ ctx.props().samples_url.clone() } />
                     <dicom_panel::DicomPanel />
+                    if let Some(r) = &self.report {
+                        <report::ReportView html={ r.html.clone() } json={ r.json.clone() } stem={ r.stem.clone() } />
+                    }
                     <main>
                         <canvas::ImageCanvas hover_mask={ self.hover.mask.clone().map(canvas::Shared) }
                             busy={ self.decodes.in_flight() > 0 } />
@@ -517,6 +528,7 @@ impl App {
             Ok(image) => {
                 self.image = Some(Rc::new(image));
                 self.embedded = false;
+                self.report = None; // a report is of the image it was made on
                 self.doc = Rc::default();
                 self.frame_docs.clear();
                 self.decodes.reset();
@@ -545,6 +557,7 @@ impl App {
                 self.hover.clear();
                 self.image = Some(Rc::new(next));
                 self.embedded = false;
+                self.report = None;
                 self.start_embedding(ctx);
             }
             Err(e) => self.error = Some(e),
@@ -759,6 +772,25 @@ impl App {
         };
         if let Err(e) = export::export(kind, image, &self.doc, &self.settings) {
             self.error = Some(e);
+        }
+    }
+
+    fn report(&mut self, open: bool) {
+        self.report = None;
+        if !open {
+            return;
+        }
+        let Some(image) = &self.image else {
+            self.error = Some("open an image first".into());
+            return;
+        };
+        let report = report::build(image, &self.doc, &self.settings, self.model.ready().map(|m| &**m));
+        match report::html(&report, image, &self.doc, &self.settings) {
+            Ok(html) => {
+                let stem = image.name.rsplit_once('.').map_or(image.name.as_str(), |(s, _)| s);
+                self.report = Some(report::ReportViewProps { html: html.into(), json: report.to_json().into(), stem: stem.to_string().into() });
+            }
+            Err(e) => self.error = Some(e),
         }
     }
 }

@@ -259,14 +259,15 @@ fn lesion_report(
         decoder: args.decoder.clone(),
         created: iso_utc(now),
         software: format!("sonosam {}", env!("CARGO_PKG_VERSION")),
-        lesions: vec![ReportLesion {
-            name: "lesion 1".into(),
-            predicted_iou: seg.iou[best],
-            measurements: measured.map(|(m, _)| *m),
-            calibration: measured.map_or_else(|| "none".into(), |(_, c)| c.describe()),
-            calibration_detail: measured.map_or(serde_json::Value::Null, |(_, c)| json!(c)),
-            descriptors: describe(&seg.masks[best], spacing),
-        }],
+        lesions: vec![ReportLesion::new(
+            "lesion 1".into(),
+            &seg.masks[best],
+            seg.iou[best],
+            measured.map(|(m, _)| *m),
+            measured.map_or_else(|| "none".into(), |(_, c)| c.describe()),
+            measured.map_or(serde_json::Value::Null, |(_, c)| json!(c)),
+            spacing,
+        )],
     }
 }
 

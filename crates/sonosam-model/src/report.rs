@@ -8,8 +8,9 @@ use base64::Engine as _;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::mask::Mask;
 use crate::measure::Measurements;
-use crate::measure::descriptors::{Descriptors, NotMeasurable, Unit};
+use crate::measure::descriptors::{Descriptors, NotMeasurable, Unit, describe};
 
 /// The report of one image.
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +45,24 @@ pub struct ReportLesion {
     pub calibration_detail: Value,
     #[serde(serialize_with = "descriptors_or_reason")]
     pub descriptors: Result<Descriptors, NotMeasurable>,
+}
+
+impl ReportLesion {
+    /// The lesion `mask` (predicted IoU `predicted_iou`), measured as `measurements`, under a
+    /// calibration described as `calibration` (recorded as `detail`) of scale `mm_per_px`
+    /// (`[x, y]`; `None`: pixels) — its descriptors computed at that scale.
+    pub fn new(
+        name: String,
+        mask: &Mask,
+        predicted_iou: f32,
+        measurements: Option<Measurements>,
+        calibration: String,
+        detail: Value,
+        mm_per_px: Option<[f64; 2]>,
+    ) -> Self {
+        let descriptors = describe(mask, mm_per_px);
+        Self { name, predicted_iou, measurements, calibration, calibration_detail: detail, descriptors }
+    }
 }
 
 fn descriptors_or_reason<S: serde::Serializer>(d: &Result<Descriptors, NotMeasurable>, s: S) -> Result<S::Ok, S::Error> {
@@ -186,8 +205,7 @@ fn lesion_details(l: &ReportLesion) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mask::Mask;
-    use crate::measure::{descriptors::describe, measure};
+    use crate::measure::measure;
 
     fn report(lesions: Vec<ReportLesion>) -> Report {
         Report {
@@ -213,13 +231,9 @@ mod tests {
     #[test]
     fn html_and_json_carry_every_lesion() {
         let mask = Mask::from_fn(120, 100, |i| ((i % 120) as f64 - 60.0).hypot((i / 120) as f64 - 50.0) <= 20.0);
-        let lesion = |name: &str, mask: &Mask, mm: Option<f64>| ReportLesion {
-            name: name.into(),
-            predicted_iou: 0.9,
-            measurements: measure(mask, mm),
-            calibration: if mm.is_some() { "manual".into() } else { "none".into() },
-            calibration_detail: Value::Null,
-            descriptors: describe(mask, mm.map(|v| [v, v])),
+        let lesion = |name: &str, mask: &Mask, mm: Option<f64>| {
+            let calibration = if mm.is_some() { "manual" } else { "none" };
+            ReportLesion::new(name.into(), mask, 0.9, measure(mask, mm), calibration.into(), Value::Null, mm.map(|v| [v, v]))
         };
         let r = report(vec![lesion("lesion 1", &mask, Some(0.1)), lesion("lesion 2", &Mask::new(120, 100), None)]);
         let html = r.to_html(&[1, 2, 3]);
