@@ -223,6 +223,88 @@ fn eval_reports_and_writes_json() {
     fails_with(&["eval", "--data", &s(&busi()), "--split", "nope"], &["no images"]);
 }
 
+/// Descriptor AUC (truth vs prediction), the calls' agreement and the ROC curves, on three
+/// benign and three malignant validation images (a splits file of their own).
+#[test]
+fn eval_compares_descriptors_of_truth_and_prediction() {
+    let dir = scratch("eval-descriptors");
+    let rows: Vec<String> = std::fs::read_to_string(busi().join("splits.csv"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(",val,"))
+        .filter(|l| l.contains(",benign,") || l.contains(",malignant,"))
+        .map(str::to_string)
+        .collect();
+    let pick = |label: &str| rows.iter().filter(|l| l.contains(&format!(",{label},"))).take(3).cloned().collect::<Vec<_>>();
+    let splits = dir.join("splits.csv");
+    std::fs::write(&splits, format!("image,masks,label,split,dup_group\n{}\n{}\n", pick("benign").join("\n"), pick("malignant").join("\n"))).unwrap();
+    let (json, roc) = (dir.join("summary.json"), dir.join("roc.svg"));
+    let out = ok(&[
+        "eval", "--data", &s(&busi()), "--splits", &s(&splits), "--split", "val", "--jitter", "0",
+        "--json", &s(&json), "--csv", &s(&dir.join("scores.csv")), "--roc", &s(&roc),
+    ]);
+    assert!(out.contains("shape descriptors, benign (") && out.contains("convexity") && out.contains("kappa"), "{out}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let auc = &v["descriptors_auc"];
+    for name in ["area", "depth_width_ratio", "orientation_deg", "ellipse_misfit", "circularity", "convexity", "solidity", "nrl_mean", "lobulations", "angular_points"] {
+        for side in ["gt", "pred"] {
+            let a = auc[name][side].as_f64().unwrap_or_else(|| panic!("no {side} AUC of {name}: {v}"));
+            assert!((0.0..=1.0).contains(&a), "{name} {side} {a}");
+        }
+    }
+    for call in ["shape", "orientation", "margin"] {
+        assert!(v["descriptor_calls_kappa"][call].as_f64().unwrap() <= 1.0);
+    }
+    assert_eq!(v["descriptor_benign"].as_u64().unwrap() + v["descriptor_malignant"].as_u64().unwrap(), v["n"].as_u64().unwrap());
+    let svg = std::fs::read_to_string(&roc).unwrap();
+    assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 28, "two curves per descriptor");
+}
+
+/// The lesion report of a calibrated DICOM file: descriptors in mm in `--json` and in the
+/// report, the HTML report printed to PDF by headless Chromium with its lesion table.
+#[test]
+fn segment_reports_descriptors_and_the_report_prints() {
+    let data = repo().join("target/test-data/dicom");
+    assert!(data.join("reference.json").is_file(), "no DICOM test data: run scripts/dicom-test-data.sh");
+    let dir = scratch("report");
+    let dicom = s(&data.join("us_calibrated.dcm"));
+    let (html, json, pdf) = (dir.join("r.html"), dir.join("r.json"), dir.join("r.pdf"));
+    let args = |report: &Path| vec!["segment".to_string(), dicom.clone(), "--box".into(), "60,40,200,180".into(), "--out".into(), s(&dir.join("m.png")), "--report".into(), s(report)];
+    let printed: serde_json::Value = serde_json::from_str(&ok(&[args(&json).iter().map(String::as_str).collect::<Vec<_>>(), vec!["--json"]].concat())).unwrap();
+    let d = &printed["descriptors"];
+    assert_eq!(d["unit"], "mm", "{printed}");
+    let area_mm2 = printed["measurements"]["area_mm2"].as_f64().unwrap();
+    assert!((d["area"].as_f64().unwrap() - area_mm2).abs() <= 0.05 * area_mm2, "{d}");
+    for key in ["perimeter", "depth_width_ratio", "orientation_deg", "ellipse_misfit", "circularity", "convexity", "solidity", "lobulations", "angular_points"] {
+        assert!(d[key].is_number(), "descriptors lack {key}: {d}");
+    }
+    assert!(d["calls"]["shape"].is_string() && d["radial_length"]["mean"].is_number());
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(report["source"].as_str().unwrap().starts_with("DICOM US"), "{report}");
+    assert_eq!(report["lesions"][0]["descriptors"], *d);
+    assert_eq!(report["lesions"][0]["calibration"], "ultrasound region 1");
+
+    ok(&args(&html).iter().map(String::as_str).collect::<Vec<_>>());
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("id=\"lesion-table\"") && page.contains(" mm</td>") && page.contains("@media print"));
+    fails_with(&[args(&html)[..7].iter().map(String::as_str).collect::<Vec<_>>(), vec![&s(&dir.join("r.pdf"))]].concat(), &["name it .html or .json"]);
+    // Headless Chromium prints it (a tagged PDF: its structure names the table).
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let status = Command::new(&chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer"])
+        .arg(format!("--print-to-pdf={}", pdf.display()))
+        .arg(format!("file://{}", html.canonicalize().unwrap().display()))
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {chromium} (set CHROMIUM): {e}"));
+    assert!(status.success());
+    let bytes = std::fs::read(&pdf).unwrap();
+    let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(bytes.starts_with(b"%PDF") && has("/Type /Page") && has("/S /Table") && has("/S /TD"), "no table in the PDF");
+}
+
 /// A small data set in the images/ + masks/ layout with every kind of problem.
 #[test]
 fn bench_times_training_steps() {
