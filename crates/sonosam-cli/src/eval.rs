@@ -212,12 +212,18 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
     Ok(())
 }
 
-/// The per-instance scores of every decoder as CSV (`--csv`, default `eval_<split>.csv`).
+/// The per-instance scores of every decoder as CSV (`--csv`, default `eval_<split>.csv`), with
+/// the shape descriptors of the true (`gt_…`) and predicted (`pred_…`) outlines.
 fn write_csv(args: &EvalArgs, prepared: &Prepared, all_scores: &[(String, Vec<Scores>)]) -> CliResult<()> {
     let csv_path = args.csv.clone().unwrap_or_else(|| PathBuf::from(format!("eval_{}.csv", args.split)));
     let mut csv = String::from("model,image,mask,label,dice,iou,hd95,predicted_iou");
     for j in &args.jitter {
         csv.push_str(&format!(",dice_jitter_{j}"));
+    }
+    for side in ["gt", "pred"] {
+        for named in &TABLE {
+            csv.push_str(&format!(",{side}_{}", named.name));
+        }
     }
     csv.push('\n');
     for (name, scores) in all_scores {
@@ -236,6 +242,12 @@ fn write_csv(args: &EvalArgs, prepared: &Prepared, all_scores: &[(String, Vec<Sc
             ));
             for d in &s.jitter_dice {
                 csv.push_str(&format!(",{d:.6}"));
+            }
+            // Descriptors of the true and the predicted outline (empty: not measurable).
+            for d in &s.descriptors {
+                for named in &TABLE {
+                    csv.push_str(&d.as_ref().map_or(",".into(), |d| format!(",{:.6}", (named.value)(d))));
+                }
             }
             csv.push('\n');
         }
