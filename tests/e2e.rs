@@ -404,6 +404,29 @@ fn dicom_as_a_user(d: &Driver, root: &Path) {
     assert!((a["measurements"]["mm_per_px"].as_f64().unwrap() - 0.2).abs() < 1e-9, "{a}");
 }
 
+/// The lesion's shape descriptors and the report, as a user opens them: the calls in the lesion
+/// list, the report (image, lesion table, descriptors) in its frame, its JSON download with the
+/// same calls; closing it.
+fn report_as_a_user(d: &Driver, root: &Path) {
+    let calls = d.wait_for("the descriptors", "const c = document.querySelector('.object .descriptors .calls'); return c && c.textContent;", Duration::from_secs(30));
+    let calls: Vec<&str> = calls.as_str().unwrap().split(" · ").collect();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    d.js("document.getElementById('report-button').click(); return true;", json!([]));
+    let html = d.wait_for("the report", "const f = document.getElementById('report-frame'); return f && f.srcdoc;", Duration::from_secs(30));
+    let html = html.as_str().unwrap();
+    for needle in ["id=\"lesion-table\"", "<td>lesion 1</td>", &format!("{SAMPLE}.png"), "decoder base", "data:image/png;base64,", "not a diagnosis"] {
+        assert!(html.contains(needle), "the report lacks {needle}");
+    }
+    d.screenshot(&root.join("target/e2e/report.png"));
+    d.js("document.getElementById('report-json').click(); return true;", json!([]));
+    let report: Value = serde_json::from_slice(&download(d, "report-json")).expect("the report as JSON");
+    let lesion = &report["lesions"][0];
+    assert_eq!(lesion["descriptors"]["calls"]["shape"].as_str().map(|s| s.replace('_', " ")).as_deref(), Some(calls[0]), "{lesion}");
+    assert!(lesion["measurements"]["area_px"].as_u64().unwrap() > 0 && lesion["descriptors"]["convexity"].is_number(), "{lesion}");
+    d.js("document.getElementById('report-close').click(); return true;", json!([]));
+    d.wait_for("the report to close", "return !document.getElementById('report-frame')", Duration::from_secs(10));
+}
+
 /// Export the mask PNG through the app's button and read the downloaded blob back.
 fn exported_mask(d: &Driver) -> Mask {
     d.js("document.getElementById('export-mask-button').click(); return true;", json!([]));
@@ -585,6 +608,7 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     eprintln!("e2e: Dice(browser export, native) = {dice:.5}; Dice vs ground truth {:.4}", exported.dice(&gt).unwrap());
     assert!(dice >= 0.99, "the browser's mask differs from the native pipeline's: Dice {dice}");
 
+    report_as_a_user(&driver, &root);
     dicom_as_a_user(&driver, &root);
     worker_killed_while_idle(&driver);
     let draws = drag_redraws_on_a_large_image(&driver);

@@ -100,13 +100,7 @@ fn DescriptorPanel(props: &DescriptorPanelProps) -> Html {
         Ok(d) => d,
         Err(e) => return html! { <div class="descriptors not-measurable">{ format!("shape: not measurable ({e})") }</div> },
     };
-    let word = |v: serde_json::Value| v.as_str().unwrap_or_default().replace('_', " ");
-    let calls = format!(
-        "{} · {} · {}",
-        word(serde_json::json!(d.calls.shape)),
-        word(serde_json::json!(d.calls.orientation)),
-        word(serde_json::json!(d.calls.margin))
-    );
+    let calls = d.calls.words();
     let unit = match d.unit { Unit::Mm => "mm", Unit::Px => "px" };
     let rows = [
         ("area", format!("{:.1} {unit}²", d.area)),

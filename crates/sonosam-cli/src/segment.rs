@@ -9,6 +9,7 @@ use sonosam_model::backend::{BackendKind, init_device};
 use sonosam_model::overlay::render_overlay;
 use serde_json::json;
 use sonosam_dicom::Calibration;
+use sonosam_dicom::export::{Export as DicomExport, Lesion as DicomLesion};
 use sonosam_model::measure::Measurements;
 use sonosam_model::measure::descriptors::describe;
 use sonosam_model::report::{Report, ReportLesion, iso_utc};
@@ -52,6 +53,14 @@ pub struct SegmentArgs {
     /// a browser) or `.json`, by the file's extension.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Also write the lesion as a DICOM Segmentation (binary), in the source's study when the
+    /// image is DICOM, else in a new one.
+    #[arg(long)]
+    pub seg: Option<PathBuf>,
+    /// Also write the measurements as a DICOM Structured Report (TID 1500 Measurement Report,
+    /// Comprehensive SR).
+    #[arg(long)]
+    pub sr: Option<PathBuf>,
     /// cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu", value_parser = crate::parse_backend)]
     pub backend: BackendKind,
@@ -120,6 +129,8 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
     }
     outputs.extend(args.overlay.clone());
     outputs.extend(args.report.clone());
+    outputs.extend(args.seg.clone());
+    outputs.extend(args.sr.clone());
     outputs.iter().try_for_each(|p| check_output(p))?;
     if let Some(path) = &args.report {
         ReportFormat::of(path)?;
@@ -197,8 +208,11 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
         write_atomic(path, &overlay_png(image, &seg.masks[best], &prompt)?)?;
         wrote(path);
     }
+    if args.report.is_none() && args.seg.is_none() && args.sr.is_none() {
+        return Ok(());
+    }
+    let report = lesion_report(&args, &input, &loaded.id, &seg, measured.as_ref());
     if let Some(path) = &args.report {
-        let report = lesion_report(&args, &input, &loaded.id, &seg, measured.as_ref());
         let bytes = match ReportFormat::of(path)? {
             ReportFormat::Html => report.to_html(&overlay_png(image, &seg.masks[best], &prompt)?),
             ReportFormat::Json => report.to_json(),
@@ -206,7 +220,46 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
         write_atomic(path, bytes.as_bytes())?;
         wrote(path);
     }
+    for (path, kind) in [(&args.seg, DicomKind::Segmentation), (&args.sr, DicomKind::Report)] {
+        if let Some(path) = path {
+            write_atomic(path, &dicom_export(&report, &input, kind)?)?;
+            wrote(path);
+        }
+    }
     Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum DicomKind {
+    Segmentation,
+    Report,
+}
+
+/// The report's lesions as a DICOM Segmentation or Measurement Report.
+fn dicom_export(report: &Report, input: &InputImage, kind: DicomKind) -> CliResult<Vec<u8>> {
+    let numbers: Vec<_> = report.lesions.iter().map(ReportLesion::numbers).collect();
+    let calls: Vec<_> = report.lesions.iter().map(ReportLesion::calls).collect();
+    let lesions: Vec<DicomLesion> = report
+        .lesions
+        .iter()
+        .zip(numbers.iter().zip(&calls))
+        .map(|(l, (numbers, calls))| DicomLesion { name: &l.name, mask: &l.mask.data, outline: &l.outline, numbers, calls })
+        .collect();
+    // The same seed for both objects of one run: a made-up study is the same study.
+    let seed = format!("{}/{}/{}", report.image, input.frame, report.created);
+    let export = DicomExport {
+        source: input.dicom.as_ref().map(|d| (d, input.frame)),
+        width: input.rgb.width(),
+        height: input.rgb.height(),
+        lesions: &lesions,
+        created: &report.created,
+        uid_seed: seed.as_bytes(),
+        software_version: env!("CARGO_PKG_VERSION"),
+    };
+    Ok(match kind {
+        DicomKind::Segmentation => export.segmentation()?,
+        DicomKind::Report => export.measurement_report()?,
+    })
 }
 
 /// The image with the mask, its contour and the prompt drawn in, as PNG bytes.

@@ -305,6 +305,95 @@ fn segment_reports_descriptors_and_the_report_prints() {
     assert!(bytes.starts_with(b"%PDF") && has("/Type /Page") && has("/S /Table") && has("/S /TD"), "no table in the PDF");
 }
 
+/// Row-major run lengths of a mask, starting with a (possibly empty) background run — as
+/// scripts/read_dicom_export.py writes them.
+fn runs(mask: &Mask) -> Vec<u64> {
+    let mut counts = Vec::new();
+    let (mut current, mut run) = (0u8, 0u64);
+    for &v in &mask.data {
+        let v = u8::from(v != 0);
+        if v != current {
+            counts.push(run);
+            (current, run) = (v, 0);
+        }
+        run += 1;
+    }
+    counts.push(run);
+    counts
+}
+
+/// What highdicom (an independent reader, in the DICOM test venv) reads in an exported SEG and
+/// SR.
+fn read_with_highdicom(seg: &Path, sr: &Path) -> serde_json::Value {
+    let python = repo().join("target/dicom-venv/bin/python");
+    assert!(python.is_file(), "no DICOM test venv: run scripts/dicom-test-data.sh");
+    let out = Command::new(python).arg(repo().join("scripts/read_dicom_export.py")).arg(seg).arg(sr).output().unwrap();
+    assert!(out.status.success(), "highdicom cannot read the export: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The lesion exported as a DICOM Segmentation and a TID 1500 Measurement Report, read back
+/// by highdicom: the same mask (exact), the same numbers and calls, in the source's study (or
+/// in one new study for a PNG).
+#[test]
+fn segment_exports_seg_and_sr_that_highdicom_reads() {
+    let data = repo().join("target/test-data/dicom");
+    let dir = scratch("dicom-export");
+    let export = |image: &str, bbox: &str| {
+        let (mask, seg, sr) = (dir.join("m.png"), dir.join("seg.dcm"), dir.join("sr.dcm"));
+        let printed: serde_json::Value = serde_json::from_str(&ok(&[
+            "segment", image, "--box", bbox, "--out", &s(&mask), "--seg", &s(&seg), "--sr", &s(&sr), "--json",
+        ]))
+        .unwrap();
+        let mask = Mask::from_image_bytes(&std::fs::read(&mask).unwrap()).unwrap();
+        (printed, mask, read_with_highdicom(&seg, &sr))
+    };
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * a.abs().max(1.0);
+
+    // A calibrated ultrasound file: its study, its instance, numbers in mm.
+    let (printed, mask, read) = export(&s(&data.join("us_calibrated.dcm")), "60,40,200,180");
+    let (seg, sr) = (&read["seg"], &read["sr"]);
+    assert_eq!(seg["sop_class"], "1.2.840.10008.5.1.4.1.1.66.4");
+    assert_eq!((seg["rows"].as_u64(), seg["columns"].as_u64()), (Some(mask.height as u64), Some(mask.width as u64)));
+    assert_eq!(seg["segmentation_type"], "BINARY");
+    let segment = &seg["segments"][0];
+    assert_eq!((segment["label"].as_str(), segment["property_type"].as_str(), segment["algorithm_type"].as_str()), (Some("lesion 1"), Some("52988006"), Some("AUTOMATIC")));
+    let expected: Vec<u64> = runs(&mask);
+    let got: Vec<u64> = segment["runs"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(got == expected, "the SEG's mask is not the mask");
+    assert_eq!(seg["source_instances"].as_array().unwrap().len(), 1);
+    assert_eq!(sr["study"], seg["study"]);
+    assert_eq!(sr["template"], "1500");
+    let group = &sr["groups"][0];
+    assert_eq!((group["kind"].as_str(), group["tracking_identifier"].as_str(), group["finding"].as_str()), (Some("planar_roi"), Some("lesion 1"), Some("52988006")));
+    assert_eq!(group["region_source"], seg["source_instances"][0]);
+    assert!(group["region_points"].as_u64().unwrap() >= 4);
+    let value = |code: &str| {
+        group["measurements"].as_array().unwrap().iter().find(|m| m["code"] == code).unwrap_or_else(|| panic!("no {code} in {group}"))["value"].as_f64().unwrap()
+    };
+    let (m, d) = (&printed["measurements"], &printed["descriptors"]);
+    assert!(close(value("103339001"), m["long_axis_mm"].as_f64().unwrap()), "long axis");
+    assert!(close(value("103340004"), m["short_axis_mm"].as_f64().unwrap()), "short axis");
+    assert!(close(value("42798000"), m["area_mm2"].as_f64().unwrap()), "area");
+    for (code, key) in [("CIRCULARITY", "circularity"), ("CONVEXITY", "convexity"), ("DEPTHWIDTHRATIO", "depth_width_ratio"), ("LOBULATIONS", "lobulations")] {
+        assert!(close(value(code), d[key].as_f64().unwrap()), "{code}");
+    }
+    let calls: Vec<(String, String)> = group["evaluations"].as_array().unwrap().iter().map(|e| (e["concept"].as_str().unwrap().into(), e["value"].as_str().unwrap().into())).collect();
+    let expect = |k: &str| d["calls"][k].as_str().unwrap().replace('_', "").to_uppercase();
+    assert_eq!(calls, vec![("SHAPE".into(), expect("shape")), ("ORIENTATION".into(), expect("orientation")), ("MARGIN".into(), expect("margin"))]);
+
+    // A PNG: one new study for both objects, no image to point into, no millimetres.
+    let (_, mask, read) = export("www/samples/benign_93.png", "41,44,176,119");
+    let (seg, sr) = (&read["seg"], &read["sr"]);
+    let got: Vec<u64> = seg["segments"][0]["runs"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(got == runs(&mask), "the SEG's mask is not the mask");
+    assert!(seg["source_instances"].as_array().unwrap().is_empty());
+    assert!(seg["study"].as_str().unwrap().starts_with("2.25.") && sr["study"] == seg["study"], "{read}");
+    let group = &sr["groups"][0];
+    assert_eq!(group["kind"], "image");
+    assert!(!group["measurements"].as_array().unwrap().iter().any(|m| m["unit"] == "mm" || m["unit"] == "mm2"), "pixels exported as mm: {group}");
+}
+
 /// A small data set in the images/ + masks/ layout with every kind of problem.
 #[test]
 fn bench_times_training_steps() {

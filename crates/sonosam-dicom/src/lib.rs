@@ -15,8 +15,11 @@
 //!   cm → mm), else Pixel Spacing (0028,0030) or Imager Pixel Spacing (0018,1164); otherwise
 //!   none, never a guess. Regions that do not fit the pixel matrix (a resampled file whose
 //!   regions were not updated) are detected and not used.
+//! - [`export`]: DICOM out — the lesions as a binary Segmentation and a TID 1500 Measurement
+//!   Report (Comprehensive SR), in the source's study.
 
 mod calibration;
+pub mod export;
 mod frames;
 mod lengths;
 

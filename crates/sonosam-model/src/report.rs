@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::mask::Mask;
 use crate::measure::Measurements;
 use crate::measure::descriptors::{Descriptors, NotMeasurable, Unit, describe};
+use crate::measure::outline::{lesion_region, trace_boundary};
 
 /// The report of one image.
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +46,12 @@ pub struct ReportLesion {
     pub calibration_detail: Value,
     #[serde(serialize_with = "descriptors_or_reason")]
     pub descriptors: Result<Descriptors, NotMeasurable>,
+    /// The lesion's outline: its boundary pixels `(x, y)` in order (for DICOM SR regions).
+    #[serde(skip)]
+    pub outline: Vec<(f64, f64)>,
+    /// The mask (for DICOM Segmentations).
+    #[serde(skip)]
+    pub mask: Mask,
 }
 
 impl ReportLesion {
@@ -61,7 +68,45 @@ impl ReportLesion {
         mm_per_px: Option<[f64; 2]>,
     ) -> Self {
         let descriptors = describe(mask, mm_per_px);
-        Self { name, predicted_iou, measurements, calibration, calibration_detail: detail, descriptors }
+        let outline = trace_boundary(&lesion_region(mask)).into_iter().map(|(x, y)| (x as f64, y as f64)).collect();
+        Self { name, predicted_iou, measurements, calibration, calibration_detail: detail, descriptors, outline, mask: mask.clone() }
+    }
+
+    /// What was measured, for structured exports: `(key, meaning, value, UCUM unit)` — the
+    /// calipers and area in mm when calibrated (never pixels: a report's numbers must not be
+    /// mistaken for millimetres), the descriptors (lengths only when in mm).
+    pub fn numbers(&self) -> Vec<(&'static str, &'static str, f64, &'static str)> {
+        let mut out = Vec::new();
+        if let Some(m) = &self.measurements {
+            if let (Some(long), Some(short), Some(area)) = (m.long_mm(), m.short_mm(), m.area_mm2()) {
+                out.extend([("long_axis", "Long Axis", long, "mm"), ("short_axis", "Short Axis", short, "mm"), ("area", "Area", area, "mm2")]);
+            }
+        }
+        if let Ok(d) = &self.descriptors {
+            if d.unit == Unit::Mm {
+                out.push(("perimeter", "Perimeter (smoothed outline)", d.perimeter, "mm"));
+            }
+            out.extend([
+                ("depth_width_ratio", "Depth/width ratio", d.depth_width_ratio, "1"),
+                ("orientation_deg", "Orientation of the major axis to the skin line", d.orientation_deg, "deg"),
+                ("ellipse_misfit", "Ellipse misfit", d.ellipse_misfit, "1"),
+                ("circularity", "Circularity", d.circularity, "1"),
+                ("convexity", "Convexity", d.convexity, "1"),
+                ("solidity", "Solidity", d.solidity, "1"),
+                ("nrl_mean", "Normalised radial length, mean", d.radial_length.mean, "1"),
+                ("nrl_std", "Normalised radial length, standard deviation", d.radial_length.std, "1"),
+                ("nrl_roughness", "Normalised radial length, roughness", d.radial_length.roughness, "1"),
+                ("nrl_crossings", "Normalised radial length, crossings of the mean", d.radial_length.crossings as f64, "1"),
+                ("lobulations", "Lobulations", d.lobulations as f64, "1"),
+                ("angular_points", "Angular points", d.angular_points as f64, "1"),
+            ]);
+        }
+        out
+    }
+
+    /// The categorical calls as `(concept, value)` snake_case keys: `("shape", "oval")`, …
+    pub fn calls(&self) -> Vec<(&'static str, &'static str)> {
+        self.descriptors.as_ref().map(|d| d.calls.keys().to_vec()).unwrap_or_default()
     }
 }
 
@@ -158,14 +203,10 @@ fn sizes(m: &Measurements) -> [String; 3] {
     }
 }
 
-fn word(v: impl Serialize) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(|s| s.replace('_', " "))).unwrap_or_default()
-}
-
 fn lesion_row(l: &ReportLesion) -> String {
     let [long, short, area] = l.measurements.as_ref().map(sizes).unwrap_or_else(|| ["—".into(), "—".into(), "—".into()]);
     let calls = match &l.descriptors {
-        Ok(d) => [word(d.calls.shape), word(d.calls.orientation), word(d.calls.margin)],
+        Ok(d) => d.calls.keys().map(|(_, v)| v.replace('_', " ")),
         Err(_) => ["not measurable".into(), "—".into(), "—".into()],
     };
     format!(

@@ -124,12 +124,53 @@ pub enum Margin {
     NotCircumscribed,
 }
 
+impl Shape {
+    /// The snake_case name (as in JSON).
+    pub fn key(self) -> &'static str {
+        match self {
+            Shape::Oval => "oval",
+            Shape::Round => "round",
+            Shape::Irregular => "irregular",
+        }
+    }
+}
+
+impl Orientation {
+    pub fn key(self) -> &'static str {
+        match self {
+            Orientation::Parallel => "parallel",
+            Orientation::NotParallel => "not_parallel",
+        }
+    }
+}
+
+impl Margin {
+    pub fn key(self) -> &'static str {
+        match self {
+            Margin::Circumscribed => "circumscribed",
+            Margin::NotCircumscribed => "not_circumscribed",
+        }
+    }
+}
+
 /// The categorical calls: computed suggestions from [`thresholds`], not a diagnosis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Calls {
     pub shape: Shape,
     pub orientation: Orientation,
     pub margin: Margin,
+}
+
+impl Calls {
+    /// `(concept, value)` snake_case keys: `[("shape", "oval"), ("orientation", …), ("margin", …)]`.
+    pub fn keys(&self) -> [(&'static str, &'static str); 3] {
+        [("shape", self.shape.key()), ("orientation", self.orientation.key()), ("margin", self.margin.key())]
+    }
+
+    /// For people: `oval · parallel · circumscribed`.
+    pub fn words(&self) -> String {
+        self.keys().map(|(_, v)| v.replace('_', " ")).join(" · ")
+    }
 }
 
 /// The descriptors of one lesion. Lengths in `unit`, areas in `unit`².
@@ -255,18 +296,17 @@ pub fn describe(mask: &Mask, mm_per_px: Option<[f64; 2]>) -> Result<Descriptors,
 impl Descriptors {
     /// One line for people: the calls with the numbers behind them.
     pub fn summary(&self) -> String {
-        let word = |s: &str| s.replace('_', " ");
-        let name = |v: serde_json::Value| word(v.as_str().unwrap_or_default());
+        let word = |k: &str| k.replace('_', " ");
         let border = if self.touches_border { "; the lesion reaches the image edge, so its shape may be cut off" } else { "" };
         format!(
             "shape {} (ellipse misfit {:.2}), orientation {} (depth/width {:.2}, axis {:.0}°), margin {} \
              (convexity {:.3}, {} lobulations, {} angular points) — computed suggestions, not a diagnosis{border}",
-            name(serde_json::json!(self.calls.shape)),
+            word(self.calls.shape.key()),
             self.ellipse_misfit,
-            name(serde_json::json!(self.calls.orientation)),
+            word(self.calls.orientation.key()),
             self.depth_width_ratio,
             self.orientation_deg,
-            name(serde_json::json!(self.calls.margin)),
+            word(self.calls.margin.key()),
             self.convexity,
             self.lobulations,
             self.angular_points,
