@@ -48,6 +48,8 @@ def segmentation(path):
     return {
         "sop_class": seg.SOPClassUID,
         "study": seg.StudyInstanceUID,
+        "patient_name": str(seg.PatientName),
+        "patient_identity_removed": seg.get("PatientIdentityRemoved"),
         "rows": int(seg.Rows),
         "columns": int(seg.Columns),
         "segmentation_type": seg.segmentation_type.value,
@@ -93,6 +95,8 @@ def measurement_report(path):
     return {
         "sop_class": sr.SOPClassUID,
         "study": sr.StudyInstanceUID,
+        "patient_name": str(sr.PatientName),
+        "patient_identity_removed": sr.get("PatientIdentityRemoved"),
         "template": sr.ContentTemplateSequence[0].TemplateIdentifier,
         "groups": groups,
     }

@@ -402,6 +402,43 @@ fn dicom_as_a_user(d: &Driver, root: &Path) {
     assert_eq!(a["calibration"]["source"], "us-region", "{a}");
     assert_eq!(a["calibration"]["region"], 1);
     assert!((a["measurements"]["mm_per_px"].as_f64().unwrap() - 0.2).abs() < 1e-9, "{a}");
+    dicom_export_as_a_user(d, root);
+}
+
+/// The calibrated lesion's report exported as DICOM SEG and SR from the report view, read back
+/// by highdicom (the DICOM test venv): the source's study and instance, the lesion's outline on
+/// it, its long axis in mm as the report says.
+fn dicom_export_as_a_user(d: &Driver, root: &Path) {
+    d.js("document.getElementById('report-button').click(); return true;", json!([]));
+    d.wait_for("the DICOM file's report", "return !!document.getElementById('report-frame')", Duration::from_secs(30));
+    let mut files = Vec::new();
+    for kind in ["seg", "sr", "json"] {
+        d.js(&format!("document.getElementById('report-{kind}').click(); return true;"), json!([]));
+        let path = root.join(format!("target/e2e/app_{kind}.{}", if kind == "json" { "json" } else { "dcm" }));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, download(d, &format!("report-{kind}"))).unwrap();
+        files.push(path);
+    }
+    d.js("document.getElementById('report-close').click(); return true;", json!([]));
+    let out = Command::new(root.join("target/dicom-venv/bin/python"))
+        .arg(root.join("scripts/read_dicom_export.py"))
+        .args(&files[..2])
+        .output()
+        .expect("the DICOM test venv (scripts/dicom-test-data.sh)");
+    assert!(out.status.success(), "highdicom cannot read the app's SEG/SR: {}", String::from_utf8_lossy(&out.stderr));
+    let read: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: Value = serde_json::from_slice(&std::fs::read(&files[2]).unwrap()).unwrap();
+    let (seg, sr) = (&read["seg"], &read["sr"]);
+    assert_eq!(seg["source_instances"].as_array().map(Vec::len), Some(1), "{seg}");
+    assert_eq!(sr["study"], seg["study"]);
+    let group = &sr["groups"][0];
+    assert_eq!(group["kind"], "planar_roi", "{group}");
+    let long = group["measurements"].as_array().unwrap().iter().find(|m| m["code"] == "103339001").expect("a long axis")["value"].as_f64().unwrap();
+    let m = &report["lesions"][0]["measurements"];
+    let expect = m["long_axis"]["length_px"].as_f64().unwrap() * m["mm_per_px"].as_f64().unwrap();
+    assert!((long - expect).abs() < 1e-4 * expect, "SR long axis {long} mm, report {expect} mm");
+    assert!(seg["segments"][0]["area"].as_u64().unwrap() > 0);
+    eprintln!("e2e: the app's SEG and SR read by highdicom: long axis {long:.2} mm, {} px of mask", seg["segments"][0]["area"]);
 }
 
 /// The lesion's shape descriptors and the report, as a user opens them: the calls in the lesion

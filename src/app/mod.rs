@@ -247,6 +247,8 @@ pub enum Msg {
     Export(ExportKind),
     /// Open (a fresh report of the current lesions) or close the report view.
     Report(bool),
+    /// De-identify the report's DICOM exports (or not); the open report is made again.
+    Deidentify(bool),
     Error(String),
     /// The canvas drew the document's masks.
     Drawn,
@@ -287,6 +289,7 @@ pub struct App {
     /// The open report (as HTML and JSON, and the file names' stem), a snapshot taken when
     /// it was opened.
     report: Option<report::ReportViewProps>,
+    deidentify: bool,
     /// How components send messages (one callback for the app's life: the context stays
     /// equal between renders).
     send: Callback<Msg>,
@@ -329,6 +332,7 @@ impl Component for App {
             error: None,
             latency: Latency::default(),
             report: None,
+            deidentify: false,
             send: link.callback(|m| m),
             _keys: keys,
         };
@@ -374,6 +378,12 @@ impl Component for App {
             Msg::Set(s) => self.set(ctx, s),
             Msg::Export(kind) => self.export(kind),
             Msg::Report(open) => self.report(open),
+            Msg::Deidentify(on) => {
+                self.deidentify = on;
+                if self.report.is_some() {
+                    self.report(true);
+                }
+            }
             Msg::Error(e) => self.error = Some(e),
             Msg::Drawn => return self.drawn(),
         }
@@ -411,7 +421,7 @@ impl Component for App {
                     <gallery::Gallery samples={ self.samples.clone() } samples_url={ ctx.props().samples_url.clone() } />
                     <dicom_panel::DicomPanel />
                     if let Some(r) = &self.report {
-                        <report::ReportView html={ r.html.clone() } json={ r.json.clone() } stem={ r.stem.clone() } />
+                        <report::ReportView html={ r.html.clone() } json={ r.json.clone() } seg={ r.seg.clone() } sr={ r.sr.clone() } deidentify={ r.deidentify } stem={ r.stem.clone() } />
                     }
                     <main>
                         <canvas::ImageCanvas hover_mask={ self.hover.mask.clone().map(canvas::Shared) }
@@ -788,7 +798,22 @@ impl App {
         match report::html(&report, image, &self.doc, &self.settings) {
             Ok(html) => {
                 let stem = image.name.rsplit_once('.').map_or(image.name.as_str(), |(s, _)| s);
-                self.report = Some(report::ReportViewProps { html: html.into(), json: report.to_json().into(), stem: stem.to_string().into() });
+                // Without lesions there is nothing to put in a DICOM object.
+                let deidentify = self.deidentify;
+                let dicom = |segmentation| (!report.lesions.is_empty()).then(|| report::dicom(&report, image, segmentation, deidentify)).transpose();
+                match (dicom(true), dicom(false)) {
+                    (Ok(seg), Ok(sr)) => {
+                        self.report = Some(report::ReportViewProps {
+                            html: html.into(),
+                            json: report.to_json().into(),
+                            seg: seg.map(Rc::new),
+                            sr: sr.map(Rc::new),
+                            deidentify,
+                            stem: stem.to_string().into(),
+                        })
+                    }
+                    (Err(e), _) | (_, Err(e)) => self.error = Some(e),
+                }
             }
             Err(e) => self.error = Some(e),
         }

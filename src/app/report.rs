@@ -2,6 +2,7 @@
 //! document `sonosam segment --report` writes) shown in the page, printed to PDF through the
 //! browser's print dialog, or downloaded as HTML or JSON.
 
+use sonosam_dicom::export::{Export as DicomExport, Lesion as DicomLesion};
 use sonosam_model::Mask;
 use sonosam_model::overlay::render_overlay;
 use sonosam_model::report::{Report, ReportLesion};
@@ -55,11 +56,39 @@ pub fn html(report: &Report, image: &OpenImage, doc: &Document, settings: &Setti
     Ok(report.to_html(&encode_png(&overlay)?))
 }
 
+/// The report's lesions as a DICOM Segmentation (`segmentation`) or a TID 1500 Measurement
+/// Report, in the source file's study when the image is DICOM.
+pub fn dicom(report: &Report, image: &OpenImage, segmentation: bool, deidentify: bool) -> Result<Vec<u8>, String> {
+    let lesions: Vec<DicomLesion> = report
+        .lesions
+        .iter()
+        .map(|l| DicomLesion { name: &l.name, mask: &l.mask.data, outline: &l.outline, numbers: l.numbers(), calls: l.calls() })
+        .collect();
+    let (width, height) = image.size();
+    let export = DicomExport {
+        source: image.dicom.as_ref().map(|d| (&*d.file, d.frame)),
+        width: width as u32,
+        height: height as u32,
+        lesions: &lesions,
+        created: &report.created,
+        image_name: &report.image,
+        software_version: env!("CARGO_PKG_VERSION"),
+        deidentify,
+    };
+    let bytes = if segmentation { export.segmentation() } else { export.measurement_report() };
+    bytes.map_err(|e| e.to_string())
+}
+
 #[derive(Properties, PartialEq)]
 pub struct ReportViewProps {
     /// The page to show (the report as HTML) and the report as JSON, for the downloads.
     pub html: AttrValue,
     pub json: AttrValue,
+    /// The report as a DICOM Segmentation and Structured Report (`None`: no lesion to export).
+    pub seg: Option<std::rc::Rc<Vec<u8>>>,
+    pub sr: Option<std::rc::Rc<Vec<u8>>>,
+    /// Whether the DICOM exports are de-identified.
+    pub deidentify: bool,
     /// The file names' stem.
     pub stem: AttrValue,
 }
@@ -82,6 +111,11 @@ pub fn ReportView(props: &ReportViewProps) -> Html {
     let save = |kind: &'static str, body: AttrValue, mime: &'static str, stem: AttrValue| {
         reporting(Box::new(move || download(&format!("{stem}_sonosam_report.{kind}"), body.as_bytes(), mime, &format!("export-report-{kind}"))))
     };
+    let save_dicom = |kind: &'static str, body: Option<std::rc::Rc<Vec<u8>>>, stem: AttrValue| {
+        body.map(|body| reporting(Box::new(move || download(&format!("{stem}_sonosam_{kind}.dcm"), &body, "application/dicom", &format!("export-report-{kind}")))))
+    };
+    let seg = save_dicom("seg", props.seg.clone(), props.stem.clone());
+    let sr = save_dicom("sr", props.sr.clone(), props.stem.clone());
     html! {
         <section class="report-view" role="dialog" aria-modal="false" aria-labelledby="report-title">
             <div class="tools">
@@ -89,6 +123,13 @@ pub fn ReportView(props: &ReportViewProps) -> Html {
                 <button id="report-print" onclick={ print }>{ "Print / save as PDF" }</button>
                 <button id="report-html" onclick={ save("html", props.html.clone(), "text/html", props.stem.clone()) }>{ "Download HTML" }</button>
                 <button id="report-json" onclick={ save("json", props.json.clone(), "application/json", props.stem.clone()) }>{ "Download JSON" }</button>
+                <button id="report-sr" disabled={ sr.is_none() } title="DICOM Structured Report (TID 1500 Measurement Report)" onclick={ sr }>{ "DICOM SR" }</button>
+                <button id="report-seg" disabled={ seg.is_none() } title="DICOM Segmentation of the lesions" onclick={ seg }>{ "DICOM SEG" }</button>
+                <label title="DICOM PS3.15 basic profile: no patient identifiers or dates; the source's UIDs replaced">
+                    <input id="report-deidentify" type="checkbox" checked={ props.deidentify }
+                        onchange={ app.send.reform(|e: Event| Msg::Deidentify(e.target_unchecked_into::<web_sys::HtmlInputElement>().checked())) } />
+                    { " de-identify DICOM" }
+                </label>
                 <button id="report-close" onclick={ app.send.reform(|_| Msg::Report(false)) }>{ "Close" }</button>
             </div>
             <iframe id="report-frame" title="Lesion report" srcdoc={ props.html.clone() }></iframe>

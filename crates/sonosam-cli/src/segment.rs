@@ -61,6 +61,10 @@ pub struct SegmentArgs {
     /// Comprehensive SR).
     #[arg(long)]
     pub sr: Option<PathBuf>,
+    /// De-identify the DICOM exports (PS3.15 Basic Application Confidentiality Profile): no
+    /// patient identifiers or dates copied, the source's UIDs replaced consistently.
+    #[arg(long)]
+    pub deidentify: bool,
     /// cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu", value_parser = crate::parse_backend)]
     pub backend: BackendKind,
@@ -222,7 +226,7 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
     }
     for (path, kind) in [(&args.seg, DicomKind::Segmentation), (&args.sr, DicomKind::Report)] {
         if let Some(path) = path {
-            write_atomic(path, &dicom_export(&report, &input, kind)?)?;
+            write_atomic(path, &dicom_export(&report, &input, kind, args.deidentify)?)?;
             wrote(path);
         }
     }
@@ -236,25 +240,21 @@ enum DicomKind {
 }
 
 /// The report's lesions as a DICOM Segmentation or Measurement Report.
-fn dicom_export(report: &Report, input: &InputImage, kind: DicomKind) -> CliResult<Vec<u8>> {
-    let numbers: Vec<_> = report.lesions.iter().map(ReportLesion::numbers).collect();
-    let calls: Vec<_> = report.lesions.iter().map(ReportLesion::calls).collect();
+fn dicom_export(report: &Report, input: &InputImage, kind: DicomKind, deidentify: bool) -> CliResult<Vec<u8>> {
     let lesions: Vec<DicomLesion> = report
         .lesions
         .iter()
-        .zip(numbers.iter().zip(&calls))
-        .map(|(l, (numbers, calls))| DicomLesion { name: &l.name, mask: &l.mask.data, outline: &l.outline, numbers, calls })
+        .map(|l| DicomLesion { name: &l.name, mask: &l.mask.data, outline: &l.outline, numbers: l.numbers(), calls: l.calls() })
         .collect();
-    // The same seed for both objects of one run: a made-up study is the same study.
-    let seed = format!("{}/{}/{}", report.image, input.frame, report.created);
     let export = DicomExport {
         source: input.dicom.as_ref().map(|d| (d, input.frame)),
         width: input.rgb.width(),
         height: input.rgb.height(),
         lesions: &lesions,
         created: &report.created,
-        uid_seed: seed.as_bytes(),
+        image_name: &report.image,
         software_version: env!("CARGO_PKG_VERSION"),
+        deidentify,
     };
     Ok(match kind {
         DicomKind::Segmentation => export.segmentation()?,

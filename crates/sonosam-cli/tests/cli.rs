@@ -339,15 +339,16 @@ fn read_with_highdicom(seg: &Path, sr: &Path) -> serde_json::Value {
 fn segment_exports_seg_and_sr_that_highdicom_reads() {
     let data = repo().join("target/test-data/dicom");
     let dir = scratch("dicom-export");
-    let export = |image: &str, bbox: &str| {
+    let export_with = |image: &str, bbox: &str, extra: &[&str]| {
         let (mask, seg, sr) = (dir.join("m.png"), dir.join("seg.dcm"), dir.join("sr.dcm"));
-        let printed: serde_json::Value = serde_json::from_str(&ok(&[
-            "segment", image, "--box", bbox, "--out", &s(&mask), "--seg", &s(&seg), "--sr", &s(&sr), "--json",
-        ]))
-        .unwrap();
+        let paths = [s(&mask), s(&seg), s(&sr)];
+        let mut args = vec!["segment", image, "--box", bbox, "--out", &paths[0], "--seg", &paths[1], "--sr", &paths[2], "--json"];
+        args.extend_from_slice(extra);
+        let printed: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
         let mask = Mask::from_image_bytes(&std::fs::read(&mask).unwrap()).unwrap();
         (printed, mask, read_with_highdicom(&seg, &sr))
     };
+    let export = |image: &str, bbox: &str| export_with(image, bbox, &[]);
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * a.abs().max(1.0);
 
     // A calibrated ultrasound file: its study, its instance, numbers in mm.
@@ -363,6 +364,7 @@ fn segment_exports_seg_and_sr_that_highdicom_reads() {
     assert!(got == expected, "the SEG's mask is not the mask");
     assert_eq!(seg["source_instances"].as_array().unwrap().len(), 1);
     assert_eq!(sr["study"], seg["study"]);
+    assert!(seg["study"].as_str().unwrap().starts_with("1.3.6.1.4.1.5962.") && seg["patient_name"] != "ANONYMOUS", "the source's study: {seg}");
     assert_eq!(sr["template"], "1500");
     let group = &sr["groups"][0];
     assert_eq!((group["kind"].as_str(), group["tracking_identifier"].as_str(), group["finding"].as_str()), (Some("planar_roi"), Some("lesion 1"), Some("52988006")));
@@ -381,6 +383,17 @@ fn segment_exports_seg_and_sr_that_highdicom_reads() {
     let calls: Vec<(String, String)> = group["evaluations"].as_array().unwrap().iter().map(|e| (e["concept"].as_str().unwrap().into(), e["value"].as_str().unwrap().into())).collect();
     let expect = |k: &str| d["calls"][k].as_str().unwrap().replace('_', "").to_uppercase();
     assert_eq!(calls, vec![("SHAPE".into(), expect("shape")), ("ORIENTATION".into(), expect("orientation")), ("MARGIN".into(), expect("margin"))]);
+
+    // De-identified: no name, the source's UIDs replaced — consistently in both objects.
+    let (_, _, anonymous) = export_with(&s(&data.join("us_calibrated.dcm")), "60,40,200,180", &["--deidentify"]);
+    for object in ["seg", "sr"] {
+        let o = &anonymous[object];
+        assert_eq!((o["patient_name"].as_str(), o["patient_identity_removed"].as_str()), (Some("ANONYMOUS"), Some("YES")), "{o}");
+        assert!(o["study"].as_str().unwrap().starts_with("2.25."), "{o}");
+    }
+    assert_eq!(anonymous["sr"]["study"], anonymous["seg"]["study"]);
+    assert_ne!(anonymous["seg"]["source_instances"], seg["source_instances"]);
+    assert_eq!(anonymous["sr"]["groups"][0]["region_source"], anonymous["seg"]["source_instances"][0]);
 
     // A PNG: one new study for both objects, no image to point into, no millimetres.
     let (_, mask, read) = export("www/samples/benign_93.png", "41,44,176,119");

@@ -35,9 +35,9 @@ pub struct Lesion<'a> {
     /// Its outline, pixel positions `(column, row)` in order (closed by the writer).
     pub outline: &'a [(f64, f64)],
     /// Measured numbers: `(key, meaning, value, UCUM unit)`.
-    pub numbers: &'a [(&'a str, &'a str, f64, &'a str)],
+    pub numbers: Vec<(&'a str, &'a str, f64, &'a str)>,
     /// Categorical calls: `(concept key, value key)`, e.g. `("shape", "oval")`.
-    pub calls: &'a [(&'a str, &'a str)],
+    pub calls: Vec<(&'a str, &'a str)>,
 }
 
 /// The image the lesions are on, and what to write about the writer.
@@ -49,9 +49,17 @@ pub struct Export<'a> {
     pub lesions: &'a [Lesion<'a>],
     /// When (ISO 8601: `2026-11-30T21:50:04Z`).
     pub created: &'a str,
-    /// Makes the new UIDs (mixed with each object's role): e.g. the image's hash and the time.
-    pub uid_seed: &'a [u8],
+    /// The image's file name: with the frame and `created`, what the new UIDs are made from
+    /// (so the SEG and the SR of one export share a made-up study).
+    pub image_name: &'a str,
     pub software_version: &'a str,
+    /// De-identify (DICOM PS3.15 Basic Application Confidentiality Profile): no patient name,
+    /// ID, birth date or other identifying attribute of the source is copied; the source's
+    /// study, series and instance UIDs are replaced by UIDs derived from them (the same
+    /// replacement every time, so the SEG and the SR still refer to each other and to a
+    /// source de-identified the same way); dates are left empty; the objects say so (Patient
+    /// Identity Removed, De-identification Method and its code).
+    pub deidentify: bool,
 }
 
 /// A coded concept: value, scheme, meaning.
@@ -129,7 +137,7 @@ impl Export<'_> {
 
     fn check(&self) -> Result<()> {
         let pixels = self.width as usize * self.height as usize;
-        let bad = |why: String| Err(DicomError::Damaged(format!("cannot export: {why}")));
+        let bad = |why: String| Err(DicomError::Export(why));
         if self.width == 0 || self.height == 0 || self.width > u16::MAX as u32 || self.height > u16::MAX as u32 {
             return bad(format!("an image of {} × {} pixels", self.width, self.height));
         }
@@ -144,7 +152,8 @@ impl Export<'_> {
 
     /// A new UID for `role`: `2.25.` and 128 bits of SHA-256 of the seed and the role.
     fn uid(&self, role: &str) -> String {
-        uid_from(&[self.uid_seed, b"/", role.as_bytes()].concat())
+        let frame = self.source.map_or(0, |(_, f)| f);
+        uid_from(format!("{}/{frame}/{}/{role}", self.image_name, self.created).as_bytes())
     }
 
     /// SOP, patient, study, series, equipment and content date: what both objects share.
@@ -153,7 +162,7 @@ impl Export<'_> {
         put_str(&mut obj, tags::SOP_CLASS_UID, VR::UI, sop_class);
         put_str(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &self.uid(&format!("{role}/instance")));
         put_str(&mut obj, tags::MODALITY, VR::CS, modality);
-        let (date, time) = dicom_date_time(self.created);
+        let (date, time) = if self.deidentify { Default::default() } else { dicom_date_time(self.created) };
         for (tag, vr, value) in [
             (tags::INSTANCE_CREATION_DATE, VR::DA, &date),
             (tags::INSTANCE_CREATION_TIME, VR::TM, &time),
@@ -175,7 +184,7 @@ impl Export<'_> {
             (tags::REFERRING_PHYSICIAN_NAME, VR::PN),
         ];
         match self.source {
-            Some((dicom, _)) => {
+            Some((dicom, _)) if !self.deidentify => {
                 for (tag, vr) in COPIED {
                     put_str(&mut obj, tag, vr, &crate::text(&dicom.obj, tag).unwrap_or_default());
                 }
@@ -183,6 +192,20 @@ impl Export<'_> {
                     put_str(&mut obj, tags::STUDY_INSTANCE_UID, VR::UI, &self.uid("study"));
                 }
                 put_str(&mut obj, tags::SERIES_DESCRIPTION, VR::LO, &format!("sonosam {role}"));
+            }
+            Some(_) => {
+                for (tag, vr) in COPIED {
+                    put_str(&mut obj, tag, vr, "");
+                }
+                put_str(&mut obj, tags::PATIENT_NAME, VR::PN, "ANONYMOUS");
+                // A pseudonym: the same for every export of the same patient.
+                let pseudonym: String = self.source_uid(tags::PATIENT_ID).unwrap_or_default().chars().skip(5).take(16).collect();
+                put_str(&mut obj, tags::PATIENT_ID, VR::LO, &pseudonym);
+                put_str(&mut obj, tags::STUDY_INSTANCE_UID, VR::UI, &self.source_uid(tags::STUDY_INSTANCE_UID).unwrap_or_else(|| self.uid("study")));
+                put_str(&mut obj, tags::SERIES_DESCRIPTION, VR::LO, &format!("sonosam {role} (de-identified)"));
+                put_str(&mut obj, tags::PATIENT_IDENTITY_REMOVED, VR::CS, "YES");
+                put_str(&mut obj, tags::DEIDENTIFICATION_METHOD, VR::LO, "DICOM PS3.15 Basic Application Confidentiality Profile (sonosam)");
+                put_seq(&mut obj, tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE, vec![code(("113100", "DCM", "Basic Application Confidentiality Profile"))]);
             }
             None => {
                 for (tag, vr) in COPIED {
@@ -204,12 +227,20 @@ impl Export<'_> {
         Ok(obj)
     }
 
+    /// A UID (or identifier) of the source, as exported: itself, or when de-identifying its
+    /// replacement (`2.25.` + a hash of it: the same every time).
+    fn source_uid(&self, tag: Tag) -> Option<String> {
+        let (dicom, _) = self.source?;
+        let value = crate::text(&dicom.obj, tag)?;
+        Some(if self.deidentify { uid_from(format!("sonosam de-identification/{value}").as_bytes()) } else { value })
+    }
+
     /// The source image (and frame) as a reference item, if there is one.
     fn source_reference(&self) -> Option<InMemDicomObject> {
         let (dicom, frame) = self.source?;
         let mut item = InMemDicomObject::new_empty();
         put_str(&mut item, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &crate::text(&dicom.obj, tags::SOP_CLASS_UID)?);
-        put_str(&mut item, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &crate::text(&dicom.obj, tags::SOP_INSTANCE_UID)?);
+        put_str(&mut item, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &self.source_uid(tags::SOP_INSTANCE_UID)?);
         if dicom.info.frames > 1 {
             put_str(&mut item, tags::REFERENCED_FRAME_NUMBER, VR::IS, &(frame + 1).to_string());
         }
@@ -219,14 +250,13 @@ impl Export<'_> {
     /// The source's study, series and instance, for the SR's evidence and the SEG's
     /// Referenced Series Sequence.
     fn evidence(&self) -> Option<InMemDicomObject> {
-        let (dicom, _) = self.source?;
         let mut instance = self.source_reference()?;
         instance.remove_element(tags::REFERENCED_FRAME_NUMBER);
         let mut series = InMemDicomObject::new_empty();
-        put_str(&mut series, tags::SERIES_INSTANCE_UID, VR::UI, &crate::text(&dicom.obj, tags::SERIES_INSTANCE_UID)?);
+        put_str(&mut series, tags::SERIES_INSTANCE_UID, VR::UI, &self.source_uid(tags::SERIES_INSTANCE_UID)?);
         put_seq(&mut series, tags::REFERENCED_SOP_SEQUENCE, vec![instance]);
         let mut study = InMemDicomObject::new_empty();
-        put_str(&mut study, tags::STUDY_INSTANCE_UID, VR::UI, &crate::text(&dicom.obj, tags::STUDY_INSTANCE_UID)?);
+        put_str(&mut study, tags::STUDY_INSTANCE_UID, VR::UI, &self.source_uid(tags::STUDY_INSTANCE_UID)?);
         put_seq(&mut study, tags::REFERENCED_SERIES_SEQUENCE, vec![series]);
         Some(study)
     }
@@ -307,10 +337,10 @@ impl Export<'_> {
             put_seq(&mut scoord, tags::CONTENT_SEQUENCE, vec![reference]);
             scoord
         });
-        for &(key, meaning, value, unit) in l.numbers {
+        for &(key, meaning, value, unit) in &l.numbers {
             items.push(item_num(number_code(key, meaning), value, unit));
         }
-        for &(concept, value) in l.calls {
+        for &(concept, value) in &l.calls {
             let (concept_value, concept_meaning) = (private_value(concept), format!("{} (computed suggestion)", words(concept)));
             let (value_value, value_meaning) = (private_value(value), words(value));
             items.push(item_code("CONTAINS", (&concept_value, PRIVATE_SCHEME, &concept_meaning), (&value_value, PRIVATE_SCHEME, &value_meaning)));
@@ -476,9 +506,9 @@ fn write(obj: InMemDicomObject) -> Result<Vec<u8>> {
         .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
         .implementation_class_uid(uid_from(b"sonosam implementation class"))
         .implementation_version_name(format!("sonosam {}", env!("CARGO_PKG_VERSION")));
-    let file = obj.with_meta(meta).map_err(|e| DicomError::Damaged(format!("cannot export: {e}")))?;
+    let file = obj.with_meta(meta).map_err(|e| DicomError::Export(e.to_string()))?;
     let mut out = Vec::new();
-    file.write_all(&mut out).map_err(|e| DicomError::Damaged(format!("cannot export: {e}")))?;
+    file.write_all(&mut out).map_err(|e| DicomError::Export(e.to_string()))?;
     Ok(out)
 }
 

@@ -60,6 +60,8 @@ pub enum DicomError {
     NoSuchFrame { frame: u32, frames: u32 },
     #[error("cannot decode frame {frame}: {message}")]
     Decode { frame: u32, message: String },
+    #[error("cannot export: {0}")]
+    Export(String),
 }
 
 pub type Result<T> = std::result::Result<T, DicomError>;
