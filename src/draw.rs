@@ -1,7 +1,8 @@
 //! Drawing on canvases: layers of pixels (the image; a mask's fill or contour in one colour)
 //! that are drawn onto the visible canvas with the user's opacity, and vector strokes for
-//! boxes, points and calipers.
+//! boxes, points, calipers and the fitted ellipse and convex hull.
 
+use sonosam_model::measure::descriptors::ShapeGeometry;
 use sonosam_model::measure::{Caliper, Measurements};
 use sonosam_model::overlay::MASK_COLORS;
 use sonosam_model::{Mask, PointLabel, Prompt};
@@ -116,4 +117,26 @@ pub fn draw_calipers(ctx: &CanvasRenderingContext2d, m: &Measurements, color: [u
     };
     caliper(ctx, &m.long_axis, &len(m.long_axis.length_px, m.long_mm()), scale);
     caliper(ctx, &m.short_axis, &len(m.short_axis.length_px, m.short_mm()), scale);
+}
+
+/// Draw a lesion's fitted ellipse (dashed) and convex hull (dotted).
+pub fn draw_shape(ctx: &CanvasRenderingContext2d, g: &ShapeGeometry, color: [u8; 3], scale: f64) {
+    ctx.set_stroke_style_str(&css(color));
+    ctx.set_line_width(1.5 * scale);
+    let dash = |a: f64, b: f64| {
+        let _ = ctx.set_line_dash(&js_sys::Array::of2(&(a * scale).into(), &(b * scale).into()));
+    };
+    dash(8.0, 4.0);
+    let e = &g.ellipse;
+    ctx.begin_path();
+    let _ = ctx.ellipse(e.centre[0], e.centre[1], e.semi_major, e.semi_minor, e.angle_deg.to_radians(), 0.0, std::f64::consts::TAU);
+    ctx.stroke();
+    dash(2.0, 3.0);
+    ctx.begin_path();
+    for (k, p) in g.hull.iter().enumerate() {
+        if k == 0 { ctx.move_to(p[0], p[1]) } else { ctx.line_to(p[0], p[1]) }
+    }
+    ctx.close_path();
+    ctx.stroke();
+    let _ = ctx.set_line_dash(&js_sys::Array::new());
 }

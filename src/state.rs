@@ -6,6 +6,7 @@
 use std::rc::Rc;
 
 use sonosam_model::export::{ExportObject, coco_json};
+use sonosam_model::measure::descriptors::{ShapeGeometry, shape_geometry};
 use sonosam_model::measure::{Measurements, measure};
 use sonosam_model::{Mask, Point, PointLabel, Prompt, Segmentation};
 
@@ -24,6 +25,8 @@ pub struct ObjectSegmentation {
     /// Measurements of the chosen mask in pixels, computed once (drawing happens on every
     /// pointer move).
     measurements: Option<Measurements>,
+    /// Its fitted ellipse and convex hull in pixels, computed once.
+    geometry: Option<Rc<ShapeGeometry>>,
 }
 
 /// The same answer (by identity: masks are not compared pixel by pixel) and the same choice.
@@ -36,7 +39,7 @@ impl PartialEq for ObjectSegmentation {
 impl ObjectSegmentation {
     /// Keep the decoder's answer, choosing the candidate with the best predicted IoU.
     pub fn new(decoded: Segmentation) -> Self {
-        let mut s = Self { decoded: Rc::new(decoded), chosen: 0, measurements: None };
+        let mut s = Self { decoded: Rc::new(decoded), chosen: 0, measurements: None, geometry: None };
         s.choose(s.decoded.best());
         s
     }
@@ -45,6 +48,7 @@ impl ObjectSegmentation {
         if let Some(m) = self.decoded.masks.get(k) {
             self.chosen = k;
             self.measurements = measure(m, None);
+            self.geometry = shape_geometry(m).map(Rc::new);
         }
     }
     pub fn chosen(&self) -> usize {
@@ -56,6 +60,10 @@ impl ObjectSegmentation {
     }
     pub fn mask(&self) -> Option<&Mask> {
         self.decoded.masks.get(self.chosen)
+    }
+    /// The chosen mask's fitted ellipse and convex hull (pixels), when it is measurable.
+    pub fn geometry(&self) -> Option<&ShapeGeometry> {
+        self.geometry.as_deref()
     }
     pub fn score(&self) -> f32 {
         self.decoded.iou.get(self.chosen).copied().unwrap_or(0.0)

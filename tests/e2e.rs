@@ -448,6 +448,13 @@ fn report_as_a_user(d: &Driver, root: &Path) {
     let calls = d.wait_for("the descriptors", "const c = document.querySelector('.object .descriptors .calls'); return c && c.textContent;", Duration::from_secs(30));
     let calls: Vec<&str> = calls.as_str().unwrap().split(" · ").collect();
     assert_eq!(calls.len(), 3, "{calls:?}");
+    // The fitted ellipse and convex hull, drawn on demand over the image.
+    let annotations = "return document.getElementById('image-canvas').toDataURL()";
+    let before = d.js(annotations, json!([]));
+    d.js("document.getElementById('show-shape').click(); return true;", json!([]));
+    d.wait_for("the ellipse and hull drawn", &format!("return (function() {{ {annotations} }})() !== {before}"), Duration::from_secs(10));
+    d.screenshot(&root.join("target/e2e/shape.png"));
+    d.js("document.getElementById('show-shape').click(); return true;", json!([]));
     d.js("document.getElementById('report-button').click(); return true;", json!([]));
     let html = d.wait_for("the report", "const f = document.getElementById('report-frame'); return f && f.srcdoc;", Duration::from_secs(30));
     let html = html.as_str().unwrap();

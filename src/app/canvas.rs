@@ -169,6 +169,9 @@ fn draw_annotations(canvas: &HtmlCanvasElement, image: &OpenImage, doc: &Documen
             draw::draw_box(&ctx, b, color, scale, false);
         }
         draw::draw_points(&ctx, &o.prompt, scale);
+        if let Some(g) = o.segmentation.as_ref().and_then(|s| s.geometry()).filter(|_| settings.shape) {
+            draw::draw_shape(&ctx, g, draw::object_color(i), scale);
+        }
         if let Some((m, _)) = o.segmentation.as_ref().and_then(|s| image.measure(s, settings)) {
             draw::draw_calipers(&ctx, &m, draw::object_color(i), scale);
         }

@@ -203,6 +203,7 @@ pub enum Setting {
     ToggleMultimask,
     ToggleRefine,
     ToggleHover,
+    ToggleShape,
     Spacing(String),
     /// Zoom by a factor.
     Zoom(f64),
@@ -756,6 +757,7 @@ impl App {
             Setting::ToggleMultimask => s.multimask = !s.multimask,
             Setting::ToggleRefine => s.refine = !s.refine,
             Setting::ToggleHover => s.hover = !s.hover,
+            Setting::ToggleShape => s.shape = !s.shape,
             Setting::Spacing(v) => s.spacing = v,
             Setting::Zoom(f) => s.zoom = (if s.zoom > 0.0 { s.zoom } else { 1.0 } * f).clamp(0.1, 16.0),
             Setting::ZoomFit => s.zoom = 0.0,

@@ -23,6 +23,8 @@ pub struct Settings {
     pub refine: bool,
     /// Preview the mask of a click at the resting pointer.
     pub hover: bool,
+    /// Draw each lesion's fitted ellipse and convex hull.
+    pub shape: bool,
     /// Pixel spacing as typed (mm per pixel).
     pub spacing: String,
     /// Screen pixels per image pixel; 0: fit the image to the space.
@@ -38,6 +40,7 @@ impl Default for Settings {
             multimask: false,
             refine: false,
             hover: false,
+            shape: false,
             spacing: String::new(),
             zoom: 0.0,
         }
@@ -81,6 +84,7 @@ pub fn SettingsPanel(props: &SettingsProps) -> Html {
             <label><input type="checkbox" id="multimask" checked={ s.multimask } onchange={ set(&app.send, || Setting::ToggleMultimask) } />{ " multimask (3 candidates)" }</label>
             <label><input type="checkbox" id="refine" checked={ s.refine } onchange={ set(&app.send, || Setting::ToggleRefine) } />{ " refine with the previous mask" }</label>
             <label><input type="checkbox" id="hover" checked={ s.hover } onchange={ set(&app.send, || Setting::ToggleHover) } />{ " hover preview" }</label>
+            <label><input type="checkbox" id="show-shape" checked={ s.shape } onchange={ set(&app.send, || Setting::ToggleShape) } />{ " fitted ellipse and convex hull" }</label>
             <label><input type="checkbox" id="show-gt" disabled={ truth.is_none() } checked={ s.show_gt } onchange={ set(&app.send, || Setting::ToggleGroundTruth) } />{ " ground truth" }</label>
             { dice }
             <DecoderChoice />

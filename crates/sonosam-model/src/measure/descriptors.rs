@@ -250,6 +250,25 @@ pub const TABLE: [Named; 14] = [
     Named { name: "angular_points", malignant: Malignant::Higher, value: |d| d.angular_points as f64 },
 ];
 
+/// What the app draws of a lesion's shape, in pixels: its fitted ellipse and the convex hull of
+/// its outline. `None` when the mask is not measurable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShapeGeometry {
+    pub ellipse: Ellipse,
+    pub hull: Vec<Point>,
+}
+
+/// The fitted ellipse and convex hull of the lesion in `mask`, in pixels.
+pub fn shape_geometry(mask: &Mask) -> Option<ShapeGeometry> {
+    let region = outline::lesion_region(mask);
+    if region.area() < MIN_AREA_PX {
+        return None;
+    }
+    let polygon = outline::smooth_polygon(&outline::trace_boundary(&region), [1.0, 1.0]);
+    let hull = outline::convex_hull(&polygon).into_iter().map(|i| polygon[i]).collect();
+    Some(ShapeGeometry { ellipse: Moments::of(&region, [1.0, 1.0]).ellipse(), hull })
+}
+
 /// Describe the lesion in `mask`; `mm_per_px` `[x, y]` when calibrated (else pixels).
 pub fn describe(mask: &Mask, mm_per_px: Option<[f64; 2]>) -> Result<Descriptors, NotMeasurable> {
     let region = outline::lesion_region(mask);
@@ -553,6 +572,14 @@ mod tests {
         assert!(d.ellipse_misfit > 0.15, "{d:?}");
         assert_eq!(d.calls.shape, Shape::Irregular);
         assert_eq!(d.calls.margin, Margin::NotCircumscribed);
+    }
+
+    #[test]
+    fn geometry_to_draw() {
+        let g = shape_geometry(&rotated_ellipse(80.0, 30.0, 30.0)).unwrap();
+        assert!((g.ellipse.angle_deg - 30.0).abs() < 1.0 && (g.ellipse.centre[0] - 120.0).abs() < 0.5, "{g:?}");
+        assert!(g.hull.len() >= 8 && g.hull.iter().all(|p| (p[0] - 120.0).hypot(p[1] - 120.0) <= 81.0));
+        assert!(shape_geometry(&Mask::new(5, 5)).is_none());
     }
 
     #[test]
