@@ -8,9 +8,10 @@
 //! | [`gallery`] | bundled samples and the file input (drop and paste work on the whole page) |
 //! | [`canvas`] | the image with masks and prompts; pointer gestures become prompts |
 //! | [`dicom_panel`] | a DICOM file's header, calibration source and frame slider |
-//! | [`lesions`] | the lesion list: measurements, candidates, new / undo / redo |
+//! | [`lesions`] | the lesion list: measurements, shape descriptors, candidates, new / undo / redo |
 //! | [`settings`] | display, decoding options, the decoder file, the embeddings source, calibration |
 //! | [`export`] | mask PNG, overlay PNG and COCO JSON downloads |
+//! | [`report`] | the report view: the lesion report shown, printed, and downloaded as HTML, JSON, DICOM SEG and SR |
 //! | [`shortcuts`] | the keyboard table that both the handler and the help list use |
 //! | [`status`] | what the app is doing, the decoder's latency, notices and errors |
 //! | [`tasks`] | the asynchronous work behind them: model start, files, embeddings, decoding |
