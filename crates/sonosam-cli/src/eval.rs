@@ -36,6 +36,12 @@ pub struct EvalArgs {
     /// Box jitter levels (px per side at the model frame) for the robustness curve.
     #[arg(long, default_value = "0,5,10,20", value_delimiter = ',')]
     pub jitter: Vec<f32>,
+    /// Prompt protocols, each its own column and `prompts`/`noc` JSON key: `tight`, `jitterN`
+    /// (box sides pushed out by U[0, N) px), `click` (one positive click at the lesion's most
+    /// interior point), `correct-box` / `correct-click` (correction clicks at the largest error
+    /// from the tight box / one click: Dice after 1…5 clicks, NoC@85/90, capped at 20).
+    #[arg(long = "prompt", value_delimiter = ',')]
+    pub prompts: Vec<crate::protocols::Protocol>,
     /// Seed of the box jitter.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -107,6 +113,21 @@ fn print_table(summaries: &[Summary], jitter: &[f32]) {
         row(&format!("Dice, jitter {j} px"), &|s| {
             format!("{:.4}", s.jitter.get(&format!("{j}")).copied().unwrap_or(f64::NAN))
         });
+    }
+    row("predicted-IoU r", &|s| format!("{:.3}", s.predicted_iou_r));
+    let prompt_keys: Vec<String> = summaries[0].prompts.as_ref().map(|p| p.keys().cloned().collect()).unwrap_or_default();
+    for key in &prompt_keys {
+        row(&format!("Dice, {key}"), &|s| s.prompts.as_ref().and_then(|p| p.get(key)).map_or("-".into(), |p| format!("{:.4}", p.dice_mean)));
+    }
+    let noc_keys: Vec<String> = summaries[0].noc.as_ref().map(|p| p.keys().cloned().collect()).unwrap_or_default();
+    for key in &noc_keys {
+        let get = |s: &Summary| s.noc.as_ref().and_then(|n| n.get(key)).cloned();
+        row(&format!("NoC@85, {key}"), &|s| get(s).map_or("-".into(), |n| format!("{:.2}", n.noc85)));
+        row(&format!("NoC@90, {key}"), &|s| get(s).map_or("-".into(), |n| format!("{:.2}", n.noc90)));
+        row(&format!("fail@90, {key}"), &|s| get(s).map_or("-".into(), |n| format!("{:.3}", n.failure_rate)));
+        for k in 0..crate::protocols::REPORTED_CLICKS {
+            row(&format!("Dice, {key}, {} clk", k + 1), &|s| get(s).map_or("-".into(), |n| format!("{:.4}", n.dice_after_clicks[k])));
+        }
     }
 }
 
@@ -186,7 +207,7 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
     let mut all_scores = Vec::new();
     for spec in &args.decoders {
         let (name, decoder) = load_decoder(spec, &study.model, &study.device)?;
-        let job = Scoring { decoder: &decoder, prepared: &prepared, jitter: &args.jitter, seed: args.seed, strategy: &strategy };
+        let job = Scoring { decoder: &decoder, prepared: &prepared, jitter: &args.jitter, seed: args.seed, strategy: &strategy, protocols: &args.prompts };
         let scores = score(&job, &name, host_threads(args.backend))?;
         summaries.push(summarise(&name, &args.split, &prepared, &scores, &args.jitter));
         all_scores.push((name, scores));

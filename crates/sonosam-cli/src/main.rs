@@ -18,6 +18,7 @@ mod loadtest;
 mod model_io;
 mod prepare;
 mod progress;
+mod protocols;
 mod scoring;
 mod segment;
 mod serve;

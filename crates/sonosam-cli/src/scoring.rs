@@ -14,6 +14,7 @@ use sonosam_model::{Mask, Predictor, Prompt, SamDecoder, Segmentation};
 
 use crate::CliResult;
 use crate::descriptor_stats::{self, DescriptorSummary, Labelled};
+use crate::protocols::{self, InstanceProtocols, NocSummary, Protocol, ProtocolSummary};
 use crate::prepare::Prepared;
 use crate::progress;
 
@@ -66,6 +67,8 @@ pub struct Scores {
     /// Shape descriptors of the ground-truth and the predicted (tight-box) outline, when
     /// measurable (uncalibrated: pixels).
     pub descriptors: [Option<Descriptors>; 2],
+    /// The prompt protocols' results (`--prompt`), when asked for.
+    pub protocols: Option<InstanceProtocols>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +97,15 @@ pub struct Summary {
     /// (absent without both classes).
     #[serde(flatten)]
     pub descriptors: Option<DescriptorSummary>,
+    /// Pearson correlation of the decoder's predicted IoU with the real IoU (tight boxes):
+    /// whether its confidence can be trusted.
+    pub predicted_iou_r: f64,
+    /// Dice per prompt protocol (`--prompt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompts: Option<BTreeMap<String, ProtocolSummary>>,
+    /// Clicks to Dice 0.85 / 0.90 per correction protocol.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noc: Option<BTreeMap<String, NocSummary>>,
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -148,6 +160,8 @@ pub fn summarise(
             .collect();
         by_class.insert(label.to_string(), class_summary(&sel));
     }
+    let with_protocols: Vec<&InstanceProtocols> = scores.iter().filter_map(|s| s.protocols.as_ref()).collect();
+    let protocol_summary = (!with_protocols.is_empty()).then(|| protocols::summarise(&with_protocols));
     let jitter = jitter
         .iter()
         .enumerate()
@@ -163,7 +177,22 @@ pub fn summarise(
         by_class,
         jitter,
         descriptors: summarise_descriptors(prepared, scores),
+        predicted_iou_r: pearson(scores.iter().map(|s| (f64::from(s.predicted_iou), s.iou))),
+        prompts: protocol_summary.as_ref().map(|p| p.0.clone()),
+        noc: protocol_summary.map(|p| p.1),
     }
+}
+
+/// Pearson's r of paired values (0 when either side is constant).
+pub fn pearson(pairs: impl Iterator<Item = (f64, f64)>) -> f64 {
+    let pairs: Vec<(f64, f64)> = pairs.collect();
+    let n = pairs.len().max(1) as f64;
+    let (mx, my) = pairs.iter().fold((0.0, 0.0), |(x, y), p| (x + p.0 / n, y + p.1 / n));
+    let (sxy, sxx, syy) = pairs.iter().fold((0.0, 0.0, 0.0), |(a, b, c), p| {
+        let (dx, dy) = (p.0 - mx, p.1 - my);
+        (a + dx * dy, b + dx * dx, c + dy * dy)
+    });
+    if sxx > 0.0 && syy > 0.0 { sxy / (sxx * syy).sqrt() } else { 0.0 }
 }
 
 /// The benign and malignant lesions described on both outlines, and how many were not.
@@ -337,12 +366,14 @@ pub struct Scoring<'a> {
     pub jitter: &'a [f32],
     pub seed: u64,
     pub strategy: &'a Strategy,
+    /// Prompt protocols to run besides the tight and jittered boxes (`--prompt`).
+    pub protocols: &'a [Protocol],
 }
 
 impl Scoring<'_> {
     /// Scores of instance `n` (tight box, then each jitter).
     fn one(&self, n: usize) -> CliResult<Scores> {
-        let Scoring { decoder, prepared, jitter, seed, strategy } = *self;
+        let Scoring { decoder, prepared, jitter, seed, strategy, protocols: asked } = *self;
         let lr = decoder.prompt_encoder.mask_input_size();
         let inst = &prepared.instances[n];
         let img = &prepared.images[inst.image];
@@ -384,6 +415,9 @@ impl Scoring<'_> {
             (dices, first)
         };
         let (mask, predicted_iou) = first.unwrap();
+        let protocol_runs = (!asked.is_empty())
+            .then(|| protocols::run(&predictor, &g, &inst.mask, tight, asked, seed, n as u64))
+            .transpose()?;
         // Jitter 0 is the tight box itself.
         let jitter_dice = jitter
             .iter()
@@ -402,6 +436,7 @@ impl Scoring<'_> {
             predicted_iou,
             jitter_dice,
             descriptors: [describe(&inst.mask, None).ok(), describe(&mask, None).ok()],
+            protocols: protocol_runs,
         })
     }
 }
@@ -409,7 +444,7 @@ impl Scoring<'_> {
 /// Scores of `decoder` on `prepared` with tight boxes and the plain strategy — how
 /// fine-tuning validates.
 pub fn validate(decoder: &SamDecoder, prepared: &Prepared, split: &str, threads: usize) -> CliResult<ClassSummary> {
-    let job = Scoring { decoder, prepared, jitter: &[0.0], seed: 0, strategy: &Strategy::default() };
+    let job = Scoring { decoder, prepared, jitter: &[0.0], seed: 0, strategy: &Strategy::default(), protocols: &[] };
     let scores = score(&job, "validate", threads)?;
     Ok(summarise("", split, prepared, &scores, &[0.0]).overall)
 }

@@ -242,6 +242,7 @@ fn eval_compares_descriptors_of_truth_and_prediction() {
     let out = ok(&[
         "eval", "--data", &s(&busi()), "--splits", &s(&splits), "--split", "val", "--jitter", "0",
         "--json", &s(&json), "--csv", &s(&dir.join("scores.csv")), "--roc", &s(&roc),
+        "--prompt", "tight,jitter10,click,correct-box,correct-click",
     ]);
     assert!(out.contains("shape descriptors, benign (") && out.contains("convexity") && out.contains("kappa"), "{out}");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -256,6 +257,19 @@ fn eval_compares_descriptors_of_truth_and_prediction() {
         assert!(v["descriptor_calls_kappa"][call].as_f64().unwrap() <= 1.0);
     }
     assert_eq!(v["descriptor_benign"].as_u64().unwrap() + v["descriptor_malignant"].as_u64().unwrap(), v["n"].as_u64().unwrap());
+    // The prompt protocols (issue 15): Dice per protocol, NoC per correction protocol.
+    for key in ["tight", "jitter10", "click"] {
+        let p = &v["prompts"][key];
+        assert!(p["dice_mean"].as_f64().is_some_and(|d| (0.0..=1.0).contains(&d)) && p["n"] == v["n"], "{key}: {p}");
+    }
+    assert!((v["prompts"]["tight"]["dice_mean"].as_f64().unwrap() - v["dice_mean"].as_f64().unwrap()).abs() < 1e-9, "tight = the plain score");
+    for key in ["from_box", "from_click"] {
+        let n = &v["noc"][key];
+        let (noc85, noc90) = (n["noc85"].as_f64().unwrap(), n["noc90"].as_f64().unwrap());
+        assert!(noc85 <= noc90 && noc90 <= 20.0 && n["dice_after_clicks"].as_array().unwrap().len() == 5, "{key}: {n}");
+    }
+    assert!(v["predicted_iou_r"].as_f64().unwrap().abs() <= 1.0);
+    assert!(out.contains("NoC@90, from_box") && out.contains("Dice, click"));
     let svg = std::fs::read_to_string(&roc).unwrap();
     assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 28, "two curves per descriptor");
 }

@@ -202,13 +202,9 @@ pub fn coco_json(file_name: &str, width: usize, height: usize, objects: &[Export
 mod tests {
     use super::*;
 
-    fn disc(w: usize, h: usize, cx: f64, cy: f64, r: f64) -> Mask {
-        Mask::from_fn(w, h, |i| ((i % w) as f64 - cx).hypot((i / w) as f64 - cy) <= r)
-    }
-
     #[test]
     fn rle_round_trip() {
-        let m = disc(37, 23, 15.0, 11.0, 8.0);
+        let m = Mask::disc(37, 23, 15.0, 11.0, 8.0);
         let counts = rle_counts(&m);
         assert_eq!(counts.iter().sum::<u32>() as usize, 37 * 23);
         let s = rle_to_string(&counts);
@@ -229,7 +225,7 @@ mod tests {
         assert_eq!(rle_to_string(&[100]), "T3");
         assert_eq!(rle_from_string("T3").unwrap(), vec![100]);
         // A disc of radius 6 at (20, 15) in a 40×30 image.
-        let d = disc(40, 30, 20.0, 15.0, 6.0);
+        let d = Mask::disc(40, 30, 20.0, 15.0, 6.0);
         assert_eq!(rle_to_string(&rle_counts(&d)), "c=1j06L2N2O000O20N10001N2N4Jj;");
         // Leading foreground: a zero-length background run first.
         let full = Mask::from_fn(2, 2, |_| true);
@@ -255,7 +251,7 @@ mod tests {
 
     #[test]
     fn coco_document() {
-        let m = disc(40, 30, 20.0, 15.0, 6.0);
+        let m = Mask::disc(40, 30, 20.0, 15.0, 6.0);
         let meas = crate::measure::measure(&m, Some(0.2));
         let doc = coco_json("x.png", 40, 30, &[ExportObject { name: "lesion 1".into(), mask: &m, score: 0.9, measurements: meas, calibration: None }]);
         let a = &doc["annotations"][0];

@@ -42,6 +42,7 @@ pub mod predictor;
 
 // Masks and what is made of them: measurements, overlays, exports, reports, box prompts.
 pub mod box_prompts;
+pub mod clicker;
 pub mod export;
 pub mod mask;
 pub mod measure;

@@ -250,9 +250,17 @@ impl Mask {
     }
 }
 
+#[cfg(test)]
+impl Mask {
+    /// A filled disc of radius `r` centred on `(cx, cy)` (pixel centres), for tests.
+    pub(crate) fn disc(width: usize, height: usize, cx: f64, cy: f64, r: f64) -> Mask {
+        Mask::from_fn(width, height, |i| ((i % width) as f64 - cx).hypot((i / width) as f64 - cy) <= r)
+    }
+}
+
 /// Euclidean distance from every pixel to the nearest of `points` (exact, separable
 /// Felzenszwalb–Huttenlocher transform).
-fn distance_to(points: &[(usize, usize)], w: usize, h: usize) -> Vec<f64> {
+pub(crate) fn distance_to(points: &[(usize, usize)], w: usize, h: usize) -> Vec<f64> {
     const INF: f64 = 1e20;
     let mut f = vec![INF; w * h];
     for &(x, y) in points {

@@ -521,7 +521,7 @@ mod tests {
 
     #[test]
     fn circle() {
-        let d = describe(&shape(120, 120, |x, y| (x - 60.0).hypot(y - 60.0) <= 40.0), None).unwrap();
+        let d = describe(&Mask::disc(120, 120, 60.0, 60.0, 40.0), None).unwrap();
         assert_eq!(d.unit, Unit::Px);
         assert!((d.area / (PI * 1600.0) - 1.0).abs() < 0.01, "{d:?}");
         assert!((d.perimeter / (2.0 * PI * 40.0) - 1.0).abs() < 0.02, "{d:?}");
@@ -596,7 +596,7 @@ mod tests {
     #[test]
     fn anisotropic_spacing_gives_the_physical_shape() {
         // A 40-px-radius disk of pixels 0.1 mm wide and 0.2 mm tall is an ellipse 8 × 16 mm.
-        let disk = shape(120, 120, |x, y| (x - 60.0).hypot(y - 60.0) <= 40.0);
+        let disk = Mask::disc(120, 120, 60.0, 60.0, 40.0);
         let px = describe(&disk, None).unwrap();
         let mm = describe(&disk, Some([0.1, 0.2])).unwrap();
         assert_eq!(mm.unit, Unit::Mm);

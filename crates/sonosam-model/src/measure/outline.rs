@@ -170,13 +170,9 @@ pub fn resample(poly: &[Point], count: usize) -> Vec<Point> {
 mod tests {
     use super::*;
 
-    fn disk(w: usize, h: usize, cx: f64, cy: f64, r: f64) -> Mask {
-        Mask::from_fn(w, h, |i| ((i % w) as f64 - cx).hypot((i / w) as f64 - cy) <= r)
-    }
-
     #[test]
     fn trace_visits_every_boundary_pixel_once_in_order() {
-        let m = disk(64, 64, 32.0, 32.0, 20.0);
+        let m = Mask::disc(64, 64, 32.0, 32.0, 20.0);
         let chain = trace_boundary(&m);
         let boundary: std::collections::HashSet<_> =
             m.contour().into_iter().map(|(x, y)| (x as i64, y as i64)).collect();
@@ -207,7 +203,7 @@ mod tests {
     #[test]
     fn smoothed_circle_has_the_true_length_and_area() {
         let r = 40.0;
-        let m = disk(100, 100, 50.0, 50.0, r);
+        let m = Mask::disc(100, 100, 50.0, 50.0, r);
         let poly = smooth_polygon(&trace_boundary(&m), [1.0, 1.0]);
         // The chain runs through the outermost pixel centres, ≈ half a pixel inside r + ½.
         let expect = 2.0 * std::f64::consts::PI * r;
