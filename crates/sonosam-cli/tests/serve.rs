@@ -156,3 +156,43 @@ fn app_files_are_sent_precompressed() {
     assert!(!head.to_ascii_lowercase().contains("content-encoding"), "{head}");
     assert_eq!(body, b"\0asm plain bytes");
 }
+
+/// DICOM bodies (issue 16): a calibrated ultrasound file and frame 10 of a 30-frame cine are
+/// encoded (the frame's own size, each frame its own cache entry); frames that do not exist, unsupported syntaxes, absurd headers and
+/// a frame number for a PNG are clear errors.
+#[test]
+fn dicom_bodies_are_encoded_and_bad_ones_refused() {
+    let data = common::repo().join("target/test-data/dicom");
+    assert!(data.join("reference.json").is_file(), "no DICOM test data: run scripts/dicom-test-data.sh");
+    let file = |name: &str| std::fs::read(data.join(name)).unwrap();
+    let server = start(&[]);
+    let port = server.port;
+    let (status, _, body) = request(port, "POST", "/api/v1/embeddings?dtype=f32", &file("us_calibrated.dcm"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (header, _) = wire::decode(&body).unwrap();
+    assert_eq!((header.geometry.orig_w, header.geometry.orig_h), (320, 240));
+
+    let cine = file("examples_ybr_color.dcm");
+    let (status, _, ten) = request(port, "POST", "/api/v1/embeddings?frame=10&dtype=f32", &cine);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&ten));
+    let (status, _, zero) = request(port, "POST", "/api/v1/embeddings?dtype=f32", &cine);
+    assert_eq!(status, 200);
+    let ((h10, d10), (h0, d0)) = (wire::decode(&ten).unwrap(), wire::decode(&zero).unwrap());
+    assert_ne!(h10.image_sha256, h0.image_sha256, "each frame is its own image");
+    assert!(diff(&d10, &d0).0 > 0.0, "frames 0 and 10 differ");
+    assert_eq!(metric(port, "sonosam_cache_misses_total"), 3.0);
+    let (status, _, _) = request(port, "POST", "/api/v1/embeddings?frame=10&dtype=f32", &cine);
+    assert_eq!((status, metric(port, "sonosam_cache_hits_total")), (200, 1.0));
+
+    let refused = |query: &str, body: &[u8], code: u16, needle: &str| {
+        let (status, _, answer) = request(port, "POST", &format!("/api/v1/embeddings{query}"), body);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(status == code && text.contains(needle), "{query}: {status} {text}");
+    };
+    refused("?frame=30", &cine, 400, "frame 30 does not exist");
+    refused("", &file("JPEG2000.dcm"), 415, "JPEG 2000");
+    refused("", &file("absurd_frames.dcm"), 422, "1000000 frames");
+    refused("", &file("truncated_cine.dcm"), 400, "truncated");
+    refused("?frame=1", &sample("benign_93.png"), 400, "DICOM");
+    refused("?frame=x", &cine, 400, "frame must be");
+}

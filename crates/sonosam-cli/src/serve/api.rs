@@ -15,7 +15,8 @@ use sonosam_model::wire::{ModelInfo, ModelsAnswer};
 use sonosam_model::{SamError, wire};
 
 use super::cache::EmbeddingCache;
-use super::encoder::Encoder;
+use super::encoder::{Encoder, Upload};
+use sonosam_dicom::{Dicom, DicomError};
 use super::metrics::Metrics;
 use super::policy::error;
 
@@ -30,29 +31,34 @@ pub struct Api {
     pub body_timeout: Duration,
 }
 
-/// `POST /api/v1/embeddings[?dtype=f16|f32]`: the image's embedding in the wire format.
+/// `POST /api/v1/embeddings[?dtype=f16|f32][&frame=N]`: the embedding of the image (PNG, JPEG,
+/// BMP, or frame N of a DICOM file) in the wire format.
 pub async fn embeddings(State(api): State<Arc<Api>>, RawQuery(query): RawQuery, headers: HeaderMap, body: Body) -> Response {
     embed(&api, query.as_deref(), &headers, body).await.unwrap_or_else(|e| e)
 }
 
 async fn embed(api: &Api, query: Option<&str>, headers: &HeaderMap, body: Body) -> Result<Response, Response> {
-    let dtype = dtype(query)?;
-    let image = read_body(api, headers, body).await?;
-    let info = inspect_image(&image).map_err(|e| {
-        let status = match e {
-            SamError::ImageTooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        error(status, e.to_string())
-    })?;
-    let pixels = u64::from(info.width) * u64::from(info.height);
+    let query = parse_query(query)?;
+    let body = read_body(api, headers, body).await?;
+    let (image_sha256, upload, (width, height)) = if sonosam_dicom::is_dicom(&body) || query.frame.is_some() {
+        dicom_upload(body, query.frame.unwrap_or(0)).await?
+    } else {
+        let info = inspect_image(&body).map_err(|e| {
+            let status = match e {
+                SamError::ImageTooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            error(status, e.to_string())
+        })?;
+        (sha256_hex(&body), Upload::File(body), (info.width, info.height))
+    };
+    let pixels = u64::from(width) * u64::from(height);
     if pixels > api.max_pixels {
         return Err(error(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("the image is {}×{}: more than the {} pixels this server accepts (--max-pixels)", info.width, info.height, api.max_pixels),
+            format!("the image is {width}×{height}: more than the {} pixels this server accepts (--max-pixels)", api.max_pixels),
         ));
     }
-    let image_sha256 = sha256_hex(&image);
     let (data, geometry) = match api.cache.get(&image_sha256) {
         Some(v) => {
             api.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -60,7 +66,7 @@ async fn embed(api: &Api, query: Option<&str>, headers: &HeaderMap, body: Body) 
         }
         None => {
             api.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
-            api.encoder.embedding(&image_sha256, image, info).await.map_err(|(status, msg)| {
+            api.encoder.embedding(&image_sha256, upload, (width, height)).await.map_err(|(status, msg)| {
                 let mut r = error(status, msg);
                 if status == StatusCode::SERVICE_UNAVAILABLE {
                     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -69,25 +75,59 @@ async fn embed(api: &Api, query: Option<&str>, headers: &HeaderMap, body: Body) 
             })?
         }
     };
-    let header = api.cache.identity().header(&image_sha256, dtype, geometry);
+    let header = api.cache.identity().header(&image_sha256, query.dtype, geometry);
     let bytes = wire::encode(&header, &data).map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, wire::CONTENT_TYPE)], bytes).into_response())
 }
 
-/// The `dtype` of the query (default f16); anything else in it is an error.
-fn dtype(query: Option<&str>) -> Result<&'static str, Response> {
+/// A DICOM body: read and checked off the async threads (sizes and frame count before any
+/// pixel is decoded), frame `frame` asked for. Its cache key is the file's SHA-256 with the
+/// frame, so every frame of a cine is its own image.
+async fn dicom_upload(body: Bytes, frame: u32) -> Result<(String, Upload, (u32, u32)), Response> {
+    let key = sha256_hex(format!("{}#frame={frame}", sha256_hex(&body)).as_bytes());
+    let dicom = tokio::task::spawn_blocking(move || Dicom::read(&body))
+        .await
+        .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "reading the DICOM file failed"))?
+        .map_err(|e| {
+            let status = match e {
+                DicomError::UnsupportedSyntax { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                DicomError::TooLarge(_) | DicomError::NoPixels => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            error(status, e.to_string())
+        })?;
+    let info = &dicom.info;
+    if frame >= info.frames {
+        return Err(error(StatusCode::BAD_REQUEST, DicomError::NoSuchFrame { frame, frames: info.frames }.to_string()));
+    }
+    let size = (info.columns, info.rows);
+    Ok((key, Upload::Dicom(Arc::new(dicom), frame), size))
+}
+
+/// The query: `dtype` (f16, the default, or f32) and, for DICOM bodies, `frame` (from 0);
+/// anything else is an error.
+struct Query {
+    dtype: &'static str,
+    frame: Option<u32>,
+}
+
+fn parse_query(query: Option<&str>) -> Result<Query, Response> {
     let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
-    let mut dtype = None;
+    let (mut dtype, mut frame) = (None, None);
     for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=').unwrap_or((pair, "")) {
             ("dtype", _) if dtype.is_some() => return Err(bad("dtype is given more than once".into())),
             ("dtype", "f16") => dtype = Some("f16"),
             ("dtype", "f32") => dtype = Some("f32"),
             ("dtype", other) => return Err(bad(format!("dtype must be f16 or f32, not `{other}`"))),
-            (name, _) => return Err(bad(format!("unknown query parameter `{name}` (this endpoint takes dtype=f16|f32)"))),
+            ("frame", _) if frame.is_some() => return Err(bad("frame is given more than once".into())),
+            ("frame", n) => frame = Some(n.parse().map_err(|_| bad(format!("frame must be a frame number from 0, not `{n}`")))?),
+            (name, _) => {
+                return Err(bad(format!("unknown query parameter `{name}` (this endpoint takes dtype=f16|f32 and, for DICOM, frame=N)")));
+            }
         }
     }
-    Ok(dtype.unwrap_or("f16"))
+    Ok(Query { dtype: dtype.unwrap_or("f16"), frame })
 }
 
 /// The request body, within the size limit (413) and the time limit (408).
@@ -145,10 +185,12 @@ mod tests {
 
     #[test]
     fn query_parsing() {
-        assert_eq!(dtype(None).unwrap(), "f16");
-        assert_eq!(dtype(Some("dtype=f32")).unwrap(), "f32");
-        assert!(dtype(Some("dtype=f16&dtype=f32")).is_err());
-        assert!(dtype(Some("dtype=f64")).is_err());
-        assert!(dtype(Some("x=1")).is_err());
+        let q = |s: Option<&str>| parse_query(s).map(|q| (q.dtype, q.frame));
+        assert_eq!(q(None).ok(), Some(("f16", None)));
+        assert_eq!(q(Some("dtype=f32")).ok(), Some(("f32", None)));
+        assert_eq!(q(Some("frame=10&dtype=f32")).ok(), Some(("f32", Some(10))));
+        for bad in ["dtype=f16&dtype=f32", "dtype=f64", "x=1", "frame=-1", "frame=a", "frame=1&frame=2"] {
+            assert!(q(Some(bad)).is_err(), "{bad}");
+        }
     }
 }

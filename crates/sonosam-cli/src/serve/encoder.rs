@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use sonosam_model::preprocess::{ImageInfo, preprocess};
+use sonosam_dicom::Dicom;
+use sonosam_model::preprocess::preprocess;
 use sonosam_model::segmentation::read_f32;
 use sonosam_model::{Sam, decode_image};
 use tokio::sync::{mpsc, watch};
@@ -28,7 +29,7 @@ pub type Outcome = Result<Entry, (StatusCode, String)>;
 /// One image to encode, and where its outcome goes.
 struct Job {
     image_sha256: String,
-    image: Bytes,
+    image: Upload,
     /// Estimated memory of this job while it waits and is encoded.
     cost: u64,
     done: watch::Sender<Option<Outcome>>,
@@ -77,7 +78,7 @@ impl Encoder {
 
     /// The embedding of `image` (already inspected: `info`), encoding it if no other request
     /// is doing so already.
-    pub async fn embedding(&self, image_sha256: &str, image: Bytes, info: ImageInfo) -> Outcome {
+    pub async fn embedding(&self, image_sha256: &str, image: Upload, info: (u32, u32)) -> Outcome {
         let mut outcome = {
             let mut inflight = self.inflight.lock().unwrap();
             match inflight.get(image_sha256) {
@@ -102,7 +103,7 @@ impl Encoder {
     }
 
     /// Queue a job, within the count and the memory budget.
-    fn submit(&self, image_sha256: &str, image: Bytes, info: ImageInfo) -> Result<watch::Receiver<Option<Outcome>>, (StatusCode, String)> {
+    fn submit(&self, image_sha256: &str, image: Upload, info: (u32, u32)) -> Result<watch::Receiver<Option<Outcome>>, (StatusCode, String)> {
         let busy = |why: &str| Err((StatusCode::SERVICE_UNAVAILABLE, format!("{why}: retry shortly")));
         let cost = job_cost(&image, info);
         let before = self.queued_bytes.fetch_add(cost, Ordering::Relaxed);
@@ -122,9 +123,34 @@ impl Encoder {
     }
 }
 
-/// Estimated peak bytes of a job: the file, the decoded RGB image and the model input.
-fn job_cost(image: &[u8], info: ImageInfo) -> u64 {
-    let rgb = u64::from(info.width) * u64::from(info.height) * 3;
+/// What a request asks to encode: an image file, or a frame of a DICOM file (read and checked
+/// already: sizes, frame count).
+pub enum Upload {
+    File(Bytes),
+    Dicom(Arc<Dicom>, u32),
+}
+
+impl Upload {
+    /// The frame as RGB (the encoder thread decodes it).
+    fn decode(&self) -> Result<image::RgbImage, String> {
+        match self {
+            Upload::File(bytes) => decode_image(bytes).map_err(|e| e.to_string()),
+            Upload::Dicom(dicom, frame) => dicom.frame(*frame).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Upload::File(bytes) => bytes.len(),
+            Upload::Dicom(..) => 0, // held by the request until the job is done; counted in RGB
+        }
+    }
+}
+
+/// Estimated peak bytes of a job: the file, the decoded RGB image (`width × height`) and the
+/// model input.
+fn job_cost(image: &Upload, (width, height): (u32, u32)) -> u64 {
+    let rgb = u64::from(width) * u64::from(height) * 3;
     image.len() as u64 + rgb + rgb * 4
 }
 
@@ -172,12 +198,12 @@ impl Worker {
         let mut inputs = Vec::new();
         let mut slots = Vec::new();
         for (i, job) in batch.iter().enumerate() {
-            match decode_image(&job.image) {
+            match job.image.decode() {
                 Ok(img) => {
                     inputs.push(preprocess(&img, &self.sam.config));
                     slots.push(i);
                 }
-                Err(e) => outcomes[i] = Some(Err((StatusCode::BAD_REQUEST, e.to_string()))),
+                Err(e) => outcomes[i] = Some(Err((StatusCode::BAD_REQUEST, e))),
             }
         }
         if !inputs.is_empty() {
