@@ -26,10 +26,15 @@ pub struct InputImage {
 impl InputImage {
     /// Read `path`: a DICOM file (frame `frame`, default 0) or a PNG/JPEG/BMP image.
     pub fn read(path: &Path, frame: Option<u32>) -> CliResult<Self> {
-        let bytes = model_io::read(path)?;
+        Self::from_bytes(&model_io::read(path)?, path, frame)
+    }
+
+    /// The image in `bytes` (read from `path`, which names it in errors; a `.dcm` extension or
+    /// the DICM signature makes it a DICOM file).
+    pub fn from_bytes(bytes: &[u8], path: &Path, frame: Option<u32>) -> CliResult<Self> {
         let what = || path.display().to_string();
-        let looks_dicom = sonosam_dicom::is_dicom(&bytes) || path.extension().is_some_and(|e| e.eq_ignore_ascii_case("dcm"));
-        match Dicom::read(&bytes) {
+        let looks_dicom = sonosam_dicom::is_dicom(bytes) || path.extension().is_some_and(|e| e.eq_ignore_ascii_case("dcm"));
+        match Dicom::read(bytes) {
             Ok(dicom) => {
                 let frame = frame.unwrap_or(0);
                 let rgb = dicom.frame(frame).with_context(what)?;
@@ -41,7 +46,7 @@ impl InputImage {
         if frame.is_some_and(|f| f > 0) {
             bail!("{}: --frame applies to DICOM files only", path.display());
         }
-        Ok(Self { rgb: decode_image(&bytes).with_context(what)?, dicom: None, frame: 0 })
+        Ok(Self { rgb: decode_image(bytes).with_context(what)?, dicom: None, frame: 0 })
     }
 
     /// The mask's measurements, in mm where its calibration allows (`mm_per_px`: the user's

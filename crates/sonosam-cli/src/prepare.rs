@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use sonosam_model::weights::sha256_hex;
-use sonosam_model::{Geometry, Mask, Sam, decode_image, preprocess};
+use sonosam_model::{Geometry, Mask, Sam, preprocess};
 
 use sonosam_data::{Dataset, ImageEntry};
 use sonosam_model::backend::{BackendKind, init_device};
@@ -15,6 +15,7 @@ use sonosam_model::burn::tensor::Device;
 use sonosam_model::StoreDType;
 
 use crate::CliResult;
+use crate::images::InputImage;
 use crate::model_io::{LoadedModel, ModelArgs};
 use crate::progress;
 
@@ -191,10 +192,11 @@ fn prepare(
                 continue;
             }
         };
-        let img = match decode_image(&bytes) {
-            Ok(i) => i,
+        // An image file, or the first frame of a DICOM file.
+        let img = match InputImage::from_bytes(&bytes, Path::new(&entry.image), None) {
+            Ok(i) => i.rgb,
             Err(e) => {
-                skipped.push(format!("{}: {e}", entry.image));
+                skipped.push(format!("{}: {e:#}", entry.image));
                 continue;
             }
         };

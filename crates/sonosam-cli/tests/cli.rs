@@ -421,6 +421,33 @@ fn segment_exports_seg_and_sr_that_highdicom_reads() {
     assert!(!group["measurements"].as_array().unwrap().iter().any(|m| m["unit"] == "mm" || m["unit"] == "mm2"), "pixels exported as mm: {group}");
 }
 
+/// A data folder may hold DICOM images (their first frame), next to PNGs; masks are PNGs.
+#[test]
+fn eval_reads_dicom_images_in_data_folders() {
+    let dicom = repo().join("target/test-data/dicom");
+    assert!(dicom.join("reference.json").is_file(), "no DICOM test data: run scripts/dicom-test-data.sh");
+    let dir = scratch("dicom-data");
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    std::fs::create_dir_all(dir.join("masks")).unwrap();
+    std::fs::copy(dicom.join("us_calibrated.dcm"), dir.join("images/scan.dcm")).unwrap();
+    std::fs::copy(dicom.join("JPEG2000.dcm"), dir.join("images/unsupported.dcm")).unwrap();
+    std::fs::copy(repo().join("www/samples/benign_93.png"), dir.join("images/b93.png")).unwrap();
+    std::fs::copy(repo().join("www/samples/benign_93_mask.png"), dir.join("masks/b93.png")).unwrap();
+    // The scan's lesion: a block in the middle of its 320 × 240 frame.
+    let mask = image::GrayImage::from_fn(320, 240, |x, y| image::Luma([if (100..200).contains(&x) && (80..160).contains(&y) { 255 } else { 0 }]));
+    mask.save(dir.join("masks/scan.png")).unwrap();
+    std::fs::write(dir.join("masks/unsupported.png"), std::fs::read(dir.join("masks/scan.png")).unwrap()).unwrap();
+    let json = dir.join("summary.json");
+    let run = sonosam(&["eval", "--data", &s(&dir), "--split", "all", "--jitter", "0", "--json", &s(&json), "--csv", &s(&dir.join("scores.csv"))]);
+    assert!(run.status.success());
+    let all = String::from_utf8_lossy(&run.stdout).into_owned() + &String::from_utf8_lossy(&run.stderr);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["n"], 2, "the DICOM image and the PNG: {all}");
+    let csv = std::fs::read_to_string(dir.join("scores.csv")).unwrap();
+    assert!(csv.contains("images/scan.dcm"), "{csv}");
+    assert!(all.contains("unsupported.dcm") && all.contains("JPEG 2000"), "the unsupported file is listed with its reason: {all}");
+}
+
 /// A small data set in the images/ + masks/ layout with every kind of problem.
 #[test]
 fn bench_times_training_steps() {

@@ -136,25 +136,29 @@ pub fn inside_data_folder(rel: &str) -> Result<()> {
     Ok(())
 }
 
-fn is_image(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp"))
+/// An image file: PNG, JPEG, BMP — or DICOM (`.dcm`) for images, not for masks.
+fn is_image(p: &Path, dicom: bool) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| match e.to_ascii_lowercase().as_str() {
+        "png" | "jpg" | "jpeg" | "bmp" => true,
+        "dcm" => dicom,
+        _ => false,
+    })
 }
 
-/// `images/NAME.ext` with `masks/NAME*.ext` (e.g. `NAME.png`, `NAME_mask.png`, `NAME_1.png`).
+/// `images/NAME.ext` with `masks/NAME*.ext` (e.g. `NAME.png`, `NAME_mask.png`, `NAME_1.png`);
+/// images may be DICOM files (`NAME.dcm`: its first frame), masks are images.
 fn scan_images_masks(root: &Path) -> Result<Vec<ImageEntry>> {
-    let list = |dir: &Path| -> Result<Vec<PathBuf>> {
+    let list = |dir: &Path, dicom: bool| -> Result<Vec<PathBuf>> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
             .flatten()
             .map(|e| e.path())
-            .filter(|p| is_image(p))
+            .filter(|p| is_image(p, dicom))
             .collect();
         v.sort();
         Ok(v)
     };
-    let masks = list(&root.join("masks"))?;
+    let masks = list(&root.join("masks"), false)?;
     let mut by_stem: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for m in &masks {
         let name = m.file_stem().unwrap().to_string_lossy().to_string();
@@ -164,7 +168,7 @@ fn scan_images_masks(root: &Path) -> Result<Vec<ImageEntry>> {
         ));
     }
     let mut out = Vec::new();
-    for img in list(&root.join("images"))? {
+    for img in list(&root.join("images"), true)? {
         let stem = img.file_stem().unwrap().to_string_lossy().to_string();
         let mine: Vec<String> = by_stem
             .iter()
