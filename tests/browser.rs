@@ -198,3 +198,47 @@ async fn a_missing_worker_script_is_an_error() {
     web_sys::console::log_1(&format!("worker: {e}").into());
     assert!(e.contains("worker"), "{e}");
 }
+
+/// The DICOM reader compiled to wasm, in the browser, on the same files and with the same
+/// checks as its native tests (`crates/sonosam-dicom/tests/checks`): every frame against
+/// pydicom's decoding, the regions as the tags say (and not used where they do not fit), bad
+/// files refused. The data is embedded from `target/test-data/dicom`
+/// (scripts/dicom-test-data.sh, which scripts/test.sh runs first).
+#[path = "../crates/sonosam-dicom/tests/checks/mod.rs"]
+mod dicom_checks;
+
+mod dicom_web {
+    use super::dicom_checks as checks;
+    use wasm_bindgen_test::*;
+
+    macro_rules! files {
+        ($($name:literal),* $(,)?) => {
+            fn read(name: &str) -> Vec<u8> {
+                match name {
+                    $($name => include_bytes!(concat!("../target/test-data/dicom/", $name)).to_vec(),)*
+                    other => panic!("{other} is not embedded in the browser test"),
+                }
+            }
+        };
+    }
+
+    files!(
+        "reference.json", "examples_ybr_color.dcm", "examples_ybr_color.dcm.rgb", "examples_palette.dcm",
+        "examples_palette.dcm.rgb", "examples_rgb_color.dcm", "examples_rgb_color.dcm.rgb", "us_calibrated.dcm",
+        "us_calibrated.dcm.rgb", "us_deflated.dcm", "us_deflated.dcm.rgb", "JPEG2000.dcm", "MR_truncated.dcm",
+        "truncated_cine.dcm", "more_pixels_declared.dcm", "absurd_frames.dcm", "absurd_size.dcm", "deflate_bomb.dcm",
+    );
+
+    #[wasm_bindgen_test]
+    fn dicom_frames_match_pydicom_in_the_browser() {
+        for name in ["examples_ybr_color.dcm", "examples_palette.dcm", "examples_rgb_color.dcm", "us_calibrated.dcm", "us_deflated.dcm"] {
+            checks::frames_match(&read, name);
+        }
+    }
+
+    #[wasm_bindgen_test]
+    fn dicom_regions_and_bad_files_in_the_browser() {
+        checks::regions_match(&read);
+        checks::bad_files_refused(&read);
+    }
+}

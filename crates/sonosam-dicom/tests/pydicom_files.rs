@@ -7,6 +7,12 @@ use std::path::PathBuf;
 use serde_json::Value;
 use sonosam_dicom::{CalibrationSource, Dicom, DicomError};
 
+mod checks;
+
+fn frames_match(name: &str) {
+    checks::frames_match(&read, name);
+}
+
 fn data_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-data/dicom");
     assert!(
@@ -23,34 +29,6 @@ fn read(name: &str) -> Vec<u8> {
 
 fn reference() -> Value {
     serde_json::from_slice(&read("reference.json")).unwrap()
-}
-
-/// Every frame of `name` against pydicom's: exact for lossless syntaxes; for lossy JPEG within
-/// 3 per value and 0.05 on average. pydicom decodes JPEG with libjpeg (through Pillow), whose
-/// "fancy" chroma upsampling no pure-Rust decoder reproduces exactly: dicom-pixeldata's
-/// (jpeg-decoder) differs from it by 2–3 on about 0.2 % of values of this file (zune-jpeg, the
-/// `image` crate's, by as much, on 0.45 %).
-fn frames_match(name: &str) {
-    let r = &reference()[name];
-    let dicom = Dicom::read(&read(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let (w, h, n) = (r["columns"].as_u64().unwrap() as u32, r["rows"].as_u64().unwrap() as u32, r["frames"].as_u64().unwrap() as u32);
-    assert_eq!((dicom.info.columns, dicom.info.rows, dicom.info.frames), (w, h, n), "{name}: size and frames");
-    assert_eq!(dicom.info.transfer_syntax, r["transfer_syntax"].as_str().unwrap(), "{name}");
-    assert_eq!(dicom.info.photometric, r["photometric"].as_str().unwrap(), "{name}");
-    let (tolerance, mean_tolerance) = if r["lossy"].as_bool().unwrap() { (3, 0.05) } else { (0, 0.0) };
-    let want = read(&format!("{name}.rgb"));
-    let per_frame = (w * h * 3) as usize;
-    assert_eq!(want.len(), per_frame * n as usize);
-    for k in 0..n {
-        let got = dicom.frame(k).unwrap_or_else(|e| panic!("{name} frame {k}: {e}"));
-        assert_eq!(got.dimensions(), (w, h));
-        let reference = &want[k as usize * per_frame..(k as usize + 1) * per_frame];
-        let diffs: Vec<u8> = got.as_raw().iter().zip(reference).map(|(a, b)| a.abs_diff(*b)).collect();
-        let max = *diffs.iter().max().unwrap();
-        let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
-        assert!(max <= tolerance && mean <= mean_tolerance, "{name} frame {k}: |Δ| max {max}, mean {mean:.4} against pydicom");
-    }
-    eprintln!("{name}: {n} frame(s) of {w} × {h} match pydicom (|Δ| ≤ {tolerance})");
 }
 
 #[test]
@@ -83,19 +61,7 @@ fn deflated_files_read_as_pydicom_reads_them() {
 
 #[test]
 fn regions_are_read_as_the_tags_say() {
-    let r = reference();
-    for name in ["examples_ybr_color.dcm", "examples_palette.dcm", "us_calibrated.dcm", "us_deflated.dcm"] {
-        let dicom = Dicom::read(&read(name)).unwrap();
-        let want = r[name]["regions"].as_array().unwrap();
-        assert_eq!(dicom.info.regions.len(), want.len(), "{name}");
-        for (got, want) in dicom.info.regions.iter().zip(want) {
-            let b: Vec<u32> = want["bounds"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-            assert_eq!(got.bounds.to_vec(), b, "{name}");
-            assert_eq!(got.delta_x, want["delta_x"].as_f64().unwrap(), "{name}");
-            assert_eq!(got.delta_y, want["delta_y"].as_f64().unwrap(), "{name}");
-            assert_eq!(u64::from(got.units_x), want["units_x"].as_u64().unwrap(), "{name}");
-        }
-    }
+    checks::regions_match(&read);
 }
 
 /// pydicom's two files with regions were resampled without updating them: their regions lie
@@ -150,24 +116,17 @@ fn pixel_spacing_calibrates_when_there_are_no_regions() {
 
 #[test]
 fn bad_files_are_clear_errors() {
+    checks::bad_files_refused(&read);
     let err = |name: &str| match Dicom::read(&read(name)) {
         Ok(_) => panic!("{name} was accepted"),
         Err(e) => e,
     };
     let e = err("JPEG2000.dcm");
-    assert!(matches!(e, DicomError::UnsupportedSyntax { .. }), "{e}");
-    assert!(e.to_string().contains("JPEG 2000") && e.to_string().contains("1.2.840.10008.1.2.4.91"), "{e}");
-    for name in ["MR_truncated.dcm", "truncated_cine.dcm", "more_pixels_declared.dcm"] {
-        let e = err(name);
-        assert!(matches!(e, DicomError::Damaged(_)), "{name}: {e}");
-        eprintln!("{name}: {e}");
+    assert!(e.to_string().contains("1.2.840.10008.1.2.4.91"), "{e}");
+    for name in ["MR_truncated.dcm", "truncated_cine.dcm", "more_pixels_declared.dcm", "absurd_frames.dcm", "absurd_size.dcm", "deflate_bomb.dcm"] {
+        eprintln!("{name}: {}", err(name));
     }
     assert!(err("more_pixels_declared.dcm").to_string().contains("declares"));
-    for name in ["absurd_frames.dcm", "absurd_size.dcm", "deflate_bomb.dcm"] {
-        let e = err(name);
-        assert!(matches!(e, DicomError::TooLarge(_)), "{name}: {e}");
-        eprintln!("{name}: {e}");
-    }
     // 300 MiB of zeros deflated to under 1 MB: refused when the inflated bytes pass the bound,
     // not after they fill memory.
     assert!(read("deflate_bomb.dcm").len() < 1 << 20);
