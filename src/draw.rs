@@ -140,3 +140,24 @@ pub fn draw_shape(ctx: &CanvasRenderingContext2d, g: &ShapeGeometry, color: [u8;
     ctx.stroke();
     let _ = ctx.set_line_dash(&js_sys::Array::new());
 }
+
+/// The marks picked on the depth ruler (manual calibration) and the segment between them.
+pub fn draw_ruler(ctx: &CanvasRenderingContext2d, points: &[(f64, f64)], scale: f64) {
+    ctx.set_stroke_style_str("rgb(255,0,255)");
+    ctx.set_line_width(2.0 * scale);
+    if let [a, b] = points {
+        ctx.begin_path();
+        ctx.move_to(a.0, a.1);
+        ctx.line_to(b.0, b.1);
+        ctx.stroke();
+    }
+    for p in points {
+        let r = 5.0 * scale;
+        ctx.begin_path();
+        ctx.move_to(p.0 - r, p.1);
+        ctx.line_to(p.0 + r, p.1);
+        ctx.move_to(p.0, p.1 - r);
+        ctx.line_to(p.0, p.1 + r);
+        ctx.stroke();
+    }
+}

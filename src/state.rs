@@ -434,8 +434,91 @@ impl HoverPreview {
     }
 }
 
+/// Manual calibration on the image's depth ruler (for screenshots and files without a scale):
+/// the user picks two points on the ruler, then types their distance in mm.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Ruler {
+    #[default]
+    Off,
+    /// Points picked so far (0 or 1), in image pixels.
+    Picking(Vec<(f64, f64)>),
+    /// Both points picked: waiting for their distance.
+    Picked([(f64, f64); 2]),
+}
+
+impl Ruler {
+    /// Start picking.
+    pub fn start() -> Self {
+        Ruler::Picking(Vec::new())
+    }
+
+    /// Pick a point (only while picking).
+    pub fn pick(&self, p: (f64, f64)) -> Self {
+        match self {
+            Ruler::Picking(v) if v.is_empty() => Ruler::Picking(vec![p]),
+            Ruler::Picking(v) => Ruler::Picked([v[0], p]),
+            other => other.clone(),
+        }
+    }
+
+    pub fn is_picking(&self) -> bool {
+        matches!(self, Ruler::Picking(_))
+    }
+
+    /// The points picked, for drawing.
+    pub fn points(&self) -> Vec<(f64, f64)> {
+        match self {
+            Ruler::Off => Vec::new(),
+            Ruler::Picking(v) => v.clone(),
+            Ruler::Picked(p) => p.to_vec(),
+        }
+    }
+
+    /// What the user should do next.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Ruler::Picking(v) if v.is_empty() => "click a mark on the depth ruler",
+            Ruler::Picking(_) => "click a second mark on the ruler, as far from the first as you can",
+            Ruler::Picked(_) => "type the distance between the two marks",
+            Ruler::Off => "",
+        }
+    }
+
+    /// Millimetres per pixel when the picked points are `mm` (as typed) apart.
+    pub fn mm_per_px(&self, mm: &str) -> Result<f64, String> {
+        let Ruler::Picked([a, b]) = self else {
+            return Err("pick two marks on the ruler first".into());
+        };
+        let px = (b.0 - a.0).hypot(b.1 - a.1);
+        if px < 5.0 {
+            return Err(format!("the two marks are {px:.1} px apart: pick marks farther apart"));
+        }
+        let mm: f64 = mm.trim().replace(',', ".").parse().map_err(|_| format!("`{}` is not a distance in mm", mm.trim()))?;
+        if !(mm > 0.0 && mm.is_finite()) {
+            return Err("the distance must be a positive number of mm".into());
+        }
+        Ok(mm / px)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ruler_calibration() {
+        use super::Ruler;
+        let r = Ruler::start();
+        assert!(r.is_picking() && r.mm_per_px("10").is_err());
+        let r = r.pick((10.0, 20.0)).pick((10.0, 120.0));
+        assert_eq!(r, Ruler::Picked([(10.0, 20.0), (10.0, 120.0)]));
+        assert_eq!(r.mm_per_px(" 20 ").unwrap(), 0.2);
+        assert_eq!(r.mm_per_px("20,0").unwrap(), 0.2);
+        for bad in ["", "abc", "-5", "0", "inf"] {
+            assert!(r.mm_per_px(bad).is_err(), "{bad}");
+        }
+        assert!(Ruler::start().pick((1.0, 1.0)).pick((2.0, 2.0)).mm_per_px("1").unwrap_err().contains("farther apart"));
+        assert_eq!(Ruler::Off.pick((1.0, 1.0)), Ruler::Off);
+    }
+
     use super::*;
 
     fn seg(mask: Mask) -> ObjectSegmentation {

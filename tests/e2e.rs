@@ -471,6 +471,31 @@ fn report_as_a_user(d: &Driver, root: &Path) {
     d.wait_for("the report to close", "return !document.getElementById('report-frame')", Duration::from_secs(10));
 }
 
+/// Manual calibration of a PNG as a user does it: two clicks on the depth ruler (here 200 px
+/// apart), their distance typed (20 mm): the pixel spacing becomes 0.1 mm/px and the lesion is
+/// measured in mm with "manual" as its source; cleared again afterwards.
+fn ruler_calibration_as_a_user(d: &Driver) {
+    d.js("document.getElementById('ruler-start').click(); return true;", json!([]));
+    d.wait_for("the ruler hint", "return !!document.getElementById('ruler-hint')", Duration::from_secs(10));
+    drag(d, (20.0, 50.0), (20.0, 50.0), 1, 10);
+    d.wait_for("the first mark", "const h = document.getElementById('ruler-hint'); return h && h.textContent.includes('second')", Duration::from_secs(10));
+    drag(d, (20.0, 250.0), (20.0, 250.0), 1, 10);
+    d.wait_for("the distance field", "return !!document.getElementById('ruler-mm')", Duration::from_secs(10));
+    d.js(
+        "const f = document.getElementById('ruler-mm'); f.value = '20'; f.dispatchEvent(new Event('input', { bubbles: true }));          setTimeout(() => document.getElementById('ruler-set').click(), 100); return true;",
+        json!([]),
+    );
+    let spacing = d.wait_for("the spacing from the ruler", "const s = document.getElementById('spacing').value; return s !== '' && s;", Duration::from_secs(10));
+    let mm_per_px: f64 = spacing.as_str().unwrap().parse().unwrap();
+    assert!((mm_per_px - 0.1).abs() < 0.002, "0.1 mm/px expected (the clicks land within a pixel): {spacing}");
+    let lesion = d.js("const o = document.querySelector('.object'); return [o.querySelector('.measure').textContent, o.querySelector('.calibration').dataset.source];", json!([]));
+    eprintln!("e2e: calibrated on the ruler: {spacing} mm/px; {lesion}");
+    assert_eq!(lesion[1], "manual", "{lesion}");
+    assert!(lesion[0].as_str().unwrap().contains(" mm"), "{lesion}");
+    assert!(d.js("return document.querySelectorAll('.object').length", json!([])) == json!(1), "the ruler's clicks made no prompt");
+    d.js("const s = document.getElementById('spacing'); s.value = ''; s.dispatchEvent(new Event('input', { bubbles: true })); return true;", json!([]));
+}
+
 /// Export the mask PNG through the app's button and read the downloaded blob back.
 fn exported_mask(d: &Driver) -> Mask {
     d.js("document.getElementById('export-mask-button').click(); return true;", json!([]));
@@ -653,6 +678,7 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     assert!(dice >= 0.99, "the browser's mask differs from the native pipeline's: Dice {dice}");
 
     report_as_a_user(&driver, &root);
+    ruler_calibration_as_a_user(&driver);
     dicom_as_a_user(&driver, &root);
     worker_killed_while_idle(&driver);
     let draws = drag_redraws_on_a_large_image(&driver);

@@ -14,7 +14,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{HtmlCanvasElement, PointerEvent};
 use yew::prelude::*;
 
-use super::{AppContext, Msg, OpenImage, Settings};
+use super::{AppContext, Msg, OpenImage, Setting, Settings};
 use crate::draw;
 use crate::perf::Stage;
 use crate::state::{Document, Gesture};
@@ -104,6 +104,11 @@ pub fn ImageCanvas(props: &CanvasProps) -> Html {
             let g = std::mem::take(&mut *gesture.borrow_mut());
             let Gesture::Down { now, .. } = g else { return };
             let at = image_xy(&pointer_ref, &e).unwrap_or(now);
+            if app.settings.ruler.is_picking() {
+                // Calibrating: the click marks the ruler, it is not a prompt.
+                app.send.emit(Msg::Set(Setting::RulerMark(at)));
+                return;
+            }
             redraw(); // the dragged box goes; the prompt it makes comes with the document
             match g.release(at, w, h) {
                 Ok(Some(edit)) => app.send.emit(Msg::Prompt(edit)),
@@ -176,6 +181,7 @@ fn draw_annotations(canvas: &HtmlCanvasElement, image: &OpenImage, doc: &Documen
             draw::draw_calipers(&ctx, &m, draw::object_color(i), scale);
         }
     }
+    draw::draw_ruler(&ctx, &settings.ruler.points(), scale);
     if let Some(b) = dragged {
         draw::draw_box(&ctx, b, "rgb(255,255,255)", scale, true);
     }

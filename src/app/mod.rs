@@ -206,6 +206,12 @@ pub enum Setting {
     ToggleHover,
     ToggleShape,
     Spacing(String),
+    /// The manual calibration's state (start, a picked mark, cancel).
+    Ruler(crate::state::Ruler),
+    /// A mark picked on the ruler (image pixels).
+    RulerMark((f64, f64)),
+    /// The typed distance between the two marks: sets the pixel spacing.
+    RulerDistance(String),
     /// Zoom by a factor.
     Zoom(f64),
     ZoomFit,
@@ -760,6 +766,15 @@ impl App {
             Setting::ToggleHover => s.hover = !s.hover,
             Setting::ToggleShape => s.shape = !s.shape,
             Setting::Spacing(v) => s.spacing = v,
+            Setting::Ruler(r) => s.ruler = r,
+            Setting::RulerMark(p) => s.ruler = s.ruler.pick(p),
+            Setting::RulerDistance(mm) => match s.ruler.mm_per_px(&mm) {
+                Ok(v) => {
+                    s.spacing = format!("{v:.6}").trim_end_matches('0').to_string();
+                    s.ruler = crate::state::Ruler::Off;
+                }
+                Err(e) => self.error = Some(e),
+            },
             Setting::Zoom(f) => s.zoom = (if s.zoom > 0.0 { s.zoom } else { 1.0 } * f).clamp(0.1, 16.0),
             Setting::ZoomFit => s.zoom = 0.0,
         }

@@ -25,6 +25,8 @@ pub struct Settings {
     pub hover: bool,
     /// Draw each lesion's fitted ellipse and convex hull.
     pub shape: bool,
+    /// Manual calibration on the depth ruler, while it is under way.
+    pub ruler: crate::state::Ruler,
     /// Pixel spacing as typed (mm per pixel).
     pub spacing: String,
     /// Screen pixels per image pixel; 0: fit the image to the space.
@@ -41,6 +43,7 @@ impl Default for Settings {
             refine: false,
             hover: false,
             shape: false,
+            ruler: Default::default(),
             spacing: String::new(),
             zoom: 0.0,
         }
@@ -90,6 +93,7 @@ pub fn SettingsPanel(props: &SettingsProps) -> Html {
             <DecoderChoice />
             <EmbeddingSource companion={ props.companion.clone() } />
             <label>{ "Pixel spacing (mm/px) " }<input id="spacing" type="text" inputmode="decimal" placeholder="e.g. 0.1" value={ s.spacing.clone() } oninput={ spacing } /></label>
+            <RulerCalibration />
             <div class="zoom">
                 <button onclick={ set(&app.send, || Setting::Zoom(0.8)) }>{ "−" }</button>
                 <button onclick={ set(&app.send, || Setting::ZoomFit) }>{ "fit" }</button>
@@ -142,4 +146,35 @@ fn EmbeddingSource(props: &SourceProps) -> Html {
             { server }
         </fieldset>
     }
+}
+
+/// Manual calibration: two marks picked on the image's depth ruler and their distance typed
+/// give the pixel spacing (its source then shows as "manual").
+#[function_component]
+fn RulerCalibration() -> Html {
+    let app = use_context::<AppContext>().expect("AppContext");
+    let mm = use_state(String::new);
+    let ruler = &app.settings.ruler;
+    let cancel = set(&app.send, || Setting::Ruler(crate::state::Ruler::Off));
+    let body = match ruler {
+        crate::state::Ruler::Off => html! {
+            <button id="ruler-start" disabled={ app.image.is_none() } title="For images without a scale: click two marks on the depth ruler and type their distance"
+                onclick={ set(&app.send, || Setting::Ruler(crate::state::Ruler::start())) }>{ "Calibrate on the ruler" }</button>
+        },
+        crate::state::Ruler::Picking(_) => html! {
+            <><span id="ruler-hint" role="status">{ ruler.hint() }</span><button id="ruler-cancel" onclick={ cancel }>{ "Cancel" }</button></>
+        },
+        crate::state::Ruler::Picked(_) => {
+            let oninput = { let mm = mm.clone(); Callback::from(move |e: InputEvent| mm.set(e.target_unchecked_into::<HtmlInputElement>().value())) };
+            let value = (*mm).clone();
+            html! {
+                <>
+                    <label>{ "distance (mm) " }<input id="ruler-mm" type="text" inputmode="decimal" size="6" value={ value.clone() } {oninput} /></label>
+                    <button id="ruler-set" onclick={ app.send.reform(move |_| Msg::Set(Setting::RulerDistance(value.clone()))) }>{ "Set" }</button>
+                    <button id="ruler-cancel" onclick={ cancel }>{ "Cancel" }</button>
+                </>
+            }
+        }
+    };
+    html! { <div class="ruler">{ body }</div> }
 }
