@@ -4,7 +4,7 @@
 # and CPU: model parity and the app's components) of the single-threaded build and the model
 # parity of the threaded one, the end-to-end test of the built app (both builds) driven
 # through ChromeDriver, and the fuzz targets for a bounded time (SONOSAM_FUZZ_SECONDS per
-# target, default 20; 0 skips). Installs what it needs when missing: Debian packages
+# target, default 12; 0 skips). Installs what it needs when missing: Debian packages
 # (chromium, chromium-driver, mesa-vulkan-drivers), the wasm32 target, wasm-bindgen-cli at the
 # version in Cargo.lock, the pinned nightly with rust-src (scripts/nightly.sh), cargo-fuzz,
 # the LiteMedSAM weights, and the DICOM test data (pydicom from PyPI, scripts/dicom-test-data.sh).
@@ -65,7 +65,7 @@ log "browser tests of the threaded build (headless Chromium, a dedicated worker)
 threaded_cargo test --test browser_threads -- --nocapture
 
 # --- fuzzing -------------------------------------------------------------------------------
-fuzz_seconds="${SONOSAM_FUZZ_SECONDS:-20}"
+fuzz_seconds="${SONOSAM_FUZZ_SECONDS:-12}"
 if [ "$fuzz_seconds" != 0 ]; then
   log "fuzzing ($fuzz_seconds s per target)"
   ./scripts/fuzz.sh "$fuzz_seconds"
