@@ -1,7 +1,7 @@
 //! The lesion list: one entry per lesion with its colour, predicted IoU, measurements, shape
 //! descriptors and, in multimask mode, its candidate masks; new lesion, undo and redo.
 
-use sonosam_model::measure::descriptors::{Descriptors, NotMeasurable, Unit, describe};
+use sonosam_model::measure::descriptors::{Descriptors, NotMeasurable, describe};
 use yew::prelude::*;
 
 use super::{AppContext, Msg};
@@ -101,21 +101,7 @@ fn DescriptorPanel(props: &DescriptorPanelProps) -> Html {
         Err(e) => return html! { <div class="descriptors not-measurable">{ format!("shape: not measurable ({e})") }</div> },
     };
     let calls = d.calls.words();
-    let unit = match d.unit { Unit::Mm => "mm", Unit::Px => "px" };
-    let rows = [
-        ("area", format!("{:.1} {unit}²", d.area)),
-        ("perimeter", format!("{:.1} {unit}", d.perimeter)),
-        ("depth × width", format!("{:.1} × {:.1} {unit}", d.depth, d.width)),
-        ("depth/width", format!("{:.2}", d.depth_width_ratio)),
-        ("orientation", format!("{:.0}° to the skin line", d.orientation_deg)),
-        ("ellipse misfit", format!("{:.3}", d.ellipse_misfit)),
-        ("circularity", format!("{:.3}", d.circularity)),
-        ("convexity", format!("{:.3}", d.convexity)),
-        ("solidity", format!("{:.3}", d.solidity)),
-        ("radial length (mean, sd)", format!("{:.3}, {:.3}", d.radial_length.mean, d.radial_length.std)),
-        ("lobulations", d.lobulations.to_string()),
-        ("angular points", d.angular_points.to_string()),
-    ];
+    let rows = d.table();
     html! {
         <details class="descriptors" onclick={ |e: MouseEvent| e.stop_propagation() }>
             <summary>{ "shape: " }<span class="calls">{ calls }</span></summary>

@@ -224,17 +224,7 @@ fn lesion_details(l: &ReportLesion) -> String {
     let body = match &l.descriptors {
         Err(e) => format!("<p>Shape descriptors: not measurable ({}).</p>", escape(&e.to_string())),
         Ok(d) => {
-            let unit = match d.unit { Unit::Mm => "mm", Unit::Px => "px" };
-            let rows = [
-                ("Depth × width", format!("{:.1} × {:.1} {unit} (ratio {:.2})", d.depth, d.width, d.depth_width_ratio)),
-                ("Orientation of the major axis", format!("{:.0}° to the skin line", d.orientation_deg)),
-                ("Perimeter", format!("{:.1} {unit}", d.perimeter)),
-                ("Fitted ellipse", format!("{:.1} × {:.1} {unit}, misfit {:.3}", 2.0 * d.ellipse.semi_major, 2.0 * d.ellipse.semi_minor, d.ellipse_misfit)),
-                ("Circularity", format!("{:.3}", d.circularity)),
-                ("Convexity / solidity", format!("{:.3} / {:.3}", d.convexity, d.solidity)),
-                ("Radial length (mean, sd, roughness, crossings)", format!("{:.3}, {:.3}, {:.2}, {}", d.radial_length.mean, d.radial_length.std, d.radial_length.roughness, d.radial_length.crossings)),
-                ("Lobulations / angular points", format!("{} / {}", d.lobulations, d.angular_points)),
-            ];
+            let rows = d.table();
             let rows: String = rows.iter().map(|(k, v)| format!("<tr><th>{k}</th><td>{v}</td></tr>")).collect();
             let border = if d.touches_border { "<p>The lesion reaches the image edge: its shape may be cut off.</p>" } else { "" };
             format!("<table class=\"descriptors\">{rows}</table>{border}")

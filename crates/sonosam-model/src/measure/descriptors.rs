@@ -313,6 +313,26 @@ pub fn describe(mask: &Mask, mm_per_px: Option<[f64; 2]>) -> Result<Descriptors,
 }
 
 impl Descriptors {
+    /// The numbers for people, as labelled rows (the app's panel and the report show these).
+    pub fn table(&self) -> Vec<(&'static str, String)> {
+        let unit = match self.unit {
+            Unit::Mm => "mm",
+            Unit::Px => "px",
+        };
+        let r = &self.radial_length;
+        vec![
+            ("Area", format!("{:.1} {unit}²", self.area)),
+            ("Perimeter", format!("{:.1} {unit}", self.perimeter)),
+            ("Depth × width", format!("{:.1} × {:.1} {unit} (ratio {:.2})", self.depth, self.width, self.depth_width_ratio)),
+            ("Orientation of the major axis", format!("{:.0}° to the skin line", self.orientation_deg)),
+            ("Fitted ellipse", format!("{:.1} × {:.1} {unit}, misfit {:.3}", 2.0 * self.ellipse.semi_major, 2.0 * self.ellipse.semi_minor, self.ellipse_misfit)),
+            ("Circularity", format!("{:.3}", self.circularity)),
+            ("Convexity / solidity", format!("{:.3} / {:.3}", self.convexity, self.solidity)),
+            ("Radial length (mean, sd, roughness, crossings)", format!("{:.3}, {:.3}, {:.2}, {}", r.mean, r.std, r.roughness, r.crossings)),
+            ("Lobulations / angular points", format!("{} / {}", self.lobulations, self.angular_points)),
+        ]
+    }
+
     /// One line for people: the calls with the numbers behind them.
     pub fn summary(&self) -> String {
         let word = |k: &str| k.replace('_', " ");
