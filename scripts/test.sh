@@ -18,6 +18,7 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need+=(mesa-vulkan-drivers libvulkan1)
 python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -41,6 +42,9 @@ log "weights"
 ./target/debug/sonosam weights
 log "DICOM test data (pydicom's ultrasound files from PyPI, decoded by pydicom)"
 ./scripts/dicom-test-data.sh
+# axe-core (npm), the accessibility checker the end-to-end test runs in the page.
+axe=target/axe/node_modules/axe-core/axe.min.js
+[ -f "$axe" ] || { log "axe-core from npm"; npm install --prefix target/axe --no-save --silent axe-core@4.14.1 >/dev/null; }
 # The software Vulkan driver (lavapipe) gives wgpu an adapter here: the wgpu tests must run.
 export SONOSAM_REQUIRE_WGPU="${SONOSAM_REQUIRE_WGPU:-1}"
 if [ -z "${XDG_RUNTIME_DIR:-}" ]; then

@@ -455,6 +455,7 @@ fn report_as_a_user(d: &Driver, root: &Path) {
     d.wait_for("the ellipse and hull drawn", &format!("return (function() {{ {annotations} }})() !== {before}"), Duration::from_secs(10));
     d.screenshot(&root.join("target/e2e/shape.png"));
     d.js("document.getElementById('show-shape').click(); return true;", json!([]));
+    accessible(d, root, "an image with a lesion");
     d.js("document.getElementById('report-button').click(); return true;", json!([]));
     let html = d.wait_for("the report", "const f = document.getElementById('report-frame'); return f && f.srcdoc;", Duration::from_secs(30));
     let html = html.as_str().unwrap();
@@ -462,6 +463,7 @@ fn report_as_a_user(d: &Driver, root: &Path) {
         assert!(html.contains(needle), "the report lacks {needle}");
     }
     d.screenshot(&root.join("target/e2e/report.png"));
+    accessible(d, root, "the report open");
     d.js("document.getElementById('report-json').click(); return true;", json!([]));
     let report: Value = serde_json::from_slice(&download(d, "report-json")).expect("the report as JSON");
     let lesion = &report["lesions"][0];
@@ -494,6 +496,24 @@ fn ruler_calibration_as_a_user(d: &Driver) {
     assert!(lesion[0].as_str().unwrap().contains(" mm"), "{lesion}");
     assert!(d.js("return document.querySelectorAll('.object').length", json!([])) == json!(1), "the ruler's clicks made no prompt");
     d.js("const s = document.getElementById('spacing'); s.value = ''; s.dispatchEvent(new Event('input', { bubbles: true })); return true;", json!([]));
+}
+
+/// axe-core (npm; scripts/test.sh installs it in target/axe) in the page: no violation of the
+/// WCAG 2.1 A/AA rules in the app's current state (`what`).
+fn accessible(d: &Driver, root: &Path, what: &str) {
+    let axe = root.join("target/axe/node_modules/axe-core/axe.min.js");
+    let script = std::fs::read_to_string(&axe).unwrap_or_else(|e| panic!("{}: {e} (scripts/test.sh installs axe-core)", axe.display()));
+    d.js(&format!("{script}; return true;"), json!([]));
+    let result = d.js_async(
+        "const done = arguments[arguments.length - 1]; \
+         axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } }) \
+           .then(r => done({ passes: r.passes.length, incomplete: r.incomplete.map(v => v.id), \
+             violations: r.violations.map(v => ({ id: v.id, help: v.help, nodes: v.nodes.slice(0, 5).map(n => n.target.join(' ')) })) })) \
+           .catch(e => done({ error: String(e) }));",
+    );
+    eprintln!("e2e: axe-core, {what}: {} rules pass, not decidable: {}", result["passes"], result["incomplete"]);
+    assert!(result["error"].is_null(), "axe-core did not run: {result}");
+    assert_eq!(result["violations"], json!([]), "WCAG 2.1 A/AA violations ({what})");
 }
 
 /// Export the mask PNG through the app's button and read the downloaded blob back.
@@ -649,6 +669,7 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     record_workers(&driver);
     driver.goto(&format!("{url}?backend=cpu"));
     wait_model(&driver, "online");
+    accessible(&driver, &root, "the start page");
 
     // The lesion's box: the tight box of the sample's first ground-truth mask.
     let image = std::fs::read(root.join(format!("www/samples/{SAMPLE}.png"))).unwrap();
