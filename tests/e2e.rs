@@ -245,6 +245,11 @@ fn drag_box(d: &Driver, a: (f64, f64), b: (f64, f64)) {
 
 /// Drag from `a` to `b` (image pixels) on the canvas in `steps` moves of `step_ms` each.
 fn drag(d: &Driver, a: (f64, f64), b: (f64, f64), steps: usize, step_ms: u64) {
+    pointer_drag(d, a, b, steps, step_ms, "mouse");
+}
+
+/// The same drag with a mouse, a pen or a finger (`pointer`: WebDriver's pointer type).
+fn pointer_drag(d: &Driver, a: (f64, f64), b: (f64, f64), steps: usize, step_ms: u64, pointer: &str) {
     let rect = d.js(
         "const c = document.getElementById('image-canvas'); c.scrollIntoView(); const r = c.getBoundingClientRect(); \
          return [r.left, r.top, r.width, r.height, c.width, c.height];",
@@ -269,7 +274,7 @@ fn drag(d: &Driver, a: (f64, f64), b: (f64, f64), steps: usize, step_ms: u64) {
     }
     actions.push(json!({ "type": "pointerUp", "button": 0 }));
     d.cmd("POST", "/actions", json!({ "actions": [{
-        "type": "pointer", "id": "mouse", "parameters": { "pointerType": "mouse" }, "actions": actions
+        "type": "pointer", "id": pointer, "parameters": { "pointerType": pointer }, "actions": actions
     }]}));
 }
 
@@ -498,6 +503,40 @@ fn ruler_calibration_as_a_user(d: &Driver) {
     d.js("const s = document.getElementById('spacing'); s.value = ''; s.dispatchEvent(new Event('input', { bubbles: true })); return true;", json!([]));
 }
 
+/// The layout at a laptop's, a monitor's and a portrait tablet's size: the image fills its area
+/// at its own aspect ratio (no band: the canvas's aspect within 1 % of the image's, and it takes
+/// the whole width or the whole height it may have), with screenshots; on the tablet, with touch
+/// emulated, a finger's drag makes a box and a mask.
+fn layouts_and_touch(d: &Driver, root: &Path) {
+    let before = d.cmd("GET", "/window/rect", json!(null));
+    for (w, h) in [(1280, 720), (1920, 1080), (768, 1024)] {
+        d.cmd("POST", "/window/rect", json!({ "width": w, "height": h }));
+        std::thread::sleep(Duration::from_millis(400));
+        let m = d.js(
+            "const c = document.getElementById('image-canvas'); const r = c.getBoundingClientRect(); \
+             const s = c.closest('.stage').getBoundingClientRect(); \
+             return [r.width, r.height, c.width, c.height, s.width, innerHeight, innerWidth];",
+            json!([]),
+        );
+        let m: Vec<f64> = m.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let (shown, image) = (m[0] / m[1], m[2] / m[3]);
+        assert!((shown / image - 1.0).abs() < 0.01, "{w}×{h}: the image is shown at {shown:.3}, its aspect is {image:.3}");
+        let height_limit = m[5] - if m[6] <= 900.0 { 160.0 } else { 230.0 };
+        assert!(m[0] >= 0.99 * m[4] || m[1] >= 0.99 * height_limit, "{w}×{h}: the image ({:.0} × {:.0}) leaves a band in its area ({:.0} wide, {height_limit:.0} high)", m[0], m[1], m[4]);
+        d.screenshot(&root.join(format!("target/e2e/layout-{w}x{h}.png")));
+        eprintln!("e2e: {w}×{h}: the image shown at {:.0} × {:.0} px", m[0], m[1]);
+    }
+    d.cdp("Emulation.setTouchEmulationEnabled", json!({ "enabled": true, "maxTouchPoints": 5 }));
+    d.js("document.getElementById('new-object').click(); return true;", json!([]));
+    pointer_drag(d, (300.0, 200.0), (420.0, 300.0), 4, 40, "touch");
+    d.wait_for("the touch-dragged lesion's mask", "return document.querySelectorAll('.object[data-area]').length === 2", Duration::from_secs(60));
+    let pointer = d.js("return document.querySelectorAll('.object')[1].dataset.box", json!([]));
+    eprintln!("e2e: a finger's drag made the box {pointer}");
+    d.cdp("Emulation.setTouchEmulationEnabled", json!({ "enabled": false }));
+    d.js("document.getElementById('undo').click(); document.getElementById('undo').click(); return true;", json!([]));
+    d.cmd("POST", "/window/rect", json!({ "width": before["width"], "height": before["height"] }));
+}
+
 /// axe-core (npm; scripts/test.sh installs it in target/axe) in the page: no violation of the
 /// WCAG 2.1 A/AA rules in the app's current state (`what`).
 fn accessible(d: &Driver, root: &Path, what: &str) {
@@ -700,6 +739,7 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
 
     report_as_a_user(&driver, &root);
     ruler_calibration_as_a_user(&driver);
+    layouts_and_touch(&driver, &root);
     dicom_as_a_user(&driver, &root);
     worker_killed_while_idle(&driver);
     let draws = drag_redraws_on_a_large_image(&driver);

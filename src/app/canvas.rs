@@ -125,7 +125,9 @@ pub fn ImageCanvas(props: &CanvasProps) -> Html {
         })
     };
     let zoom = app.settings.zoom;
-    let style = (zoom > 0.0).then(|| format!("width:{}px", (w as f64 * zoom).round()));
+    // The image fills the space at its own aspect ratio (no bands), or the zoom's width.
+    let zoomed = if zoom > 0.0 { format!(";width:{}px", (w as f64 * zoom).round()) } else { String::new() };
+    let style = format!("--aspect:{w}/{h}{zoomed}");
     html! {
         <div class="stage" aria-busy={ props.busy.to_string() }>
             <div class={ classes!("canvas-wrap", (zoom > 0.0).then_some("zoomed")) } {style}>
