@@ -416,23 +416,10 @@ fn dicom_as_a_user(d: &Driver, root: &Path) {
 fn dicom_export_as_a_user(d: &Driver, root: &Path) {
     d.js("document.getElementById('report-button').click(); return true;", json!([]));
     d.wait_for("the DICOM file's report", "return !!document.getElementById('report-frame')", Duration::from_secs(30));
-    let mut files = Vec::new();
-    for kind in ["seg", "sr", "json"] {
-        d.js(&format!("document.getElementById('report-{kind}').click(); return true;"), json!([]));
-        let path = root.join(format!("target/e2e/app_{kind}.{}", if kind == "json" { "json" } else { "dcm" }));
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, download(d, &format!("report-{kind}"))).unwrap();
-        files.push(path);
-    }
+    let read = export_dicom_from_report(d, root, "dicom");
+    d.js("document.getElementById('report-json').click(); return true;", json!([]));
+    let report: Value = serde_json::from_slice(&download(d, "report-json")).unwrap();
     d.js("document.getElementById('report-close').click(); return true;", json!([]));
-    let out = Command::new(root.join("target/dicom-venv/bin/python"))
-        .arg(root.join("scripts/read_dicom_export.py"))
-        .args(&files[..2])
-        .output()
-        .expect("the DICOM test venv (scripts/dicom-test-data.sh)");
-    assert!(out.status.success(), "highdicom cannot read the app's SEG/SR: {}", String::from_utf8_lossy(&out.stderr));
-    let read: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let report: Value = serde_json::from_slice(&std::fs::read(&files[2]).unwrap()).unwrap();
     let (seg, sr) = (&read["seg"], &read["sr"]);
     assert_eq!(seg["source_instances"].as_array().map(Vec::len), Some(1), "{seg}");
     assert_eq!(sr["study"], seg["study"]);
@@ -474,8 +461,37 @@ fn report_as_a_user(d: &Driver, root: &Path) {
     let lesion = &report["lesions"][0];
     assert_eq!(lesion["descriptors"]["calls"]["shape"].as_str().map(|s| s.replace('_', " ")).as_deref(), Some(calls[0]), "{lesion}");
     assert!(lesion["measurements"]["area_px"].as_u64().unwrap() > 0 && lesion["descriptors"]["convexity"].is_number(), "{lesion}");
+    // The bundled sample's lesion as DICOM SEG and SR, read back by highdicom: its mask's area
+    // and its calls, in a study made up for the PNG.
+    let read = export_dicom_from_report(d, root, "sample");
+    assert_eq!(read["seg"]["segments"][0]["area"], lesion["measurements"]["area_px"], "{read}");
+    assert!(read["seg"]["study"].as_str().unwrap().starts_with("2.25.") && read["sr"]["study"] == read["seg"]["study"]);
+    let evaluations: Vec<String> = read["sr"]["groups"][0]["evaluations"].as_array().unwrap().iter().map(|e| e["value"].as_str().unwrap().to_string()).collect();
+    let calls = &lesion["descriptors"]["calls"];
+    let expected: Vec<String> = ["shape", "orientation", "margin"].iter().map(|k| calls[*k].as_str().unwrap().replace('_', "").to_uppercase()).collect();
+    assert_eq!(evaluations, expected);
     d.js("document.getElementById('report-close').click(); return true;", json!([]));
     d.wait_for("the report to close", "return !document.getElementById('report-frame')", Duration::from_secs(10));
+}
+
+/// Download the open report's DICOM SEG and SR (named `app_{tag}_seg.dcm`, …) and read them
+/// with highdicom (scripts/read_dicom_export.py in the DICOM test venv).
+fn export_dicom_from_report(d: &Driver, root: &Path, tag: &str) -> Value {
+    let mut files = Vec::new();
+    for kind in ["seg", "sr"] {
+        d.js(&format!("document.getElementById('report-{kind}').click(); return true;"), json!([]));
+        let path = root.join(format!("target/e2e/app_{tag}_{kind}.dcm"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, download(d, &format!("report-{kind}"))).unwrap();
+        files.push(path);
+    }
+    let out = Command::new(root.join("target/dicom-venv/bin/python"))
+        .arg(root.join("scripts/read_dicom_export.py"))
+        .args(&files)
+        .output()
+        .expect("the DICOM test venv (scripts/dicom-test-data.sh)");
+    assert!(out.status.success(), "highdicom cannot read the app's SEG/SR: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Manual calibration of a PNG as a user does it: two clicks on the depth ruler (here 200 px
