@@ -102,7 +102,18 @@ fn caliper(ctx: &CanvasRenderingContext2d, c: &Caliper, label: &str, scale: f64)
         ctx.line_to(p[0] + r, p[1] - r);
         ctx.stroke();
     }
-    let _ = ctx.fill_text(label, c.to[0] + 6.0 * scale, c.to[1]);
+    label_with_halo(ctx, label, c.to[0] + 6.0 * scale, c.to[1], scale);
+}
+
+/// Text in the current fill colour with a dark halo, legible on the image and on any mask.
+fn label_with_halo(ctx: &CanvasRenderingContext2d, text: &str, x: f64, y: f64, scale: f64) {
+    ctx.save();
+    ctx.set_stroke_style_str("rgba(0,0,0,0.85)");
+    ctx.set_line_width(3.5 * scale);
+    ctx.set_line_join("round");
+    let _ = ctx.stroke_text(text, x, y);
+    ctx.restore();
+    let _ = ctx.fill_text(text, x, y);
 }
 
 /// Draw both calipers of `m` with their lengths.

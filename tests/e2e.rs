@@ -519,6 +519,21 @@ fn ruler_calibration_as_a_user(d: &Driver) {
     d.js("const s = document.getElementById('spacing'); s.value = ''; s.dispatchEvent(new Event('input', { bubbles: true })); return true;", json!([]));
 }
 
+/// Brightness / contrast / invert change the image's display and nothing else: the shown
+/// pixels change, the lesion's mask does not, and "reset" shows the image as it is again.
+fn display_controls(d: &Driver) {
+    let pixel = "const c = document.getElementById('image-layers'); return Array.from(c.getContext('2d').getImageData(500, 400, 1, 1).data).join(',');";
+    let (shown, area) = (d.js(pixel, json!([])), d.js("return document.querySelector('.object[data-area]').dataset.area", json!([])));
+    let set = |id: &str, v: &str| d.js(&format!("const e = document.getElementById('{id}'); e.value = '{v}'; e.dispatchEvent(new Event('input', {{ bubbles: true }})); return true;"), json!([]));
+    set("contrast", "2.5");
+    d.wait_for("the contrast shown", &format!("return (function() {{ {pixel} }})() !== {shown}"), Duration::from_secs(10));
+    d.js("document.getElementById('invert').click(); return true;", json!([]));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.js("return document.querySelector('.object[data-area]').dataset.area", json!([])), area, "the display changed the mask");
+    d.js("document.getElementById('display-reset').click(); return true;", json!([]));
+    d.wait_for("the image as it is", &format!("return (function() {{ {pixel} }})() === {shown}"), Duration::from_secs(10));
+}
+
 /// The layout at a laptop's, a monitor's and a portrait tablet's size: the image fills its area
 /// at its own aspect ratio (no band: the canvas's aspect within 1 % of the image's, and it takes
 /// the whole width or the whole height it may have), with screenshots; on the tablet, with touch
@@ -755,6 +770,7 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
 
     report_as_a_user(&driver, &root);
     ruler_calibration_as_a_user(&driver);
+    display_controls(&driver);
     layouts_and_touch(&driver, &root);
     dicom_as_a_user(&driver, &root);
     worker_killed_while_idle(&driver);

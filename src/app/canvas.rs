@@ -232,6 +232,7 @@ impl View {
             && lesions(self) == lesions(other)
             && self.settings.opacity == other.settings.opacity
             && self.settings.show_gt == other.settings.show_gt
+            && self.settings.display == other.settings.display
             && same(&self.hover, &other.hover)
     }
 }
@@ -255,7 +256,11 @@ impl LayerCache {
         let (w, h) = view.image.size();
         let Some(image) = cached(&mut self.image, &view.image, |i| draw::pixel_layer(&i.rgba, w, h).ok()) else { return false };
         let alpha = view.settings.opacity;
+        // Brightness / contrast / invert change what is shown only: the model's input is the
+        // image as it is.
+        ctx.set_filter(&view.settings.display.css_filter());
         let _ = ctx.draw_image_with_html_canvas_element(&image, 0.0, 0.0);
+        ctx.set_filter("none");
         self.refresh_lesions(&view.doc);
         for l in &self.lesions {
             ctx.set_global_alpha(alpha);

@@ -212,6 +212,8 @@ pub enum Setting {
     RulerMark((f64, f64)),
     /// The typed distance between the two marks: sets the pixel spacing.
     RulerDistance(String),
+    /// How the image is shown.
+    Display(settings::Display),
     /// Zoom by a factor.
     Zoom(f64),
     ZoomFit,
@@ -767,6 +769,7 @@ impl App {
             Setting::ToggleShape => s.shape = !s.shape,
             Setting::Spacing(v) => s.spacing = v,
             Setting::Ruler(r) => s.ruler = r,
+            Setting::Display(d) => s.display = d,
             Setting::RulerMark(p) => s.ruler = s.ruler.pick(p),
             Setting::RulerDistance(mm) => match s.ruler.mm_per_px(&mm) {
                 Ok(v) => {

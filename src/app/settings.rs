@@ -27,10 +27,37 @@ pub struct Settings {
     pub shape: bool,
     /// Manual calibration on the depth ruler, while it is under way.
     pub ruler: crate::state::Ruler,
+    /// How the image is shown (not what the model sees).
+    pub display: Display,
     /// Pixel spacing as typed (mm per pixel).
     pub spacing: String,
     /// Screen pixels per image pixel; 0: fit the image to the space.
     pub zoom: f64,
+}
+
+/// The image's display, as on an ultrasound console: brightness and contrast (1 = as it is)
+/// and inversion. Only the display: the model always gets the image itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Display {
+    pub brightness: f64,
+    pub contrast: f64,
+    pub invert: bool,
+}
+
+impl Default for Display {
+    fn default() -> Self {
+        Self { brightness: 1.0, contrast: 1.0, invert: false }
+    }
+}
+
+impl Display {
+    /// The canvas filter that shows it.
+    pub fn css_filter(&self) -> String {
+        if *self == Display::default() {
+            return "none".into();
+        }
+        format!("brightness({}) contrast({}) invert({})", self.brightness, self.contrast, u8::from(self.invert))
+    }
 }
 
 impl Default for Settings {
@@ -44,6 +71,7 @@ impl Default for Settings {
             hover: false,
             shape: false,
             ruler: Default::default(),
+            display: Display::default(),
             spacing: String::new(),
             zoom: 0.0,
         }
@@ -94,6 +122,7 @@ pub fn SettingsPanel(props: &SettingsProps) -> Html {
             <EmbeddingSource companion={ props.companion.clone() } />
             <label>{ "Pixel spacing (mm/px) " }<input id="spacing" type="text" inputmode="decimal" placeholder="e.g. 0.1" value={ s.spacing.clone() } oninput={ spacing } /></label>
             <RulerCalibration />
+            <DisplayControls />
             <div class="zoom">
                 <button onclick={ set(&app.send, || Setting::Zoom(0.8)) }>{ "−" }</button>
                 <button onclick={ set(&app.send, || Setting::ZoomFit) }>{ "fit" }</button>
@@ -177,4 +206,28 @@ fn RulerCalibration() -> Html {
         }
     };
     html! { <div class="ruler">{ body }</div> }
+}
+
+/// Brightness, contrast, invert and reset of the image's display.
+#[function_component]
+fn DisplayControls() -> Html {
+    let app = use_context::<AppContext>().expect("AppContext");
+    let d = app.settings.display;
+    let slider = |id: &'static str, label: &'static str, value: f64, make: fn(Display, f64) -> Display| {
+        let onchange = app.send.reform(move |e: InputEvent| {
+            let v = e.target_unchecked_into::<HtmlInputElement>().value_as_number();
+            Msg::Set(Setting::Display(make(d, v)))
+        });
+        html! { <label>{ label }<input {id} type="range" min="0.2" max="3" step="0.05" value={ value.to_string() } oninput={ onchange } /></label> }
+    };
+    html! {
+        <fieldset class="display" title="Changes what you see, never what the model segments">
+            <legend>{ "Display (not the model's input)" }</legend>
+            { slider("brightness", "brightness ", d.brightness, |d, v| Display { brightness: v, ..d }) }
+            { slider("contrast", "contrast ", d.contrast, |d, v| Display { contrast: v, ..d }) }
+            <label><input id="invert" type="checkbox" checked={ d.invert }
+                onchange={ app.send.reform(move |_| Msg::Set(Setting::Display(Display { invert: !d.invert, ..d }))) } />{ " invert" }</label>
+            <button id="display-reset" onclick={ app.send.reform(|_| Msg::Set(Setting::Display(Display::default()))) }>{ "reset" }</button>
+        </fieldset>
+    }
 }

@@ -7,11 +7,15 @@ use crate::mask::Mask;
 use crate::prompt_encoder::{PointLabel, Prompt};
 
 /// Fill colours of successive masks (MedSAM yellow first).
-pub const MASK_COLORS: [[u8; 3]; 4] = [
-    [251, 252, 30],
-    [30, 144, 255],
-    [255, 99, 71],
-    [50, 205, 50],
+/// Lesion colours: the Okabe–Ito palette's, told apart with every common colour-vision
+/// deficiency (orange, sky blue, bluish green, reddish purple, vermillion, blue).
+pub const MASK_COLORS: [[u8; 3]; 6] = [
+    [230, 159, 0],
+    [86, 180, 233],
+    [0, 158, 115],
+    [204, 121, 167],
+    [213, 94, 0],
+    [0, 114, 178],
 ];
 const BOX_COLOR: [u8; 3] = [0, 120, 255];
 const POSITIVE: [u8; 3] = [0, 200, 0];
