@@ -413,7 +413,7 @@ impl Moments {
 }
 
 /// Pixels in the lesion or in its ellipse but not both (pixel centres tested; the ellipse's
-/// pixels beyond the image count as outside the lesion).
+/// pixels beyond the image count as outside the lesion). Only the box holding both is scanned.
 fn ellipse_misfit(region: &Mask, spacing: [f64; 2], e: &Ellipse) -> usize {
     let (sin, cos) = e.angle_deg.to_radians().sin_cos();
     let (a, b) = (e.semi_major.max(1e-9), e.semi_minor.max(1e-9));
@@ -422,13 +422,14 @@ fn ellipse_misfit(region: &Mask, spacing: [f64; 2], e: &Ellipse) -> usize {
         let (u, v) = (dx * cos + dy * sin, -dx * sin + dy * cos);
         (u / a).powi(2) + (v / b).powi(2) <= 1.0
     };
-    // The ellipse's bounding box, in pixels, joined with the image.
+    // The ellipse's bounding box in pixels, joined with the lesion's.
     let half = [(a * cos).hypot(b * sin) / spacing[0], (a * sin).hypot(b * cos) / spacing[1]];
     let (cx, cy) = (e.centre[0] / spacing[0], e.centre[1] / spacing[1]);
-    let x0 = ((cx - half[0]).floor() as i64 - 1).min(0);
-    let y0 = ((cy - half[1]).floor() as i64 - 1).min(0);
-    let x1 = ((cx + half[0]).ceil() as i64 + 1).max(region.width as i64 - 1);
-    let y1 = ((cy + half[1]).ceil() as i64 + 1).max(region.height as i64 - 1);
+    let [rx0, ry0, rx1, ry1] = region.bbox().map_or([0; 4], |b| b.map(|v| v as i64));
+    let x0 = ((cx - half[0]).floor() as i64 - 1).min(rx0);
+    let y0 = ((cy - half[1]).floor() as i64 - 1).min(ry0);
+    let x1 = ((cx + half[0]).ceil() as i64 + 1).max(rx1);
+    let y1 = ((cy + half[1]).ceil() as i64 + 1).max(ry1);
     let in_region = |x: i64, y: i64| {
         x >= 0 && y >= 0 && (x as usize) < region.width && (y as usize) < region.height && region.get(x as usize, y as usize)
     };
