@@ -532,6 +532,17 @@ fn display_controls(d: &Driver) {
     assert_eq!(d.js("return document.querySelector('.object[data-area]').dataset.area", json!([])), area, "the display changed the mask");
     d.js("document.getElementById('display-reset').click(); return true;", json!([]));
     d.wait_for("the image as it is", &format!("return (function() {{ {pixel} }})() === {shown}"), Duration::from_secs(10));
+    // "Image only" hides the lesion's fill (a pixel inside it changes) and brings it back.
+    let inside = "const c = document.getElementById('image-layers'); const b = document.querySelector('.object').dataset.box.split(',').map(Number); \
+                  return Array.from(c.getContext('2d').getImageData(Math.round((b[0] + b[2]) / 2), Math.round((b[1] + b[3]) / 2), 1, 1).data).join(',');";
+    let with_mask = d.js(inside, json!([]));
+    d.js("document.getElementById('image-only').click(); return true;", json!([]));
+    d.wait_for("the image alone", &format!("return (function() {{ {inside} }})() !== {with_mask}"), Duration::from_secs(10));
+    d.js("document.getElementById('image-only').click(); return true;", json!([]));
+    d.wait_for("the overlays back", &format!("return (function() {{ {inside} }})() === {with_mask}"), Duration::from_secs(10));
+    // The result was announced to screen readers (an ARIA live region).
+    let said = d.js("return document.getElementById('lesion-announce').textContent", json!([]));
+    assert!(said.as_str().is_some_and(|t| t.starts_with("lesion 1: ") && t.contains(" × ")), "{said}");
 }
 
 /// The layout at a laptop's, a monitor's and a portrait tablet's size: the image fills its area

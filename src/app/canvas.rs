@@ -170,7 +170,8 @@ fn draw_annotations(canvas: &HtmlCanvasElement, image: &OpenImage, doc: &Documen
     let Some(ctx) = draw::context_2d(canvas) else { return };
     ctx.clear_rect(0.0, 0.0, f64::from(canvas.width()), f64::from(canvas.height()));
     let scale = pixel_scale(canvas);
-    for (i, o) in doc.objects.iter().enumerate() {
+    let lesions = if settings.image_only { &[][..] } else { &doc.objects[..] };
+    for (i, o) in lesions.iter().enumerate() {
         let color = if doc.selected == Some(i) { "rgb(0,120,255)" } else { "rgba(0,120,255,0.5)" };
         if let Some(b) = o.prompt.bbox {
             draw::draw_box(&ctx, b, color, scale, false);
@@ -233,6 +234,7 @@ impl View {
             && self.settings.opacity == other.settings.opacity
             && self.settings.show_gt == other.settings.show_gt
             && self.settings.display == other.settings.display
+            && self.settings.image_only == other.settings.image_only
             && same(&self.hover, &other.hover)
     }
 }
@@ -261,6 +263,10 @@ impl LayerCache {
         ctx.set_filter(&view.settings.display.css_filter());
         let _ = ctx.draw_image_with_html_canvas_element(&image, 0.0, 0.0);
         ctx.set_filter("none");
+        if view.settings.image_only {
+            self.drawn = Some(View { image: view.image.clone(), doc: view.doc.clone(), settings: view.settings.clone(), hover: view.hover.clone() });
+            return true;
+        }
         self.refresh_lesions(&view.doc);
         for l in &self.lesions {
             ctx.set_global_alpha(alpha);

@@ -205,6 +205,7 @@ pub enum Setting {
     ToggleRefine,
     ToggleHover,
     ToggleShape,
+    ToggleImageOnly,
     Spacing(String),
     /// The manual calibration's state (start, a picked mark, cancel).
     Ruler(crate::state::Ruler),
@@ -767,6 +768,7 @@ impl App {
             Setting::ToggleRefine => s.refine = !s.refine,
             Setting::ToggleHover => s.hover = !s.hover,
             Setting::ToggleShape => s.shape = !s.shape,
+            Setting::ToggleImageOnly => s.image_only = !s.image_only,
             Setting::Spacing(v) => s.spacing = v,
             Setting::Ruler(r) => s.ruler = r,
             Setting::Display(d) => s.display = d,

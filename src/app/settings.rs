@@ -29,6 +29,8 @@ pub struct Settings {
     pub ruler: crate::state::Ruler,
     /// How the image is shown (not what the model sees).
     pub display: Display,
+    /// Show the image alone: no masks, prompts, calipers or outlines.
+    pub image_only: bool,
     /// Pixel spacing as typed (mm per pixel).
     pub spacing: String,
     /// Screen pixels per image pixel; 0: fit the image to the space.
@@ -72,6 +74,7 @@ impl Default for Settings {
             shape: false,
             ruler: Default::default(),
             display: Display::default(),
+            image_only: false,
             spacing: String::new(),
             zoom: 0.0,
         }
@@ -116,6 +119,7 @@ pub fn SettingsPanel(props: &SettingsProps) -> Html {
             <label><input type="checkbox" id="refine" checked={ s.refine } onchange={ set(&app.send, || Setting::ToggleRefine) } />{ " refine with the previous mask" }</label>
             <label><input type="checkbox" id="hover" checked={ s.hover } onchange={ set(&app.send, || Setting::ToggleHover) } />{ " hover preview" }</label>
             <label><input type="checkbox" id="show-shape" checked={ s.shape } onchange={ set(&app.send, || Setting::ToggleShape) } />{ " fitted ellipse and convex hull" }</label>
+            <label><input type="checkbox" id="image-only" checked={ s.image_only } onchange={ set(&app.send, || Setting::ToggleImageOnly) } />{ " image only (hide all overlays)" }</label>
             <label><input type="checkbox" id="show-gt" disabled={ truth.is_none() } checked={ s.show_gt } onchange={ set(&app.send, || Setting::ToggleGroundTruth) } />{ " ground truth" }</label>
             { dice }
             <DecoderChoice />

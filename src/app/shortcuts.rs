@@ -33,7 +33,7 @@ const fn pointer(label: &'static str, action: &'static str) -> Shortcut {
 }
 
 /// Every shortcut, in the order the help lists them.
-pub const SHORTCUTS: [Shortcut; 15] = [
+pub const SHORTCUTS: [Shortcut; 16] = [
     pointer("drag", "box around a lesion"),
     pointer("click", "positive point"),
     pointer("right/alt-click", "negative point"),
@@ -45,6 +45,7 @@ pub const SHORTCUTS: [Shortcut; 15] = [
     key(&["m", "M"], false, None, "M", "multimask candidates on/off", || Msg::Set(Setting::ToggleMultimask)),
     key(&["g", "G"], false, None, "G", "ground truth on/off", || Msg::Set(Setting::ToggleGroundTruth)),
     key(&["s", "S"], false, None, "S", "fitted ellipse and convex hull on/off", || Msg::Set(Setting::ToggleShape)),
+    key(&["h", "H"], false, None, "H", "image only (hide all overlays) on/off", || Msg::Set(Setting::ToggleImageOnly)),
     key(&["+", "="], false, None, "+", "zoom in", || Msg::Set(Setting::Zoom(1.25))),
     key(&["-"], false, None, "−", "zoom out", || Msg::Set(Setting::Zoom(0.8))),
     key(&["0"], false, None, "0", "zoom to fit", || Msg::Set(Setting::ZoomFit)),
