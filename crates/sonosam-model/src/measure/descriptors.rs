@@ -260,34 +260,45 @@ pub struct ShapeGeometry {
 
 /// The fitted ellipse and convex hull of the lesion in `mask`, in pixels.
 pub fn shape_geometry(mask: &Mask) -> Option<ShapeGeometry> {
-    let region = outline::lesion_region(mask);
-    if region.area() < MIN_AREA_PX {
-        return None;
+    let o = Outline::of(mask, [1.0, 1.0]).ok()?;
+    Some(ShapeGeometry { ellipse: o.ellipse, hull: o.hull })
+}
+
+/// The measured lesion both [`describe`] and [`shape_geometry`] start from: its region, its
+/// smoothed outline, that outline's hull and the moment-equivalent ellipse, in physical units.
+struct Outline {
+    region: Mask,
+    area_px: usize,
+    polygon: Vec<Point>,
+    hull: Vec<Point>,
+    ellipse: Ellipse,
+}
+
+impl Outline {
+    fn of(mask: &Mask, spacing: [f64; 2]) -> Result<Self, NotMeasurable> {
+        let region = outline::lesion_region(mask);
+        let area_px = region.area();
+        if area_px == 0 {
+            return Err(NotMeasurable::Empty);
+        }
+        if area_px < MIN_AREA_PX {
+            return Err(NotMeasurable::TooSmall { area_px });
+        }
+        let polygon = outline::smooth_polygon(&outline::trace_boundary(&region), spacing);
+        let hull = outline::convex_hull(&polygon).into_iter().map(|i| polygon[i]).collect();
+        let ellipse = Moments::of(&region, spacing).ellipse();
+        Ok(Self { region, area_px, polygon, hull, ellipse })
     }
-    let polygon = outline::smooth_polygon(&outline::trace_boundary(&region), [1.0, 1.0]);
-    let hull = outline::convex_hull(&polygon).into_iter().map(|i| polygon[i]).collect();
-    Some(ShapeGeometry { ellipse: Moments::of(&region, [1.0, 1.0]).ellipse(), hull })
 }
 
 /// Describe the lesion in `mask`; `mm_per_px` `[x, y]` when calibrated (else pixels).
 pub fn describe(mask: &Mask, mm_per_px: Option<[f64; 2]>) -> Result<Descriptors, NotMeasurable> {
-    let region = outline::lesion_region(mask);
-    let area_px = region.area();
-    if area_px == 0 {
-        return Err(NotMeasurable::Empty);
-    }
-    if area_px < MIN_AREA_PX {
-        return Err(NotMeasurable::TooSmall { area_px });
-    }
     let spacing = mm_per_px.unwrap_or([1.0, 1.0]);
-    let polygon = outline::smooth_polygon(&outline::trace_boundary(&region), spacing);
-    let moments = Moments::of(&region, spacing);
-    let ellipse = moments.ellipse();
+    let Outline { region, area_px, polygon, hull, ellipse } = Outline::of(mask, spacing)?;
     let [x0, y0, x1, y1] = region.bbox().expect("non-empty");
     let (depth, width) = ((y1 - y0 + 1) as f64 * spacing[1], (x1 - x0 + 1) as f64 * spacing[0]);
     let area = area_px as f64 * spacing[0] * spacing[1];
     let (perimeter, polygon_area) = (outline::perimeter(&polygon), outline::area(&polygon));
-    let hull: Vec<Point> = outline::convex_hull(&polygon).into_iter().map(|i| polygon[i]).collect();
     let samples = outline::resample(&polygon, SAMPLES);
     let mut d = Descriptors {
         unit: if mm_per_px.is_some() { Unit::Mm } else { Unit::Px },
