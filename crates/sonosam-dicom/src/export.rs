@@ -90,6 +90,10 @@ impl Export<'_> {
         let segments = self.lesions.iter().enumerate().map(|(k, l)| segment(k, l, self.software_version)).collect();
         put_seq(&mut obj, tags::SEGMENT_SEQUENCE, segments);
         self.dimensions(&mut obj);
+        // The instances the segmentation derives from.
+        if let Some(series) = self.referenced_series(tags::REFERENCED_INSTANCE_SEQUENCE) {
+            put_seq(&mut obj, tags::REFERENCED_SERIES_SEQUENCE, vec![series]);
+        }
         put_seq(&mut obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, vec![InMemDicomObject::new_empty()]);
         let frames = (0..self.lesions.len()).map(|k| self.frame_groups(k)).collect();
         put_seq(&mut obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, frames);
@@ -250,15 +254,22 @@ impl Export<'_> {
     /// The source's study, series and instance, for the SR's evidence and the SEG's
     /// Referenced Series Sequence.
     fn evidence(&self) -> Option<InMemDicomObject> {
+        let mut study = InMemDicomObject::new_empty();
+        put_str(&mut study, tags::STUDY_INSTANCE_UID, VR::UI, &self.source_uid(tags::STUDY_INSTANCE_UID)?);
+        put_seq(&mut study, tags::REFERENCED_SERIES_SEQUENCE, vec![self.referenced_series(tags::REFERENCED_SOP_SEQUENCE)?]);
+        Some(study)
+    }
+
+    /// The source's series with its instance listed under `instances` (the SR's evidence names
+    /// it Referenced SOP Sequence, the SEG's Referenced Series Sequence Referenced Instance
+    /// Sequence).
+    fn referenced_series(&self, instances: Tag) -> Option<InMemDicomObject> {
         let mut instance = self.source_reference()?;
         instance.remove_element(tags::REFERENCED_FRAME_NUMBER);
         let mut series = InMemDicomObject::new_empty();
         put_str(&mut series, tags::SERIES_INSTANCE_UID, VR::UI, &self.source_uid(tags::SERIES_INSTANCE_UID)?);
-        put_seq(&mut series, tags::REFERENCED_SOP_SEQUENCE, vec![instance]);
-        let mut study = InMemDicomObject::new_empty();
-        put_str(&mut study, tags::STUDY_INSTANCE_UID, VR::UI, &self.source_uid(tags::STUDY_INSTANCE_UID)?);
-        put_seq(&mut study, tags::REFERENCED_SERIES_SEQUENCE, vec![series]);
-        Some(study)
+        put_seq(&mut series, instances, vec![instance]);
+        Some(series)
     }
 
     /// One dimension: the referenced segment number.
@@ -273,16 +284,6 @@ impl Export<'_> {
         put(&mut index, tags::FUNCTIONAL_GROUP_POINTER, VR::AT, tags::SEGMENT_IDENTIFICATION_SEQUENCE);
         put_str(&mut index, tags::DIMENSION_DESCRIPTION_LABEL, VR::LO, "Referenced Segment Number");
         put_seq(obj, tags::DIMENSION_INDEX_SEQUENCE, vec![index]);
-        if let Some(study) = self.evidence() {
-            // The SEG's Referenced Series Sequence lists the instances it derives from.
-            let series = study.get(tags::REFERENCED_SERIES_SEQUENCE).and_then(|e| e.items()).and_then(|i| i.first()).cloned();
-            if let Some(mut series) = series {
-                let instances = series.get(tags::REFERENCED_SOP_SEQUENCE).and_then(|e| e.items()).map(|i| i.to_vec()).unwrap_or_default();
-                series.remove_element(tags::REFERENCED_SOP_SEQUENCE);
-                put_seq(&mut series, tags::REFERENCED_INSTANCE_SEQUENCE, instances);
-                put_seq(obj, tags::REFERENCED_SERIES_SEQUENCE, vec![series]);
-            }
-        }
     }
 
     /// Frame `k`'s functional groups: its segment, its dimension index, its source.
