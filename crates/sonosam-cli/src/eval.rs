@@ -207,7 +207,7 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
     let mut all_scores = Vec::new();
     for spec in &args.decoders {
         let (name, decoder) = load_decoder(spec, &study.model, &study.device)?;
-        let job = Scoring { decoder: &decoder, prepared: &prepared, jitter: &args.jitter, seed: args.seed, strategy: &strategy, protocols: &args.prompts };
+        let job = Scoring { decoder: &decoder, prepared: &prepared, jitter: &args.jitter, seed: args.seed, strategy: &strategy, protocols: &args.prompts, describe: true };
         let scores = score(&job, &name, host_threads(args.backend))?;
         summaries.push(summarise(&name, &args.split, &prepared, &scores, &args.jitter));
         all_scores.push((name, scores));

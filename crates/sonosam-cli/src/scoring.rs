@@ -65,7 +65,7 @@ pub struct Scores {
     /// Dice at each jitter level.
     pub jitter_dice: Vec<f64>,
     /// Shape descriptors of the ground-truth and the predicted (tight-box) outline, when
-    /// measurable (uncalibrated: pixels).
+    /// measurable and asked for (uncalibrated: pixels).
     pub descriptors: [Option<Descriptors>; 2],
     /// The prompt protocols' results (`--prompt`), when asked for.
     pub protocols: Option<InstanceProtocols>,
@@ -368,12 +368,14 @@ pub struct Scoring<'a> {
     pub strategy: &'a Strategy,
     /// Prompt protocols to run besides the tight and jittered boxes (`--prompt`).
     pub protocols: &'a [Protocol],
+    /// Describe the true and predicted outlines (eval; not fine-tuning's validation).
+    pub describe: bool,
 }
 
 impl Scoring<'_> {
     /// Scores of instance `n` (tight box, then each jitter).
     fn one(&self, n: usize) -> CliResult<Scores> {
-        let Scoring { decoder, prepared, jitter, seed, strategy, protocols: asked } = *self;
+        let Scoring { decoder, prepared, jitter, seed, strategy, protocols: asked, describe: with_descriptors } = *self;
         let lr = decoder.prompt_encoder.mask_input_size();
         let inst = &prepared.instances[n];
         let img = &prepared.images[inst.image];
@@ -435,7 +437,7 @@ impl Scoring<'_> {
             hd95: mask.hd95(&inst.mask)?,
             predicted_iou,
             jitter_dice,
-            descriptors: [describe(&inst.mask, None).ok(), describe(&mask, None).ok()],
+            descriptors: if with_descriptors { [describe(&inst.mask, None).ok(), describe(&mask, None).ok()] } else { [None, None] },
             protocols: protocol_runs,
         })
     }
@@ -444,7 +446,7 @@ impl Scoring<'_> {
 /// Scores of `decoder` on `prepared` with tight boxes and the plain strategy — how
 /// fine-tuning validates.
 pub fn validate(decoder: &SamDecoder, prepared: &Prepared, split: &str, threads: usize) -> CliResult<ClassSummary> {
-    let job = Scoring { decoder, prepared, jitter: &[0.0], seed: 0, strategy: &Strategy::default(), protocols: &[] };
+    let job = Scoring { decoder, prepared, jitter: &[0.0], seed: 0, strategy: &Strategy::default(), protocols: &[], describe: false };
     let scores = score(&job, "validate", threads)?;
     Ok(summarise("", split, prepared, &scores, &[0.0]).overall)
 }
