@@ -113,22 +113,29 @@ def transferred(path):
 
 
 def download(folder):
-    """Bytes of a first visit as transferred: the app shell and the weights the app downloads
-    (the manifest's int8 files when it lists them, else f16, as src/engine.rs)."""
-    shell = ["index.html", "style.css", "sonosam-web.js", "sonosam-web_bg.wasm", "worker.js", "sw.js"]
+    """Bytes of a first visit as transferred: the app shell — the page, its UI module and the
+    engine module its worker loads — and the weights the app downloads (the manifest's int8
+    files when it lists them, else f16, as src/engine.rs). `bytes_shell`: a page that is not
+    cross-origin isolated (the single-threaded engine, engine/); `bytes_shell_isolated`: one
+    that is (the threaded engine, mt/, and its thread pool's scripts); `bytes_ui`: the page and
+    its UI module alone."""
+    ui = ["index.html", "style.css", "sonosam-web.js", "sonosam-web_bg.wasm", "worker.js", "sw.js"]
+    engine = ["engine/sonosam-engine.js", "engine/sonosam-engine_bg.wasm"]
+    threaded = ["mt/sonosam-engine.js", "mt/sonosam-engine_bg.wasm"]
+    snippets = os.path.join(folder, "mt", "snippets")
+    for root, _, names in os.walk(snippets):
+        threaded += [os.path.relpath(os.path.join(root, n), folder) for n in names if n.endswith(".js")]
     with open(os.path.join(folder, "weights", "litemedsam.json")) as f:
         files = json.load(f)["files"]
     dtype = "i8" if {e["component"] for e in files if e["dtype"] == "i8"} >= {"image_encoder", "decoder"} else "f16"
     weights = ["weights/litemedsam.json"] + [f"weights/{e['file']}" for e in files if e["dtype"] == dtype]
-    sent = {f: transferred(os.path.join(folder, f)) for f in shell + weights if os.path.exists(os.path.join(folder, f))}
+    every = ui + engine + threaded + weights
+    sent = {f: transferred(os.path.join(folder, f)) for f in every if os.path.exists(os.path.join(folder, f))}
     sizes = {f: n for f, (n, _) in sent.items()}
+    total = lambda names: sum(sizes.get(f, 0) for f in names)
     out = {"config": "sonosam-download", "encoding": {f: e for f, (_, e) in sent.items()}, "weights_dtype": dtype,
-           "bytes_shell": sum(v for k, v in sizes.items() if k in shell),
-           "bytes_weights": sum(v for k, v in sizes.items() if k not in shell), "files": sizes}
-    mt = os.path.join(folder, "mt")
-    if os.path.isdir(mt):
-        # The threaded build's module and its JS (the worker loads them when the page is isolated).
-        out["bytes_shell_threaded"] = sum(transferred(os.path.join(mt, f))[0] for f in ("sonosam-web.js", "sonosam-web_bg.wasm"))
+           "bytes_shell": total(ui + engine), "bytes_weights": total(weights),
+           "bytes_shell_isolated": total(ui + threaded), "bytes_ui": total(ui), "files": sizes}
     return out
 
 

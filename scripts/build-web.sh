@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the browser app into dist/ (or $1): with Trunk when it is installed (the demo does
 # this), otherwise with cargo + wasm-bindgen doing what Trunk does for index.html (CI: Trunk
-# takes 10–30 min to install on 2 cores). Set PROFILE=release for an optimised build. Both
-# ways also build the threaded module into $1/mt (scripts/build-threaded.sh; Trunk runs it as
-# a post-build hook); SONOSAM_THREADS=0 skips it, and the app then runs single-threaded.
+# takes 10–30 min to install on 2 cores). Set PROFILE=release for an optimised build. The page
+# loads the UI module (sonosam-web: features `ui`); both ways also build the engine modules
+# the model's worker loads into $1/engine and $1/mt (scripts/build-engine.sh; Trunk runs it as a
+# post-build hook); SONOSAM_THREADS=0 skips the threaded one, and the app runs single-threaded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-dist}"
@@ -14,7 +15,10 @@ if command -v trunk >/dev/null && [ "${SONOSAM_NO_TRUNK:-0}" != 1 ]; then
   exec trunk build --dist "$out" "${flags[@]}"  # its post-build hook adds $out/mt
 fi
 . scripts/web-profile.sh "$profile"
-cargo build --target wasm32-unknown-unknown --bin sonosam-web "${cargo_flags[@]}"
+# The UI module: no model code (the `webgpu` feature only keeps its dependencies' features the
+# same as the engine's, so that they are compiled once for both).
+cargo build --target wasm32-unknown-unknown --bin sonosam-web --no-default-features --features ui,webgpu \
+  "${cargo_flags[@]}"
 rm -rf "$out"; mkdir -p "$out/weights"
 wasm-bindgen --target web --no-typescript "${bindgen_flags[@]}" --out-dir "$out" --out-name sonosam-web \
   "target/wasm32-unknown-unknown/$dir/sonosam-web.wasm"
@@ -31,5 +35,5 @@ awk '
   { print }
 ' index.html > "$out/index.html"
 precompress "$out"/sonosam-web{_bg.wasm,.js} "$out"/weights/litemedsam.{json,decoder.i8.safetensors,image_encoder.i8.safetensors}
-[ "${SONOSAM_THREADS:-1}" = 0 ] || ./scripts/build-threaded.sh "$out" "$profile"
+./scripts/build-engine.sh "$out" "$profile"
 echo "built the app into $out/ (without Trunk)"

@@ -1,4 +1,4 @@
-# Sourced by build-web.sh and build-threaded.sh with the profile (dev or release): the cargo
+# Sourced by build-web.sh and build-engine.sh with the profile (dev or release): the cargo
 # flags, the output folder name, wasm-bindgen's flags and the optional wasm-opt pass.
 case "${1:-dev}" in
   release)

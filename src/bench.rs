@@ -16,7 +16,8 @@ use sonosam_model::preprocess::{Geometry, ModelInput};
 use sonosam_model::Prompt;
 use wasm_bindgen::prelude::*;
 
-use crate::engine::{Engine, WeightSource};
+use crate::engine::Engine;
+use crate::protocol::{Progress, WeightSource};
 use crate::perf::now_ms as now;
 
 /// The yardstick's generator (`mulberry32` as in its bench page).
@@ -53,7 +54,7 @@ struct Report {
 pub async fn sonosam_bench(part: String, warmup: u32, runs: u32) -> Result<JsValue, JsValue> {
     let err = |e: String| JsValue::from_str(&e);
     let (kind, device, _) = Engine::init_backend(BackendKind::Cpu).await;
-    let progress: crate::engine::Progress = Rc::new(|_, _| {});
+    let progress: Progress = Rc::new(|_, _| {});
     let engine = Engine::load(WeightSource::Url("weights".into()), kind, device, progress.clone())
         .await
         .map_err(err)?;

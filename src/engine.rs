@@ -4,11 +4,9 @@
 //! cached per image in the browser.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use image::RgbImage;
-use wasm_bindgen::JsCast;
 use sonosam_model::backend::{BackendKind, init_device_async};
 use sonosam_model::burn::tensor::{Device, Tensor};
 use sonosam_model::image_encoder::ImageEncoder;
@@ -20,26 +18,11 @@ use sonosam_model::segmentation::read_f32_async;
 use sonosam_model::weights::sha256_hex;
 use sonosam_model::{Prompt, SamDecoder, StoreDType};
 
+use crate::protocol::{Progress, WeightSource, from_le_bytes, to_le_bytes};
 use crate::storage;
 
 /// Name of the default model's manifest under the weights URL.
 pub const DEFAULT_MODEL: &str = "litemedsam";
-
-/// Where weight files come from: the server (cached in the browser), or bytes already in
-/// memory (tests, embedding the app).
-#[derive(Clone)]
-pub enum WeightSource {
-    /// Base URL of the weights folder (e.g. `weights`).
-    Url(String),
-    /// Manifest JSON and files by name.
-    Bytes {
-        manifest: String,
-        files: Rc<HashMap<String, Vec<u8>>>,
-    },
-}
-
-/// Progress of a long step, for the UI: what, and the fraction done (`None`: unknown).
-pub type Progress = Rc<dyn Fn(String, Option<f64>)>;
 
 /// Precision of downloaded weights: int8 (per-channel scales) when the model's manifest lists
 /// it — a quarter of f32, half of f16, Dice within 0.001 of f32 on BUSI validation (README) —
@@ -58,18 +41,6 @@ pub fn embedding_cache_key(manifest: &WeightsManifest, image_sha256: &str) -> St
     let compat = serde_json::to_string(&manifest.config.encoder).unwrap_or_default();
     let config = &sha256_hex(compat.as_bytes())[..12];
     format!("/sonosam-cache/embeddings/{}-{config}/{image_sha256}.f32", &encoder[..encoder.len().min(16)])
-}
-
-/// f32 values as little-endian bytes (cache entries, worker messages).
-pub(crate) fn to_le_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// Little-endian bytes back to f32 values.
-pub(crate) fn from_le_bytes(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 /// An image embedding `[1, 256, 64, 64]` as host data.
@@ -112,41 +83,6 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// The backend to try when the user asked for none: WebGPU when the browser gives a
-    /// hardware adapter; the CPU when it has none or only a software one (SwiftShader is ≈ 80×
-    /// slower than the wasm CPU backend). The second value says why the CPU was chosen.
-    pub async fn auto_backend() -> (BackendKind, Option<String>) {
-        use js_sys::Reflect;
-        // `navigator` of the page or of the worker this runs in.
-        let navigator = Reflect::get(&js_sys::global(), &"navigator".into()).unwrap_or_default();
-        let gpu = Reflect::get(&navigator, &"gpu".into()).unwrap_or_default();
-        if gpu.is_undefined() || gpu.is_null() {
-            return (BackendKind::Cpu, Some("this browser has no WebGPU: running on the CPU (slower)".into()));
-        }
-        let request = Reflect::get(&gpu, &"requestAdapter".into())
-            .ok()
-            .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
-            .and_then(|f| f.call0(&gpu).ok())
-            .and_then(|p| p.dyn_into::<js_sys::Promise>().ok());
-        let Some(request) = request else { return (BackendKind::Wgpu, None) };
-        let adapter = wasm_bindgen_futures::JsFuture::from(request).await.unwrap_or_default();
-        if adapter.is_undefined() || adapter.is_null() {
-            return (BackendKind::Cpu, Some("WebGPU gives no adapter here: running on the CPU (slower)".into()));
-        }
-        let info = Reflect::get(&adapter, &"info".into()).unwrap_or_default();
-        let field = |k: &str| Reflect::get(&info, &k.into()).ok().and_then(|v| v.as_string()).unwrap_or_default();
-        let fallback = Reflect::get(&info, &"isFallbackAdapter".into()).map(|v| v.is_truthy()).unwrap_or(false)
-            || Reflect::get(&adapter, &"isFallbackAdapter".into()).map(|v| v.is_truthy()).unwrap_or(false);
-        let name = format!("{} {} {}", field("vendor"), field("architecture"), field("description")).to_lowercase();
-        if fallback || name.contains("swiftshader") || name.contains("llvmpipe") || name.contains("lavapipe") {
-            return (
-                BackendKind::Cpu,
-                Some("WebGPU runs on a software adapter here (slower than the CPU backend): running on the CPU; choose WebGPU in the menu to use it anyway".into()),
-            );
-        }
-        (BackendKind::Wgpu, None)
-    }
-
     /// Initialise `kind`; WebGPU failing falls back to the CPU (the second value says why).
     pub async fn init_backend(kind: BackendKind) -> (BackendKind, Device, Option<String>) {
         if kind == BackendKind::Wgpu {

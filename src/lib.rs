@@ -1,10 +1,19 @@
 //! sonosam in the browser: a Yew app that runs Segment Anything (LiteMedSAM) on WebGPU, or on
 //! the CPU with wasm SIMD, entirely client-side.
 //!
+//! One crate, built as separate wasm modules by feature: the UI (`ui`: `sonosam-web`, what
+//! the page loads) and the engine (`engine`: `engine/sonosam-engine`, and with `threads` the
+//! threaded `mt/sonosam-engine`, what the model's Web Worker loads), so that the page never
+//! downloads the model code twice nor the UI into the worker. Default features build both into
+//! one module (tests, `cargo check`).
+//!
 //! - [`state`]: the document model (lesions, prompts, undo/redo, exports), the pointer gesture,
 //!   decode sequencing and the hover preview — plain Rust, also unit-tested natively;
-//! - `engine`: weights (download, verification, cache) and inference;
-//! - `model` / `worker`: the engine in a Web Worker (or in the page), behind one async API;
+//! - `protocol`: the page ↔ engine messages, shared by both modules;
+//! - `engine` (engine): weights (download, verification, cache) and inference; `worker`
+//!   (engine): the engine answering the page's messages;
+//! - `client` / `model` (ui): the page's handle on the engine (in a Web Worker, or in the page),
+//!   behind one async API;
 //! - `storage`: fetch with progress and the Cache API;
 //! - `app`: the UI, one component per concern (see its module table); `draw`: canvas layers
 //!   and strokes;
@@ -13,30 +22,34 @@
 
 pub mod state;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "ui"))]
 pub mod app;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "engine"))]
 pub mod bench;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "ui"))]
+pub mod client;
+#[cfg(all(target_arch = "wasm32", feature = "ui"))]
 pub mod draw;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "engine"))]
 pub mod engine;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "ui"))]
 pub mod model;
 #[cfg(target_arch = "wasm32")]
 pub mod perf;
 #[cfg(target_arch = "wasm32")]
-pub mod storage;
+pub mod protocol;
 #[cfg(target_arch = "wasm32")]
+pub mod storage;
+#[cfg(all(target_arch = "wasm32", feature = "engine"))]
 pub mod worker;
 
 /// Start the app in `<body>`, reading options from the page URL (`?backend=cpu|wgpu`,
 /// `?worker=0` to run the model in the page, `?threads=0` for the single-threaded build). In the model's Web Worker (`www/worker.js` loads
 /// this same module) serve the page's requests instead.
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "ui"))]
 pub fn start() {
-    if worker::in_worker() {
-        return; // www/worker.js calls `sonosam_worker` when the module is ready
+    if protocol::in_worker() {
+        return; // a module with the engine inside, started by a worker: it calls `sonosam_worker`
     }
     // A page that only uses the module's exports (www/bench.html) gets no app.
     let document = web_sys::window().and_then(|w| w.document());
@@ -71,7 +84,7 @@ pub fn start() {
     let script = if param("threads").as_deref() == Some("0") { "worker.js?threads=0" } else { "worker.js" };
     let worker = (param("worker").as_deref() != Some("0")).then(|| script.into());
     let props = app::AppProps {
-        weights: engine::WeightSource::Url("weights".into()),
+        weights: protocol::WeightSource::Url("weights".into()),
         samples_url: "samples".into(),
         backend,
         worker,
@@ -79,13 +92,26 @@ pub fn start() {
     yew::Renderer::<app::App>::with_props(props).render();
 }
 
+/// The engine module started without the UI: nothing to do until `www/worker.js` (or the page)
+/// calls one of the entry points below.
+#[cfg(all(target_arch = "wasm32", not(feature = "ui")))]
+pub fn start() {}
+
 /// The model's Web Worker: serve the page's requests. Called by `www/worker.js` once this
 /// module — and in the threaded build its thread pool — is ready; `single_thread_reason` says
 /// why the single-threaded build runs, when it does.
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "engine"))]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn sonosam_worker(single_thread_reason: Option<String>) {
     worker::serve(single_thread_reason);
+}
+
+/// The engine in the page (where no worker could start): serve the requests that come on
+/// `port`, the page's `MessageChannel` (see `client::Client::in_page`).
+#[cfg(all(target_arch = "wasm32", feature = "engine"))]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn sonosam_serve_port(port: web_sys::MessagePort, single_thread_reason: Option<String>) {
+    worker::serve_port(port, single_thread_reason);
 }
 
 /// `initThreadPool(n)` for the threaded build (wasm-bindgen-rayon): `www/worker.js` starts

@@ -1,7 +1,9 @@
-//! The model as the UI sees it: in a Web Worker (the app's default, so that the page never
-//! freezes) or in the page's own thread (where workers are unavailable, and in the component
-//! tests, which hand the weights over as bytes). Both run the same [`Engine`]; the worker one
-//! through [`worker::Client`](crate::worker::Client) messages.
+//! The model as the UI sees it: the engine in a Web Worker (the app's default, so that the page
+//! never freezes) or in the page's own thread (where workers are unavailable: the engine
+//! module imported into the page, see [`Client::in_page`]), both through
+//! [`Client`](crate::client::Client) messages. A module built with the engine inside (feature
+//! `engine` with `ui`: the component tests, which hand the weights over as bytes) runs it in
+//! the page directly.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -12,12 +14,21 @@ use sonosam_model::preprocess::Geometry;
 use sonosam_model::manifest::WeightsManifest;
 use sonosam_model::{Prompt, Segmentation};
 
-use crate::engine::{Engine, Progress, WeightSource};
+use crate::client::Client;
+#[cfg(feature = "engine")]
+use crate::engine::Engine;
 use crate::perf::Stage;
-use crate::worker::{Client, Reply, Request};
+use crate::protocol::{Progress, Reply, Request, WeightSource, auto_backend};
+
+/// Where the engine of a separate module is served from when the page runs it itself.
+#[cfg(not(feature = "engine"))]
+const ENGINE_MODULE: &str = "engine/sonosam-engine.js";
 
 enum Runner {
+    /// The engine compiled into this module, in the page.
+    #[cfg(feature = "engine")]
     Page(Engine),
+    /// The engine module, in a worker or in the page.
     Worker(Client),
 }
 
@@ -57,11 +68,11 @@ impl Model {
         placement: Placement,
         progress: Progress,
     ) -> Result<(Model, Option<String>), String> {
-        let mut fallback = None;
         let (wanted, why) = match choice {
             Some(k) => (k, None),
-            None => Engine::auto_backend().await,
+            None => auto_backend().await,
         };
+        let mut fallback = None;
         if let (Placement::Worker(script), WeightSource::Url(weights)) = (&placement, &source) {
             progress("starting the model worker".into(), None);
             // The threaded build carries the CPU backend only (wgpu's WebGPU objects are not
@@ -72,18 +83,40 @@ impl Model {
                 script.clone()
             };
             match Client::start(&absolute(&script)).await {
-                Ok(client) => {
-                    let (kind, manifest, notice) = client.init(Some(wanted), &absolute(weights), progress).await?;
-                    let notice = notice.or(why);
-                    let model = Model { runner: Runner::Worker(client), kind, manifest, decoder_name: RefCell::new("base".into()) };
-                    return Ok((model, notice));
-                }
+                Ok(client) => return Model::on_client(client, wanted, weights, why, None, progress).await,
                 Err(e) => {
                     web_sys::console::warn_1(&format!("no model worker: {e}").into());
                     fallback = Some(format!("{e}: the model runs in the page, which may pause while it works"));
                 }
             }
         }
+        Model::in_page(source, wanted, why, fallback, progress).await
+    }
+
+    /// Load the model in the engine behind `client`.
+    async fn on_client(
+        client: Client,
+        wanted: BackendKind,
+        weights: &str,
+        why: Option<String>,
+        fallback: Option<String>,
+        progress: Progress,
+    ) -> Result<(Model, Option<String>), String> {
+        let (kind, manifest, notice) = client.init(Some(wanted), &absolute(weights), progress).await?;
+        let notice = [fallback, notice.or(why)].into_iter().flatten().collect::<Vec<_>>().join("; ");
+        let model = Model { runner: Runner::Worker(client), kind, manifest, decoder_name: RefCell::new("base".into()) };
+        Ok((model, (!notice.is_empty()).then_some(notice)))
+    }
+
+    /// The engine compiled into this module, in the page.
+    #[cfg(feature = "engine")]
+    async fn in_page(
+        source: WeightSource,
+        wanted: BackendKind,
+        why: Option<String>,
+        fallback: Option<String>,
+        progress: Progress,
+    ) -> Result<(Model, Option<String>), String> {
         let (kind, device, notice) = Engine::init_backend(wanted).await;
         let engine = Engine::load(source, kind, device, progress).await?;
         let notice = [fallback, notice.or(why)].into_iter().flatten().collect::<Vec<_>>().join("; ");
@@ -96,6 +129,24 @@ impl Model {
         Ok((model, (!notice.is_empty()).then_some(notice)))
     }
 
+    /// The engine module, imported into the page.
+    #[cfg(not(feature = "engine"))]
+    async fn in_page(
+        source: WeightSource,
+        wanted: BackendKind,
+        why: Option<String>,
+        fallback: Option<String>,
+        progress: Progress,
+    ) -> Result<(Model, Option<String>), String> {
+        let WeightSource::Url(weights) = &source else {
+            return Err("weights handed over as bytes need the engine in the page's own module".into());
+        };
+        progress("loading the model into the page".into(), None);
+        let reason = "the model runs in the page";
+        let client = Client::in_page(&absolute(ENGINE_MODULE), reason).await?;
+        Model::on_client(client, wanted, weights, why, fallback, progress).await
+    }
+
     pub fn kind(&self) -> BackendKind {
         self.kind
     }
@@ -106,13 +157,18 @@ impl Model {
 
     /// Whether the model runs in a Web Worker.
     pub fn in_worker(&self) -> bool {
-        matches!(self.runner, Runner::Worker(_))
+        match &self.runner {
+            Runner::Worker(c) => c.in_worker(),
+            #[cfg(feature = "engine")]
+            Runner::Page(_) => false,
+        }
     }
 
     /// Threads the CPU backend computes with, and why only one when so.
     pub fn threads(&self) -> (usize, Option<String>) {
         match &self.runner {
             Runner::Worker(c) => c.threads(),
+            #[cfg(feature = "engine")]
             Runner::Page(_) => (1, Some("the model runs in the page".into())),
         }
     }
@@ -121,8 +177,10 @@ impl Model {
     /// internal error, a lost GPU device, the browser killed it), at once if it already has.
     /// A model in the page does not stop on its own.
     pub fn on_failure(&self, f: Rc<dyn Fn(String)>) {
-        if let Runner::Worker(c) = &self.runner {
-            c.on_failure(f);
+        match &self.runner {
+            Runner::Worker(c) => c.on_failure(f),
+            #[cfg(feature = "engine")]
+            Runner::Page(_) => {}
         }
     }
 
@@ -135,6 +193,7 @@ impl Model {
     /// unless cached. `Ok(true)`: it came from the browser cache.
     pub async fn embed(&self, image: &RgbImage, sha256: &str, progress: &Progress) -> Result<bool, String> {
         match &self.runner {
+            #[cfg(feature = "engine")]
             Runner::Page(e) => e.embed(image, sha256, progress).await.map(|e| e.cached),
             Runner::Worker(c) => {
                 let request = Request::Embed { width: image.width(), height: image.height(), sha256: sha256.into() };
@@ -155,6 +214,7 @@ impl Model {
         sha256: &str,
     ) -> Result<bool, String> {
         match &self.runner {
+            #[cfg(feature = "engine")]
             Runner::Page(e) => e.embed_remote(server, server_encoder, image_bytes, sha256).await.map(|e| e.cached),
             Runner::Worker(c) => {
                 let request = Request::EmbedRemote {
@@ -173,7 +233,9 @@ impl Model {
     /// Use a fine-tuned decoder file; `None`: back to the model's own.
     pub async fn use_decoder(&self, file: Option<(&str, &[u8])>) -> Result<(), String> {
         match (&self.runner, file) {
+            #[cfg(feature = "engine")]
             (Runner::Page(e), Some((name, bytes))) => e.use_decoder(name, bytes)?,
+            #[cfg(feature = "engine")]
             (Runner::Page(e), None) => e.use_base_decoder(),
             (Runner::Worker(c), Some((name, bytes))) => {
                 c.call(&Request::UseDecoder { name: name.into() }, Some(bytes), None).await?;
@@ -196,6 +258,7 @@ impl Model {
     ) -> Result<Segmentation, String> {
         let stage = Stage::start("sonosam:decode");
         let (logits, iou) = match &self.runner {
+            #[cfg(feature = "engine")]
             Runner::Page(e) => e.decode(geometry, prompt, mask_input, multimask).await?,
             Runner::Worker(c) => c.decode(geometry, prompt, mask_input, multimask).await?,
         };

@@ -290,27 +290,65 @@ pub enum PromptEdit {
     Point { x: f32, y: f32, label: PointLabel },
 }
 
-/// The pointer gesture on the image, from button down to release: a drag makes a box, a
-/// click (or a right/alt click, which is negative) a point. Positions are image pixels;
-/// `screen` positions decide what counts as a drag.
+/// The zoom's range, in screen pixels per image pixel.
+pub const MIN_ZOOM: f64 = 0.1;
+pub const MAX_ZOOM: f64 = 16.0;
+
+/// How long a touch or pen must rest without moving to make a negative point (the touch
+/// screen's right click).
+pub const LONG_PRESS_MS: f64 = 500.0;
+
+/// Screen pixels of a right-drag that double or halve the contrast (horizontally) or the
+/// brightness (vertically), as a console's window/level drag.
+pub const WINDOW_LEVEL_PX: f64 = 200.0;
+
+/// What pressed on the image, which decides what a click or a drag makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Press {
+    /// The mouse's main button: a drag is a box, a click a positive point.
+    #[default]
+    Primary,
+    /// A finger or a pen: as the main button, and a long press ([`LONG_PRESS_MS`]) is a
+    /// negative point.
+    Touch,
+    /// Alt + the main button: a negative point where released, even after a drag.
+    Negative,
+    /// The right button: a click is a negative point, a drag adjusts the display
+    /// (window/level: contrast across, brightness up and down).
+    Secondary,
+}
+
+/// The pointer gesture on the image, from button down to release: a drag makes a box (or,
+/// with the right button, adjusts the display), a click a point (positive; negative with the
+/// right button, Alt, or a long touch). Positions are image pixels; `screen` positions decide
+/// what counts as a drag; times are milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Gesture {
     #[default]
     Idle,
-    Down { start: (f64, f64), screen: (f64, f64), now: (f64, f64), negative: bool, moved: bool },
+    Down {
+        start: (f64, f64),
+        screen: (f64, f64),
+        now: (f64, f64),
+        now_screen: (f64, f64),
+        press: Press,
+        moved: bool,
+        since_ms: f64,
+    },
 }
 
 impl Gesture {
-    /// Button pressed at image position `at` (screen position `screen`).
-    pub fn down(at: (f64, f64), screen: (f64, f64), negative: bool) -> Self {
-        Gesture::Down { start: at, screen, now: at, negative, moved: false }
+    /// `press` went down at image position `at` (screen position `screen`) at `time_ms`.
+    pub fn down(at: (f64, f64), screen: (f64, f64), press: Press, time_ms: f64) -> Self {
+        Gesture::Down { start: at, screen, now: at, now_screen: screen, press, moved: false, since_ms: time_ms }
     }
 
     /// The pointer moved while pressed; `false` when no button is down (a hover).
     pub fn move_to(&mut self, at: (f64, f64), screen: (f64, f64)) -> bool {
         match self {
-            Gesture::Down { screen: s0, now, moved, .. } => {
+            Gesture::Down { screen: s0, now, now_screen, moved, .. } => {
                 *now = at;
+                *now_screen = screen;
                 *moved |= (screen.0 - s0.0).hypot(screen.1 - s0.1) > DRAG_THRESHOLD_PX;
                 true
             }
@@ -321,31 +359,67 @@ impl Gesture {
     /// The box being dragged, to draw while the button is down.
     pub fn rubber_band(&self) -> Option<[f32; 4]> {
         match *self {
-            Gesture::Down { start, now, moved: true, negative: false, .. } => Some(corners_to_box(start, now)),
+            Gesture::Down { start, now, moved: true, press: Press::Primary | Press::Touch, .. } => {
+                Some(corners_to_box(start, now))
+            }
             _ => None,
         }
     }
 
-    /// The button was released at `at` on an image of `width × height`: the prompt edit it
-    /// makes, `Ok(None)` for no edit (no gesture, a click outside the image), or an error for
-    /// a box entirely outside the image. A box is clipped to the image.
-    pub fn release(self, at: (f64, f64), width: usize, height: usize) -> Result<Option<PromptEdit>, &'static str> {
-        let Gesture::Down { start, negative, moved, .. } = self else { return Ok(None) };
-        let (w, h) = (width as f64, height as f64);
-        if moved && !negative {
-            let b = corners_to_box(start, at);
-            let b = [b[0].max(0.0), b[1].max(0.0), b[2].min(w as f32 - 1.0), b[3].min(h as f32 - 1.0)];
-            if b[2] <= b[0] || b[3] <= b[1] {
-                return Err("the box lies outside the image");
+    /// A right-drag under way: how far it went on the screen since the button went down.
+    pub fn window_level(&self) -> Option<(f64, f64)> {
+        match *self {
+            Gesture::Down { screen, now_screen, moved: true, press: Press::Secondary, .. } => {
+                Some((now_screen.0 - screen.0, now_screen.1 - screen.1))
             }
-            return Ok(Some(PromptEdit::Box(b)));
+            _ => None,
+        }
+    }
+
+    /// The button was released at `at` at `time_ms` on an image of `width × height`: the
+    /// prompt edit it makes, `Ok(None)` for no edit (no gesture, a display drag, a click
+    /// outside the image), or an error for a box entirely outside the image. A box is clipped
+    /// to the image.
+    pub fn release(
+        self,
+        at: (f64, f64),
+        time_ms: f64,
+        width: usize,
+        height: usize,
+    ) -> Result<Option<PromptEdit>, &'static str> {
+        let Gesture::Down { start, press, moved, since_ms, .. } = self else { return Ok(None) };
+        let (w, h) = (width as f64, height as f64);
+        match (press, moved) {
+            (Press::Primary | Press::Touch, true) => {
+                let b = corners_to_box(start, at);
+                let b = [b[0].max(0.0), b[1].max(0.0), b[2].min(w as f32 - 1.0), b[3].min(h as f32 - 1.0)];
+                if b[2] <= b[0] || b[3] <= b[1] {
+                    return Err("the box lies outside the image");
+                }
+                return Ok(Some(PromptEdit::Box(b)));
+            }
+            (Press::Secondary, true) => return Ok(None),
+            _ => {}
         }
         if at.0 < 0.0 || at.1 < 0.0 || at.0 > w - 1.0 || at.1 > h - 1.0 {
             return Ok(None);
         }
-        let label = if negative { PointLabel::Negative } else { PointLabel::Positive };
+        let long = press == Press::Touch && time_ms - since_ms >= LONG_PRESS_MS;
+        let label = match press {
+            Press::Negative | Press::Secondary => PointLabel::Negative,
+            Press::Touch if long => PointLabel::Negative,
+            Press::Primary | Press::Touch => PointLabel::Positive,
+        };
         Ok(Some(PromptEdit::Point { x: at.0 as f32, y: at.1 as f32, label }))
     }
+}
+
+/// Brightness and contrast after a window/level drag of `(dx, dy)` screen pixels from
+/// `(brightness, contrast)`: right raises the contrast, up the brightness, each doubling per
+/// [`WINDOW_LEVEL_PX`]; both kept within the sliders' range, 0.2–3.
+pub fn window_level(brightness: f64, contrast: f64, (dx, dy): (f64, f64)) -> (f64, f64) {
+    let scale = |v: f64, d: f64| (v * (d / WINDOW_LEVEL_PX).exp2()).clamp(0.2, 3.0);
+    (scale(brightness, -dy), scale(contrast, dx))
 }
 
 /// Latest-wins sequencing of decode requests: for each object only the answer to its newest
@@ -587,28 +661,58 @@ mod tests {
     }
 
     #[test]
+    fn right_drags_adjust_the_display_and_long_touches_are_negative() {
+        // The right button: a click is a negative point; a drag is window/level, no prompt.
+        let g = Gesture::down((5.0, 5.0), (10.0, 10.0), Press::Secondary, 0.0);
+        assert_eq!(g.window_level(), None);
+        assert!(matches!(g.release((5.0, 5.0), 50.0, 50, 40), Ok(Some(PromptEdit::Point { label: PointLabel::Negative, .. }))));
+        let mut g = Gesture::down((5.0, 5.0), (10.0, 10.0), Press::Secondary, 0.0);
+        g.move_to((30.0, 0.0), (210.0, -90.0));
+        assert_eq!(g.window_level(), Some((200.0, -100.0)));
+        assert_eq!(g.rubber_band(), None);
+        assert_eq!(g.release((30.0, 0.0), 50.0, 50, 40), Ok(None));
+        // Right doubles the contrast per WINDOW_LEVEL_PX, up raises the brightness; clamped.
+        let (b, c) = window_level(1.0, 1.0, (WINDOW_LEVEL_PX, -WINDOW_LEVEL_PX / 2.0));
+        assert!((c - 2.0).abs() < 1e-12 && (b - 2f64.sqrt()).abs() < 1e-12, "{b} {c}");
+        assert_eq!(window_level(2.0, 0.5, (-10.0 * WINDOW_LEVEL_PX, -10.0 * WINDOW_LEVEL_PX)), (3.0, 0.2));
+        assert_eq!(window_level(0.7, 1.3, (0.0, 0.0)), (0.7, 1.3));
+        // A finger resting LONG_PRESS_MS is a negative point; a tap a positive one; a drag a box.
+        let touch = |t: f64| Gesture::down((5.0, 5.0), (0.0, 0.0), Press::Touch, 100.0).release((5.0, 5.0), 100.0 + t, 50, 40);
+        assert!(matches!(touch(LONG_PRESS_MS), Ok(Some(PromptEdit::Point { label: PointLabel::Negative, .. }))));
+        assert!(matches!(touch(120.0), Ok(Some(PromptEdit::Point { label: PointLabel::Positive, .. }))));
+        let mut g = Gesture::down((5.0, 5.0), (0.0, 0.0), Press::Touch, 0.0);
+        g.move_to((20.0, 25.0), (30.0, 30.0));
+        assert_eq!(g.release((20.0, 25.0), 2000.0, 50, 40), Ok(Some(PromptEdit::Box([5.0, 5.0, 20.0, 25.0]))));
+        // A mouse held long is still a positive click.
+        let g = Gesture::down((5.0, 5.0), (0.0, 0.0), Press::Primary, 0.0);
+        assert!(matches!(g.release((5.0, 5.0), 5000.0, 50, 40), Ok(Some(PromptEdit::Point { label: PointLabel::Positive, .. }))));
+    }
+
+    #[test]
     fn gestures_make_boxes_and_points() {
+        let down = |at, screen, press| Gesture::down(at, screen, press, 0.0);
         // A drag beyond the threshold is a box, clipped to the image.
-        let mut g = Gesture::down((10.0, 10.0), (100.0, 100.0), false);
+        let mut g = down((10.0, 10.0), (100.0, 100.0), Press::Primary);
         assert!(g.move_to((30.0, 40.0), (120.0, 130.0)));
         assert_eq!(g.rubber_band(), Some([10.0, 10.0, 30.0, 40.0]));
-        assert_eq!(g.release((60.0, -5.0), 50, 40), Ok(Some(PromptEdit::Box([10.0, 0.0, 49.0, 10.0]))));
+        assert_eq!(g.window_level(), None);
+        assert_eq!(g.release((60.0, -5.0), 10.0, 50, 40), Ok(Some(PromptEdit::Box([10.0, 0.0, 49.0, 10.0]))));
         // A short move is a click: a point where released.
-        let mut g = Gesture::down((5.0, 5.0), (0.0, 0.0), false);
+        let mut g = down((5.0, 5.0), (0.0, 0.0), Press::Primary);
         g.move_to((6.0, 5.0), (3.0, 0.0));
         assert_eq!(g.rubber_band(), None);
-        assert_eq!(g.release((6.0, 5.0), 50, 40), Ok(Some(PromptEdit::Point { x: 6.0, y: 5.0, label: PointLabel::Positive })));
-        // Right/alt: a negative point even when dragged; outside the image: nothing.
-        let mut g = Gesture::down((5.0, 5.0), (0.0, 0.0), true);
+        assert_eq!(g.release((6.0, 5.0), 900.0, 50, 40), Ok(Some(PromptEdit::Point { x: 6.0, y: 5.0, label: PointLabel::Positive })));
+        // Alt: a negative point even when dragged; outside the image: nothing.
+        let mut g = down((5.0, 5.0), (0.0, 0.0), Press::Negative);
         g.move_to((20.0, 20.0), (50.0, 50.0));
         assert_eq!(g.rubber_band(), None);
-        assert!(matches!(g.release((20.0, 20.0), 50, 40), Ok(Some(PromptEdit::Point { label: PointLabel::Negative, .. }))));
-        assert_eq!(Gesture::down((1.0, 1.0), (0.0, 0.0), false).release((60.0, 1.0), 50, 40), Ok(None));
+        assert!(matches!(g.release((20.0, 20.0), 10.0, 50, 40), Ok(Some(PromptEdit::Point { label: PointLabel::Negative, .. }))));
+        assert_eq!(down((1.0, 1.0), (0.0, 0.0), Press::Primary).release((60.0, 1.0), 10.0, 50, 40), Ok(None));
         // A box dragged entirely outside is refused; no gesture, no edit.
-        let mut g = Gesture::down((60.0, 50.0), (0.0, 0.0), false);
+        let mut g = down((60.0, 50.0), (0.0, 0.0), Press::Primary);
         g.move_to((80.0, 70.0), (40.0, 40.0));
-        assert!(g.release((80.0, 70.0), 50, 40).is_err());
-        assert_eq!(Gesture::Idle.release((1.0, 1.0), 50, 40), Ok(None));
+        assert!(g.release((80.0, 70.0), 10.0, 50, 40).is_err());
+        assert_eq!(Gesture::Idle.release((1.0, 1.0), 10.0, 50, 40), Ok(None));
         assert!(!Gesture::Idle.move_to((1.0, 1.0), (1.0, 1.0)));
         // Edits go to the selected object.
         let mut d = Document::new();

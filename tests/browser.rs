@@ -75,7 +75,8 @@ async fn app_segments_a_dropped_image_with_a_box_drag() {
     use std::rc::Rc;
     use sonosam_model::weights::sha256_hex;
     use sonosam_web::app::{App, AppProps};
-    use sonosam_web::engine::{WeightSource, embedding_cache_key};
+    use sonosam_web::engine::embedding_cache_key;
+    use sonosam_web::protocol::WeightSource;
 
     let manifest: WeightsManifest = serde_json::from_str(MANIFEST).unwrap();
     let g = Golden::from_bytes(GOLDEN, "benign_93").unwrap();
@@ -193,7 +194,7 @@ async fn app_segments_a_dropped_image_with_a_box_drag() {
 /// page), not a hang.
 #[wasm_bindgen_test]
 async fn a_missing_worker_script_is_an_error() {
-    let r = sonosam_web::worker::Client::start("/no-such-worker.js").await;
+    let r = sonosam_web::client::Client::start("/no-such-worker.js").await;
     let e = r.err().expect("a worker without a script cannot start");
     web_sys::console::log_1(&format!("worker: {e}").into());
     assert!(e.contains("worker"), "{e}");

@@ -250,6 +250,11 @@ fn drag(d: &Driver, a: (f64, f64), b: (f64, f64), steps: usize, step_ms: u64) {
 
 /// The same drag with a mouse, a pen or a finger (`pointer`: WebDriver's pointer type).
 fn pointer_drag(d: &Driver, a: (f64, f64), b: (f64, f64), steps: usize, step_ms: u64, pointer: &str) {
+    button_drag(d, a, b, steps, step_ms, pointer, 0);
+}
+
+/// The drag with `button` held (0 main, 2 right).
+fn button_drag(d: &Driver, a: (f64, f64), b: (f64, f64), steps: usize, step_ms: u64, pointer: &str, button: u8) {
     let rect = d.js(
         "const c = document.getElementById('image-canvas'); c.scrollIntoView(); const r = c.getBoundingClientRect(); \
          return [r.left, r.top, r.width, r.height, c.width, c.height];",
@@ -265,14 +270,14 @@ fn pointer_drag(d: &Driver, a: (f64, f64), b: (f64, f64), steps: usize, step_ms:
     let start = to_screen(a);
     let mut actions = vec![
         json!({ "type": "pointerMove", "x": start.0, "y": start.1, "origin": "viewport", "duration": 0 }),
-        json!({ "type": "pointerDown", "button": 0 }),
+        json!({ "type": "pointerDown", "button": button }),
     ];
     for i in 1..=steps {
         let t = i as f64 / steps as f64;
         let p = to_screen((a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t));
         actions.push(json!({ "type": "pointerMove", "x": p.0, "y": p.1, "origin": "viewport", "duration": step_ms }));
     }
-    actions.push(json!({ "type": "pointerUp", "button": 0 }));
+    actions.push(json!({ "type": "pointerUp", "button": button }));
     d.cmd("POST", "/actions", json!({ "actions": [{
         "type": "pointer", "id": pointer, "parameters": { "pointerType": pointer }, "actions": actions
     }]}));
@@ -532,6 +537,18 @@ fn display_controls(d: &Driver) {
     assert_eq!(d.js("return document.querySelector('.object[data-area]').dataset.area", json!([])), area, "the display changed the mask");
     d.js("document.getElementById('display-reset').click(); return true;", json!([]));
     d.wait_for("the image as it is", &format!("return (function() {{ {pixel} }})() === {shown}"), Duration::from_secs(10));
+    // A right-drag across the image is window/level, as on a console: the contrast rises, the
+    // pixels shown change, and no prompt is made (the mask stays).
+    let lesions = d.js("return document.querySelectorAll('.object').length", json!([]));
+    button_drag(d, (100.0, 300.0), (500.0, 300.0), 4, 30, "mouse", 2);
+    let contrast = d.wait_for("the right-drag's contrast", "const v = Number(document.getElementById('contrast').value); return v > 1.2 ? v : null;", Duration::from_secs(10));
+    d.wait_for("the right-drag shown", &format!("return (function() {{ {pixel} }})() !== {shown}"), Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.js("return document.querySelector('.object[data-area]').dataset.area", json!([])), area, "the right-drag changed the mask");
+    assert_eq!(d.js("return document.querySelectorAll('.object').length", json!([])), lesions, "the right-drag made a lesion");
+    eprintln!("e2e: a right-drag set the contrast to {contrast}");
+    d.js("document.getElementById('display-reset').click(); return true;", json!([]));
+    d.wait_for("the image as it is again", &format!("return (function() {{ {pixel} }})() === {shown}"), Duration::from_secs(10));
     // "Image only" hides the lesion's fill (a pixel inside it changes) and brings it back.
     let inside = "const c = document.getElementById('image-layers'); const b = document.querySelector('.object').dataset.box.split(',').map(Number); \
                   return Array.from(c.getContext('2d').getImageData(Math.round((b[0] + b[2]) / 2), Math.round((b[1] + b[3]) / 2), 1, 1).data).join(',');";
@@ -574,9 +591,37 @@ fn layouts_and_touch(d: &Driver, root: &Path) {
     d.wait_for("the touch-dragged lesion's mask", "return document.querySelectorAll('.object[data-area]').length === 2", Duration::from_secs(60));
     let pointer = d.js("return document.querySelectorAll('.object')[1].dataset.box", json!([]));
     eprintln!("e2e: a finger's drag made the box {pointer}");
+    pinch_zooms(d);
     d.cdp("Emulation.setTouchEmulationEnabled", json!({ "enabled": false }));
     d.js("document.getElementById('undo').click(); document.getElementById('undo').click(); return true;", json!([]));
     d.cmd("POST", "/window/rect", json!({ "width": before["width"], "height": before["height"] }));
+}
+
+/// Two fingers moving apart on the image zoom it in (and make no prompt); "fit" undoes it.
+fn pinch_zooms(d: &Driver) {
+    let state = "const w = document.querySelector('.canvas-wrap'); \
+                 return [w.getBoundingClientRect().width, w.classList.contains('zoomed'), document.querySelectorAll('.object').length];";
+    let before = d.js(state, json!([]));
+    let r = d.js("const r = document.getElementById('image-canvas').getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2];", json!([]));
+    let (cx, cy) = (r[0].as_f64().unwrap().round() as i64, r[1].as_f64().unwrap().round() as i64);
+    let finger = |id: &str, dir: i64| {
+        let mut actions = vec![
+            json!({ "type": "pointerMove", "x": cx + dir * 20, "y": cy, "origin": "viewport", "duration": 0 }),
+            json!({ "type": "pointerDown", "button": 0 }),
+        ];
+        for step in 1..=5 {
+            actions.push(json!({ "type": "pointerMove", "x": cx + dir * (20 + 16 * step), "y": cy, "origin": "viewport", "duration": 40 }));
+        }
+        actions.push(json!({ "type": "pointerUp", "button": 0 }));
+        json!({ "type": "pointer", "id": id, "parameters": { "pointerType": "touch" }, "actions": actions })
+    };
+    d.cmd("POST", "/actions", json!({ "actions": [finger("finger1", -1), finger("finger2", 1)] }));
+    let after = d.wait_for("the pinch's zoom", &format!("const s = (function() {{ {state} }})(); return s[1] && s[0] > {} ? s : null;", before[0]), Duration::from_secs(10));
+    eprintln!("e2e: a pinch zoomed the image from {} to {} px wide", before[0], after[0]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.js(state, json!([]))[2], before[2], "the pinch made a lesion");
+    d.js("Array.from(document.querySelectorAll('button')).find(b => b.textContent === 'fit').click(); return true;", json!([]));
+    d.wait_for("the image fitted again", "return !document.querySelector('.canvas-wrap').classList.contains('zoomed')", Duration::from_secs(5));
 }
 
 /// axe-core (npm; scripts/test.sh installs it in target/axe) in the page: no violation of the
@@ -606,6 +651,12 @@ fn exported_mask(d: &Driver) -> Mask {
 /// Wait until the app has loaded its model; returns the backend it runs on. The model must run
 /// in the app's Web Worker.
 fn wait_model(d: &Driver, phase: &str) -> Value {
+    wait_model_at(d, phase, true)
+}
+
+/// Wait until the app has loaded its model, in its Web Worker or (`in_worker` false) in the
+/// page; returns the backend it runs on.
+fn wait_model_at(d: &Driver, phase: &str, in_worker: bool) -> Value {
     let backend = d.wait_for(
         &format!("the model ({phase})"),
         "const e = document.querySelector('#engine-status[data-state=ready]'); return e && e.dataset.backend;",
@@ -614,7 +665,7 @@ fn wait_model(d: &Driver, phase: &str) -> Value {
     let status = d.js("return document.getElementById('engine-status').textContent", json!([]));
     eprintln!("e2e: {phase} visit: {status}");
     let worker = d.js("return document.getElementById('engine-status').dataset.worker", json!([]));
-    assert_eq!(worker, json!("true"), "{phase}: the model does not run in a Web Worker: {status}");
+    assert_eq!(worker, json!(in_worker.to_string()), "{phase}: the model runs where it should not: {status}");
     backend
 }
 
@@ -697,7 +748,7 @@ fn release_to_draw(d: &Driver, a: (f64, f64), b: (f64, f64), n: usize) -> Vec<f6
 /// again on each call from JavaScript (≈ 300 ms per rendering of the app). The wrappers'
 /// names are visible where the name section is kept (the test build).
 fn constructors_run_once(dist: &Path) {
-    for module in ["sonosam-web_bg.wasm", "mt/sonosam-web_bg.wasm"] {
+    for module in ["sonosam-web_bg.wasm", "engine/sonosam-engine_bg.wasm", "mt/sonosam-engine_bg.wasm"] {
         let Ok(wasm) = std::fs::read(dist.join(module)) else { continue };
         let wrapped = wasm.windows(15).any(|w| w == b".command_export");
         assert!(!wrapped, "{module}: linked as a wasm command (constructors re-run on every call into it)");
@@ -750,6 +801,9 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     record_workers(&driver);
     driver.goto(&format!("{url}?backend=cpu"));
     wait_model(&driver, "online");
+    // A first visit: the guide shows its three steps, the first one next.
+    let next = driver.js("const e = document.querySelector('#guide li.next'); return e && e.dataset.step;", json!([]));
+    assert_eq!(next, json!("1"), "a first visit shows no guide at its first step");
     accessible(&driver, &root, "the start page");
 
     // The lesion's box: the tight box of the sample's first ground-truth mask.
@@ -766,6 +820,11 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
     eprintln!("e2e: mask of {} px for the dragged box {bbox:?} (ground-truth box {x0},{y0},{x1},{y1})", exported.area());
+    // The guide ticked off the image and the lesion; closed, it stays closed (next visits too).
+    let done = driver.js("return Array.from(document.querySelectorAll('#guide li.done')).map(e => e.dataset.step).join(',')", json!([]));
+    assert_eq!(done, json!("1,2"), "the guide did not follow the first segmentation");
+    driver.js("document.getElementById('guide-close').click(); return true;", json!([]));
+    driver.wait_for("the guide closed", "return !document.getElementById('guide') && !!document.getElementById('guide-open')", Duration::from_secs(5));
     driver.screenshot(&root.join("target/e2e/app.png"));
     // This plain server sends no COOP/COEP headers: the single-threaded build runs, and says why.
     let (n, isolated, status) = threads(&driver);
@@ -793,6 +852,16 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
         median(&draws),
         draws.iter().copied().fold(0.0, f64::max)
     );
+
+    // The page asked to run the model itself (`?worker=0`, what it does when no worker can
+    // start): it imports the engine module and talks to it on a message channel.
+    driver.goto(&format!("{url}?backend=cpu&worker=0"));
+    wait_model_at(&driver, "in the page", false);
+    assert_eq!(driver.js("return !!document.getElementById('guide')", json!([])), json!(false), "the closed guide came back");
+    let in_page = segment_sample(&driver, "in the page", "from the browser cache", a, b);
+    let d1 = in_page.dice(&exported).unwrap();
+    eprintln!("e2e: mask with the engine in the page vs in its worker: Dice {d1:.5}");
+    assert!(d1 >= 0.99);
 
     // Cut the server: the app must load from its service worker and caches, and segment again.
     server.offline.store(true, Ordering::SeqCst);

@@ -1,9 +1,9 @@
 // The browser benchmark's measurement (bench.html): sonosam's engine timed on the yardstick's
-// inputs by the wasm module's `sonosam_bench`. It runs in a Web Worker by default, as the app
+// inputs by the engine module's `sonosam_bench`. It runs in a Web Worker by default, as the app
 // runs the model (www/worker.js), so that a threaded build's caller blocks while the pool works
 // instead of spinning on the page's thread; bench.html?worker=0 runs it in the page.
 export async function measure({ part, warmup, runs, threaded, threads }) {
-  const mod = await import(threaded ? './mt/sonosam-web.js' : './sonosam-web.js');
+  const mod = await import(threaded ? './mt/sonosam-engine.js' : './engine/sonosam-engine.js');
   const wasm = await mod.default();
   if (threaded) await mod.initThreadPool(threads);
   const r = await mod.sonosam_bench(part, warmup, runs);

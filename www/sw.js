@@ -2,7 +2,7 @@
 // when the server is unreachable. Network first, so a running server always serves the newest
 // build; the cached copy answers only when the network fails. Model weights and image
 // embeddings are cached by the app itself (Cache API, verified by SHA-256), not here.
-const SHELL = 'sonosam-shell-v2';
+const SHELL = 'sonosam-shell-v3';
 
 // What the page loads before this worker controls it: the page itself and the assets it names
 // (Trunk gives them hashed names, so read them from the page), plus the samples list.
@@ -12,7 +12,9 @@ async function precache() {
   if (!page.ok) return;
   const html = await page.clone().text();
   await cache.put('./', page);
-  const assets = new Set(['samples/index.json', 'worker.js']);
+  // The engine the model's worker loads when the page is not isolated (a first visit to a
+  // static host); the threaded one is cached when it is first fetched.
+  const assets = new Set(['samples/index.json', 'worker.js', 'engine/sonosam-engine.js', 'engine/sonosam-engine_bg.wasm']);
   for (const m of html.matchAll(/["']([^"'\s]+\.(?:js|wasm|css))["']/g)) {
     assets.add(m[1]);
     if (m[1].endsWith('.js')) assets.add(m[1].replace(/\.js$/, '_bg.wasm'));

@@ -1,10 +1,11 @@
-// The model's Web Worker: the app's own wasm module, started here without a window, answers
-// the page's requests (src/worker.rs) so that encoding and decoding never freeze the page.
+// The model's Web Worker: an engine module (the model without the UI; the page runs the UI
+// module) answers the page's requests (src/worker.rs) so that encoding and decoding never
+// freeze the page.
 //
 // Threads: when the page is cross-origin isolated (COOP/COEP headers: shared memory is
-// available) the threaded build (mt/, wasm threads + a pool of Web Workers) runs, with one
-// thread per core; otherwise, or if it cannot start, the single-threaded build, and the page is
-// told why. `worker.js?threads=0` forces the single-threaded build.
+// available) the threaded engine (mt/, wasm threads + a pool of Web Workers) runs, with one
+// thread per core; otherwise, or if it cannot start, the single-threaded one (engine/, CPU and
+// WebGPU), and the page is told why. `worker.js?threads=0` forces the single-threaded engine.
 const wanted = new URL(self.location.href).searchParams.get('threads') !== '0';
 
 // Liveness: this worker holds a Web Lock named after itself (the page gives each worker its own
@@ -35,7 +36,7 @@ async function start() {
   else if (!relaxedSimd()) why = 'this browser has no relaxed SIMD, which the threaded build uses';
   if (!why) {
     try {
-      const mt = await import('./mt/sonosam-web.js');
+      const mt = await import('./mt/sonosam-engine.js');
       await mt.default();
       await mt.initThreadPool(Math.max(1, navigator.hardwareConcurrency || 1));
       mt.sonosam_worker(null);
@@ -45,7 +46,7 @@ async function start() {
       why = `the threaded build did not start (${e && e.message || e})`;
     }
   }
-  const st = await import('./sonosam-web.js');
+  const st = await import('./engine/sonosam-engine.js');
   await st.default();
   st.sonosam_worker(why);
 }

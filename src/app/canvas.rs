@@ -11,13 +11,15 @@ use std::rc::Rc;
 
 use sonosam_model::{Mask, Segmentation};
 use wasm_bindgen::JsCast;
-use web_sys::{HtmlCanvasElement, PointerEvent};
+use web_sys::{HtmlCanvasElement, PointerEvent, WheelEvent};
 use yew::prelude::*;
 
+use super::navigation::{self, Navigation};
+use super::settings::Display;
 use super::{AppContext, Msg, OpenImage, Setting, Settings};
 use crate::draw;
 use crate::perf::Stage;
-use crate::state::{Document, Gesture};
+use crate::state::{Document, Gesture, Press};
 
 /// A shared value compared by identity (not pixel by pixel).
 #[derive(Clone)]
@@ -43,6 +45,9 @@ pub fn ImageCanvas(props: &CanvasProps) -> Html {
     let layers_ref = use_node_ref();
     let pointer_ref = use_node_ref();
     let gesture = use_mut_ref(Gesture::default);
+    // The display when a right-drag (window/level) began.
+    let display_at_press = use_mut_ref(Display::default);
+    let nav = use_mut_ref(Navigation::default);
     let cache = use_mut_ref(LayerCache::default);
     {
         let (app, layers_ref, pointer_ref, gesture, cache) =
@@ -61,8 +66,27 @@ pub fn ImageCanvas(props: &CanvasProps) -> Html {
             draw_annotations(&pointer, image, &app.doc, &app.settings, gesture.borrow().rubber_band());
         });
     }
+    {
+        // Ctrl + wheel zooms the image, not the page: a listener that may prevent the
+        // default (Yew's own wheel listeners are passive).
+        let (app, pointer_ref) = (app.clone(), pointer_ref.clone());
+        use_effect_with(app.image.is_some(), move |_| {
+            let canvas = pointer_ref.cast::<HtmlCanvasElement>();
+            let listener = canvas.clone().map(|c| {
+                let options = gloo::events::EventListenerOptions::enable_prevent_default();
+                gloo::events::EventListener::new_with_options(&c, "wheel", options, move |e| {
+                    let (Some(canvas), Some(e)) = (canvas.as_ref(), e.dyn_ref::<WheelEvent>()) else { return };
+                    if let Some(zoom) = navigation::wheel_zoom(canvas, e) {
+                        e.prevent_default();
+                        app.send.emit(Msg::Set(zoom));
+                    }
+                })
+            });
+            move || drop(listener)
+        });
+    }
     let Some(image) = app.image.clone() else {
-        return html! { <div class="stage empty">{ "Drop an ultrasound image here, paste one, open a file, or pick a sample." }</div> };
+        return html! { <div class="stage empty">{ "Drop an ultrasound image (PNG, JPEG or DICOM) here, paste one, open a file, or pick a sample — then drag a box around the lesion." }</div> };
     };
     let (w, h) = image.size();
     let redraw_annotations = {
@@ -74,23 +98,49 @@ pub fn ImageCanvas(props: &CanvasProps) -> Html {
         }
     };
     let onpointerdown = {
-        let (pointer_ref, gesture) = (pointer_ref.clone(), gesture.clone());
+        let (app, pointer_ref, gesture, display_at_press) =
+            (app.clone(), pointer_ref.clone(), gesture.clone(), display_at_press.clone());
+        let (nav, redraw) = (nav.clone(), redraw_annotations.clone());
         Callback::from(move |e: PointerEvent| {
             e.prevent_default();
             let Some(at) = image_xy(&pointer_ref, &e) else { return };
             if let Some(t) = e.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) {
                 let _ = t.set_pointer_capture(e.pointer_id());
             }
-            let negative = e.button() == 2 || e.alt_key();
-            *gesture.borrow_mut() = Gesture::down(at, screen_xy(&e), negative);
+            let Some(canvas) = pointer_ref.cast::<HtmlCanvasElement>() else { return };
+            if nav.borrow_mut().down(&canvas, &e) {
+                // A second finger (pinch) or the middle button (pan): no box, no point.
+                *gesture.borrow_mut() = Gesture::Idle;
+                redraw();
+                return;
+            }
+            if nav.borrow().pinching() {
+                return;
+            }
+            *display_at_press.borrow_mut() = app.settings.display;
+            *gesture.borrow_mut() = Gesture::down(at, screen_xy(&e), press(&e), e.time_stamp());
         })
     };
     let onpointermove = {
         let (app, pointer_ref, gesture, redraw) = (app.clone(), pointer_ref.clone(), gesture.clone(), redraw_annotations.clone());
+        let nav = nav.clone();
         Callback::from(move |e: PointerEvent| {
             let Some(at) = image_xy(&pointer_ref, &e) else { return };
+            if let Some(canvas) = pointer_ref.cast::<HtmlCanvasElement>() {
+                let (taken, zoom) = nav.borrow_mut().move_to(&canvas, &e);
+                if let Some(z) = zoom {
+                    app.send.emit(Msg::Set(z));
+                }
+                if taken {
+                    return;
+                }
+            }
             let dragging = gesture.borrow_mut().move_to(at, screen_xy(&e));
-            if dragging {
+            let window_level = gesture.borrow().window_level();
+            if let Some(offset) = window_level {
+                let display = display_at_press.borrow().dragged(offset);
+                app.send.emit(Msg::Set(Setting::Display(display)));
+            } else if dragging {
                 let _stage = Stage::start("sonosam:draw");
                 redraw();
             } else if app.settings.hover {
@@ -100,7 +150,11 @@ pub fn ImageCanvas(props: &CanvasProps) -> Html {
     };
     let onpointerup = {
         let (app, pointer_ref, gesture, redraw) = (app.clone(), pointer_ref.clone(), gesture.clone(), redraw_annotations.clone());
+        let nav = nav.clone();
         Callback::from(move |e: PointerEvent| {
+            if nav.borrow_mut().up(&e) {
+                return;
+            }
             let g = std::mem::take(&mut *gesture.borrow_mut());
             let Gesture::Down { now, .. } = g else { return };
             let at = image_xy(&pointer_ref, &e).unwrap_or(now);
@@ -110,7 +164,7 @@ pub fn ImageCanvas(props: &CanvasProps) -> Html {
                 return;
             }
             redraw(); // the dragged box goes; the prompt it makes comes with the document
-            match g.release(at, w, h) {
+            match g.release(at, e.time_stamp(), w, h) {
                 Ok(Some(edit)) => app.send.emit(Msg::Prompt(edit)),
                 Ok(None) => {}
                 Err(why) => app.send.emit(Msg::Error(why.into())),
@@ -118,8 +172,9 @@ pub fn ImageCanvas(props: &CanvasProps) -> Html {
         })
     };
     let onpointercancel = {
-        let (gesture, redraw) = (gesture.clone(), redraw_annotations);
-        Callback::from(move |_: PointerEvent| {
+        let (gesture, redraw, nav) = (gesture.clone(), redraw_annotations, nav.clone());
+        Callback::from(move |e: PointerEvent| {
+            nav.borrow_mut().up(&e);
             *gesture.borrow_mut() = Gesture::Idle;
             redraw();
         })
@@ -137,6 +192,17 @@ pub fn ImageCanvas(props: &CanvasProps) -> Html {
                     oncontextmenu={ Callback::from(|e: MouseEvent| e.prevent_default()) } />
             </div>
         </div>
+    }
+}
+
+/// What a pointer press makes (see [`Press`]): the right button adjusts the display or makes a
+/// negative point, Alt a negative point, a finger or pen a box or point (long: negative).
+fn press(e: &PointerEvent) -> Press {
+    match (e.button(), e.alt_key(), e.pointer_type().as_str()) {
+        (2, _, _) => Press::Secondary,
+        (_, true, _) => Press::Negative,
+        (_, _, "touch" | "pen") => Press::Touch,
+        _ => Press::Primary,
     }
 }
 

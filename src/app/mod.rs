@@ -23,8 +23,10 @@ mod canvas;
 mod dicom_panel;
 mod export;
 mod gallery;
+mod guide;
 mod lesions;
 mod model_panel;
+mod navigation;
 mod report;
 mod settings;
 mod shortcuts;
@@ -41,9 +43,10 @@ use sonosam_model::measure::Measurements;
 use sonosam_model::{Mask, PointLabel, Segmentation, decode_image};
 use yew::prelude::*;
 
-use crate::engine::{Progress, WeightSource};
+use crate::protocol::{Progress, WeightSource};
 use crate::model::{Model, Placement};
 use crate::perf::{Stage, now_ms};
+use crate::state::{MAX_ZOOM, MIN_ZOOM};
 use crate::state::{DecodeSequencer, Document, History, HoverPreview, ObjectSegmentation, PromptEdit};
 
 pub use export::ExportKind;
@@ -217,6 +220,8 @@ pub enum Setting {
     Display(settings::Display),
     /// Zoom by a factor.
     Zoom(f64),
+    /// Zoom to screen pixels per image pixel (a pinch, Ctrl + wheel).
+    ZoomTo(f64),
     ZoomFit,
 }
 
@@ -260,6 +265,8 @@ pub enum Msg {
     Report(bool),
     /// De-identify the report's DICOM exports (or not); the open report is made again.
     Deidentify(bool),
+    /// Show (or close) the first-use guide.
+    Guide(bool),
     Error(String),
     /// The canvas drew the document's masks.
     Drawn,
@@ -297,6 +304,9 @@ pub struct App {
     busy_since: Option<f64>,
     error: Option<String>,
     latency: Latency,
+    /// Whether the first-use guide is shown, and whether a report was opened (its last step).
+    guide: bool,
+    reported: bool,
     /// The open report (as HTML and JSON, and the file names' stem), a snapshot taken when
     /// it was opened.
     report: Option<report::ReportViewProps>,
@@ -342,6 +352,8 @@ impl Component for App {
             busy_since: None,
             error: None,
             latency: Latency::default(),
+            guide: !guide::done_before(),
+            reported: false,
             report: None,
             deidentify: false,
             send: link.callback(|m| m),
@@ -389,6 +401,10 @@ impl Component for App {
             Msg::Set(s) => self.set(ctx, s),
             Msg::Export(kind) => self.export(kind),
             Msg::Report(open) => self.report(open),
+            Msg::Guide(show) => {
+                self.guide = show;
+                guide::remember(!show);
+            }
             Msg::Deidentify(on) => {
                 self.deidentify = on;
                 if self.report.is_some() {
@@ -427,10 +443,16 @@ impl Component for App {
                         <h1>{ "sonosam" }</h1>
                         <span class="tagline">{ "breast-ultrasound lesion segmentation, in your browser — images never leave this machine" }</span>
                         <model_panel::ModelPanel />
+                        if !self.guide {
+                            <button id="guide-open" class="link" onclick={ link.callback(|_| Msg::Guide(true)) }>{ "Guide" }</button>
+                        }
                     </header>
                     <status::Banners notice={ self.notice.clone() } error={ self.error.clone() } />
                     <gallery::Gallery samples={ self.samples.clone() } samples_url={ ctx.props().samples_url.clone() } />
                     <dicom_panel::DicomPanel />
+                    if self.guide {
+                        <guide::Guide reported={ self.reported } />
+                    }
                     if let Some(r) = &self.report {
                         <report::ReportView html={ r.html.clone() } json={ r.json.clone() } seg={ r.seg.clone() } sr={ r.sr.clone() } deidentify={ r.deidentify } stem={ r.stem.clone() } />
                     }
@@ -780,7 +802,8 @@ impl App {
                 }
                 Err(e) => self.error = Some(e),
             },
-            Setting::Zoom(f) => s.zoom = (if s.zoom > 0.0 { s.zoom } else { 1.0 } * f).clamp(0.1, 16.0),
+            Setting::Zoom(f) => s.zoom = (if s.zoom > 0.0 { s.zoom } else { 1.0 } * f).clamp(MIN_ZOOM, MAX_ZOOM),
+            Setting::ZoomTo(z) => s.zoom = z.clamp(MIN_ZOOM, MAX_ZOOM),
             Setting::ZoomFit => s.zoom = 0.0,
         }
         let before = std::mem::replace(&mut self.settings, Rc::new(s));
@@ -817,6 +840,7 @@ impl App {
             self.error = Some("open an image first".into());
             return;
         };
+        self.reported = true;
         let report = report::build(image, &self.doc, &self.settings, self.model.ready().map(|m| &**m));
         match report::html(&report, image, &self.doc, &self.settings) {
             Ok(html) => {

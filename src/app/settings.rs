@@ -53,6 +53,13 @@ impl Default for Display {
 }
 
 impl Display {
+    /// This display after a window/level drag of `offset` screen pixels (a right-drag on the
+    /// image; see [`crate::state::window_level`]).
+    pub fn dragged(self, offset: (f64, f64)) -> Display {
+        let (brightness, contrast) = crate::state::window_level(self.brightness, self.contrast, offset);
+        Display { brightness, contrast, ..self }
+    }
+
     /// The canvas filter that shows it.
     pub fn css_filter(&self) -> String {
         if *self == Display::default() {

@@ -33,10 +33,15 @@ const fn pointer(label: &'static str, action: &'static str) -> Shortcut {
 }
 
 /// Every shortcut, in the order the help lists them.
-pub const SHORTCUTS: [Shortcut; 16] = [
+pub const SHORTCUTS: [Shortcut; 21] = [
     pointer("drag", "box around a lesion"),
     pointer("click", "positive point"),
     pointer("right/alt-click", "negative point"),
+    pointer("long press (touch)", "negative point"),
+    pointer("right-drag", "contrast (across), brightness (up/down) — display only"),
+    pointer("two fingers", "pinch to zoom, move to pan"),
+    pointer("middle-drag", "pan a zoomed image"),
+    pointer("Ctrl + wheel", "zoom"),
     key(&["n", "N"], false, None, "N", "new lesion", || Msg::NewObject),
     key(&["Delete", "Backspace"], false, None, "Delete", "delete the selected lesion", || Msg::DeleteSelected),
     key(&["z", "Z"], true, Some(false), "Ctrl+Z", "undo", || Msg::Undo),

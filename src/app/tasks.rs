@@ -11,7 +11,7 @@ use sonosam_model::{Mask, Prompt};
 use yew::Callback;
 
 use super::{Msg, OpenImage, SampleInfo};
-use crate::engine::{Progress, WeightSource};
+use crate::protocol::{Progress, WeightSource};
 use crate::model::{Model, Placement};
 use crate::perf::now_ms;
 use crate::storage;

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The engine modules, what the model's Web Worker (www/worker.js) loads, into OUT/engine and
+# OUT/mt (default dist/): the model without the UI (feature `engine`).
+# - OUT/engine/sonosam-engine: single-threaded, CPU + WebGPU, the stable toolchain; its
+#   dependencies are the UI build's (same features), so only this crate compiles again.
+# - OUT/mt/sonosam-engine: threaded (wasm atomics + a std rebuilt for them need the pinned
+#   nightly, scripts/nightly.sh, installed when missing); burn-flex runs its kernels on a rayon
+#   pool of Web Workers (feature `threads`, wasm-bindgen-rayon). Its own target folder
+#   (target/mt) keeps the stable build's artifacts intact. SONOSAM_THREADS=0 skips it (the app
+#   then runs single-threaded).
+#
+#   scripts/build-engine.sh [OUT] [dev|release]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-dist}"
+profile="${2:-${PROFILE:-dev}}"
+. scripts/web-profile.sh "$profile"
+
+# bindgen WASM DIR: wasm-bindgen's JS glue + the module as OUT/DIR/sonosam-engine*, optimised
+# and precompressed in a release.
+bindgen() {
+  rm -rf "$out/$2"
+  wasm-bindgen --target web --no-typescript "${bindgen_flags[@]}" --out-dir "$out/$2" --out-name sonosam-engine "$1"
+  optimise_wasm "$out/$2/sonosam-engine_bg.wasm"
+  precompress "$out/$2"/sonosam-engine{_bg.wasm,.js}
+}
+
+cargo build --target wasm32-unknown-unknown --bin sonosam-web --no-default-features --features engine,webgpu \
+  "${cargo_flags[@]}"
+bindgen "target/wasm32-unknown-unknown/$dir/sonosam-web.wasm" engine
+echo "built the engine module into $out/engine/"
+
+if [ "${SONOSAM_THREADS:-1}" != 0 ]; then
+  . scripts/nightly.sh
+  ensure_nightly
+  threaded_cargo build --bin sonosam-web "${cargo_flags[@]}"
+  bindgen "target/mt/wasm32-unknown-unknown/$dir/sonosam-web.wasm" mt
+  echo "built the threaded engine module into $out/mt/"
+fi
