@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The engine modules, what the model's Web Worker (www/worker.js) loads, into OUT/engine and
 # OUT/mt (default dist/): the model without the UI (feature `engine`).
-# - OUT/engine/sonosam-engine: single-threaded, CPU + WebGPU, the stable toolchain; its
-#   dependencies are the UI build's (same features), so only this crate compiles again.
+# - OUT/engine/sonosam-engine: single-threaded, CPU + WebGPU, the stable toolchain.
 # - OUT/mt/sonosam-engine: threaded (wasm atomics + a std rebuilt for them need the pinned
 #   nightly, scripts/nightly.sh, installed when missing); burn-flex runs its kernels on a rayon
 #   pool of Web Workers (feature `threads`, wasm-bindgen-rayon). Its own target folder
@@ -25,7 +24,7 @@ bindgen() {
   precompress "$out/$2"/sonosam-engine{_bg.wasm,.js}
 }
 
-cargo build --target wasm32-unknown-unknown --bin sonosam-web --no-default-features --features engine,webgpu \
+cargo build --target wasm32-unknown-unknown --bin sonosam-web --no-default-features --features webgpu \
   "${cargo_flags[@]}"
 bindgen "target/wasm32-unknown-unknown/$dir/sonosam-web.wasm" engine
 echo "built the engine module into $out/engine/"

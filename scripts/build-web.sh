@@ -15,10 +15,8 @@ if command -v trunk >/dev/null && [ "${SONOSAM_NO_TRUNK:-0}" != 1 ]; then
   exec trunk build --dist "$out" "${flags[@]}"  # its post-build hook adds $out/mt
 fi
 . scripts/web-profile.sh "$profile"
-# The UI module: no model code (the `webgpu` feature only keeps its dependencies' features the
-# same as the engine's, so that they are compiled once for both).
-cargo build --target wasm32-unknown-unknown --bin sonosam-web --no-default-features --features ui,webgpu \
-  "${cargo_flags[@]}"
+# The UI module: no model code (sonosam-model without burn).
+cargo build --target wasm32-unknown-unknown --bin sonosam-web --no-default-features --features ui "${cargo_flags[@]}"
 rm -rf "$out"; mkdir -p "$out/weights"
 wasm-bindgen --target web --no-typescript "${bindgen_flags[@]}" --out-dir "$out" --out-name sonosam-web \
   "target/wasm32-unknown-unknown/$dir/sonosam-web.wasm"

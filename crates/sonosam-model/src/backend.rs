@@ -4,8 +4,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+#[cfg(feature = "burn")]
 use burn::tensor::Device;
 
+#[cfg(feature = "burn")]
 use crate::error::{Result, SamError};
 
 /// A backend the user can pick.
@@ -57,7 +59,7 @@ const NO_GPU_HELP: &str = "no usable GPU adapter. On Linux without a GPU, instal
 Vulkan driver (Debian/Ubuntu: `sudo apt-get install mesa-vulkan-drivers`), or use --backend cpu";
 
 /// Initialise a device of `kind` (native).
-#[cfg(not(target_family = "wasm"))]
+#[cfg(all(not(target_family = "wasm"), feature = "burn"))]
 pub fn init_device(kind: BackendKind) -> Result<Device> {
     match kind {
         #[cfg(feature = "flex")]
@@ -90,6 +92,7 @@ pub fn init_device(kind: BackendKind) -> Result<Device> {
 /// Initialise a device of `kind` without blocking (required in the browser). The wgpu
 /// runtime can be registered once per page/process: the first device is kept and handed out
 /// again (a second registration fails with "a server is still registered").
+#[cfg(feature = "burn")]
 pub async fn init_device_async(kind: BackendKind) -> Result<Device> {
     match kind {
         #[cfg(feature = "flex")]

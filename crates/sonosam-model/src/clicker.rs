@@ -6,7 +6,7 @@
 //! the same click. Used by `eval`'s click protocols (and NoC@85/90) and by training.
 
 use crate::mask::Mask;
-use crate::prompt_encoder::{Point, PointLabel};
+use crate::prompt::{Point, PointLabel};
 
 /// The most interior point of `region` (the maximum of its distance to the nearest pixel
 /// outside it; the image's border counts as outside), as a pixel centre; `None` when empty.

@@ -6,7 +6,9 @@
 //! [`mask_decoder`]; [`Predictor`] answers prompts about one image, as SAM's own predictor.
 //!
 //! The crate does no I/O beyond bytes in and out (except reading `.pth` files with the `pth`
-//! feature); the backend is chosen at run time through burn's [`Device`](burn::tensor::Device).
+//! feature); the backend is chosen at run time through burn's `Device`. Without the `burn`
+//! feature (which every backend feature turns on) only the model-free part is built: prompts,
+//! masks, pre/post-processing, measurements, exports, reports, weights files and manifests.
 //! Pre- and post-processing are pure Rust and shared by the native binary and the browser.
 //!
 //! ```text
@@ -17,17 +19,26 @@
 //! ```
 
 // The model: one module per component of the SAM paper, and the whole.
+#[cfg(feature = "burn")]
 pub mod image_encoder;
+#[cfg(feature = "burn")]
 pub mod mask_decoder;
+#[cfg(feature = "burn")]
 pub mod prompt_encoder;
+#[cfg(feature = "burn")]
 pub mod sam;
+#[cfg(feature = "burn")]
 pub mod transformer;
+
+// Prompts as given: points and a box (model-free).
+pub mod prompt;
 
 // Configuration of every supported model (LiteMedSAM, MobileSAM, SAM ViT-B/L/H).
 pub mod config;
 
 // Weights: safetensors maps and precisions, manifests of converted files, conversion and
 // detection of PyTorch checkpoints.
+#[cfg(feature = "burn")]
 pub mod convert;
 pub mod manifest;
 pub mod weights;
@@ -38,6 +49,7 @@ pub mod preprocess;
 pub mod segmentation;
 
 // The predictor: one image, prompts in its pixels, masks at its size.
+#[cfg(feature = "burn")]
 pub mod predictor;
 
 // Masks and what is made of them: measurements, overlays, exports, reports, box prompts.
@@ -53,11 +65,16 @@ pub mod report;
 pub mod wire;
 
 // Backends and the kernels the crate adds to burn's.
+#[cfg(feature = "burn")]
 pub mod activation;
 pub mod backend;
+#[cfg(feature = "burn")]
 mod common;
+#[cfg(feature = "burn")]
 pub mod depthwise;
+#[cfg(feature = "burn")]
 mod host;
+#[cfg(feature = "burn")]
 pub mod matmul;
 
 // Training the mask decoder, and its deterministic random numbers.
@@ -76,11 +93,14 @@ pub use config::SamConfig;
 pub use error::{Result, SamError};
 pub use mask::Mask;
 pub use preprocess::{Geometry, ModelInput, decode_image, preprocess};
+#[cfg(feature = "burn")]
 pub use predictor::Predictor;
-pub use prompt_encoder::{Point, PointLabel, Prompt};
+pub use prompt::{Point, PointLabel, Prompt};
+#[cfg(feature = "burn")]
 pub use sam::{Sam, SamDecoder};
 pub use segmentation::Segmentation;
 pub use weights::{StoreDType, TensorMap};
 
 /// Re-export of burn, so dependents use the same version.
+#[cfg(feature = "burn")]
 pub use burn;

@@ -4,7 +4,7 @@
 use image::{Rgb, RgbImage};
 
 use crate::mask::Mask;
-use crate::prompt_encoder::{PointLabel, Prompt};
+use crate::prompt::{PointLabel, Prompt};
 
 /// Fill colours of successive masks (MedSAM yellow first).
 /// Lesion colours: the Okabe–Ito palette's, told apart with every common colour-vision

@@ -8,7 +8,7 @@ use image::{ImageReader, Limits, RgbImage};
 
 use crate::config::{Normalization, ResizeKind, SamConfig};
 use crate::error::{Result, SamError};
-use crate::prompt_encoder::{Point, PointLabel, Prompt};
+use crate::prompt::{Point, PointLabel, Prompt};
 
 /// Largest accepted side of an input image, in pixels.
 pub const MAX_SIDE: u32 = 16_384;

@@ -2,8 +2,10 @@
 //! back is the caller's: synchronous natively ([`read_f32`]), asynchronous on WebGPU
 //! ([`read_f32_async`]), where a synchronous read panics.
 
+#[cfg(feature = "burn")]
 use burn::tensor::Tensor;
 
+#[cfg(feature = "burn")]
 use crate::error::{Result, SamError};
 use crate::mask::Mask;
 use crate::postprocess::logits_to_mask;
@@ -55,6 +57,7 @@ impl Segmentation {
 
 /// Read a tensor back as f32 (native backends).
 #[cfg(not(target_family = "wasm"))]
+#[cfg(feature = "burn")]
 pub fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.try_into_data()
         .map_err(|e| SamError::Invalid(format!("reading tensor from the device: {e:?}")))?
@@ -64,6 +67,7 @@ pub fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
 }
 
 /// Read a tensor back as f32 without blocking (required on WebGPU).
+#[cfg(feature = "burn")]
 pub async fn read_f32_async<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.into_data_async()
         .await

@@ -8,7 +8,9 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+#[cfg(feature = "burn")]
 use burn::module::Param;
+#[cfg(feature = "burn")]
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use sha2::{Digest, Sha256};
 
@@ -95,6 +97,7 @@ pub struct TensorMap {
     metadata: BTreeMap<String, String>,
     used: RefCell<BTreeSet<String>>,
     /// Precision of the tensors built from this map (default f32).
+    #[cfg(feature = "burn")]
     precision: std::cell::Cell<Option<FloatDType>>,
     #[cfg(feature = "autodiff")]
     tracked: RefCell<Option<Vec<TrackedParam>>>,
@@ -216,11 +219,13 @@ impl TensorMap {
 
     /// Build tensors from this map in `dtype` (e.g. f64 for reference-grade gradients on the
     /// CPU backend); `None` = f32.
+    #[cfg(feature = "burn")]
     pub fn set_precision(&self, dtype: Option<FloatDType>) {
         self.precision.set(dtype);
     }
 
     /// `data` on `device`, in this map's precision.
+    #[cfg(feature = "burn")]
     pub fn to_device<const D: usize>(&self, data: TensorData, device: &Device) -> Tensor<D> {
         let t: Tensor<D> = Tensor::from_data(data, device);
         match self.precision.get() {
@@ -230,6 +235,7 @@ impl TensorMap {
     }
 
     /// Look a tensor up and put it on `device`.
+    #[cfg(feature = "burn")]
     pub fn tensor<const D: usize>(
         &self,
         key: &str,
@@ -242,6 +248,7 @@ impl TensorMap {
 
     /// A trainable parameter from `key`. With tracking on, its gradient can be read back by
     /// key after a backward pass.
+    #[cfg(feature = "burn")]
     pub fn param<const D: usize>(
         &self,
         key: &str,
@@ -254,6 +261,7 @@ impl TensorMap {
     }
 
     /// A `[d_out, d_in]` PyTorch linear weight as burn's `[d_in, d_out]` parameter.
+    #[cfg(feature = "burn")]
     pub fn param_linear(
         &self,
         key: &str,
@@ -307,7 +315,7 @@ impl TensorMap {
         }
     }
 
-    #[cfg(not(feature = "autodiff"))]
+    #[cfg(all(feature = "burn", not(feature = "autodiff")))]
     fn track<const D: usize>(&self, _: &str, _: &[usize], _: &Param<Tensor<D>>, _: bool) {}
 
     /// Start recording every parameter built through [`param`](Self::param) and
