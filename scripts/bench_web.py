@@ -116,11 +116,13 @@ def download(folder):
     """Bytes of a first visit as transferred: the app shell — the page, its UI module and the
     engine module its worker loads — and the weights the app downloads (the manifest's int8
     files when it lists them, else f16, as src/engine.rs). `bytes_shell`: a page that is not
-    cross-origin isolated (the single-threaded engine, engine/); `bytes_shell_isolated`: one
-    that is (the threaded engine, mt/, and its thread pool's scripts); `bytes_ui`: the page and
-    its UI module alone."""
+    cross-origin isolated, on the CPU (the single-threaded engine, engine/);
+    `bytes_shell_isolated`: one that is (the threaded engine, mt/, and its thread pool's
+    scripts); `bytes_shell_webgpu`: a page on WebGPU (engine-webgpu/); `bytes_ui`: the page
+    and its UI module alone."""
     ui = ["index.html", "style.css", "sonosam-web.js", "sonosam-web_bg.wasm", "worker.js", "sw.js"]
     engine = ["engine/sonosam-engine.js", "engine/sonosam-engine_bg.wasm"]
+    webgpu = ["engine-webgpu/sonosam-engine.js", "engine-webgpu/sonosam-engine_bg.wasm"]
     threaded = ["mt/sonosam-engine.js", "mt/sonosam-engine_bg.wasm"]
     snippets = os.path.join(folder, "mt", "snippets")
     for root, _, names in os.walk(snippets):
@@ -129,13 +131,14 @@ def download(folder):
         files = json.load(f)["files"]
     dtype = "i8" if {e["component"] for e in files if e["dtype"] == "i8"} >= {"image_encoder", "decoder"} else "f16"
     weights = ["weights/litemedsam.json"] + [f"weights/{e['file']}" for e in files if e["dtype"] == dtype]
-    every = ui + engine + threaded + weights
+    every = ui + engine + webgpu + threaded + weights
     sent = {f: transferred(os.path.join(folder, f)) for f in every if os.path.exists(os.path.join(folder, f))}
     sizes = {f: n for f, (n, _) in sent.items()}
     total = lambda names: sum(sizes.get(f, 0) for f in names)
     out = {"config": "sonosam-download", "encoding": {f: e for f, (_, e) in sent.items()}, "weights_dtype": dtype,
            "bytes_shell": total(ui + engine), "bytes_weights": total(weights),
-           "bytes_shell_isolated": total(ui + threaded), "bytes_ui": total(ui), "files": sizes}
+           "bytes_shell_isolated": total(ui + threaded), "bytes_shell_webgpu": total(ui + webgpu),
+           "bytes_ui": total(ui), "files": sizes}
     return out
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The engine modules, what the model's Web Worker (www/worker.js) loads, into OUT/engine and
-# OUT/mt (default dist/): the model without the UI (feature `engine`).
-# - OUT/engine/sonosam-engine: single-threaded, CPU + WebGPU, the stable toolchain.
+# The engine modules, what the model's Web Worker (www/worker.js) loads, into OUT/engine,
+# OUT/engine-webgpu and OUT/mt (default dist/): the model without the UI (feature `engine`).
+# - OUT/engine/sonosam-engine: single-threaded, CPU, the stable toolchain.
+# - OUT/engine-webgpu/sonosam-engine: single-threaded, CPU + WebGPU (burn-wgpu and cubecl's
+#   kernel generators: five times the CPU engine's size, so only a WebGPU page loads it).
 # - OUT/mt/sonosam-engine: threaded (wasm atomics + a std rebuilt for them need the pinned
 #   nightly, scripts/nightly.sh, installed when missing); burn-flex runs its kernels on a rayon
 #   pool of Web Workers (feature `threads`, wasm-bindgen-rayon). Its own target folder
@@ -24,10 +26,12 @@ bindgen() {
   precompress "$out/$2"/sonosam-engine{_bg.wasm,.js}
 }
 
-cargo build --target wasm32-unknown-unknown --bin sonosam-web --no-default-features --features webgpu \
-  "${cargo_flags[@]}"
-bindgen "target/wasm32-unknown-unknown/$dir/sonosam-web.wasm" engine
-echo "built the engine module into $out/engine/"
+for variant in engine:engine engine-webgpu:webgpu; do
+  cargo build --target wasm32-unknown-unknown --bin sonosam-web --no-default-features --features "${variant#*:}" \
+    "${cargo_flags[@]}"
+  bindgen "target/wasm32-unknown-unknown/$dir/sonosam-web.wasm" "${variant%%:*}"
+  echo "built the engine module into $out/${variant%%:*}/"
+done
 
 if [ "${SONOSAM_THREADS:-1}" != 0 ]; then
   . scripts/nightly.sh

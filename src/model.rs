@@ -20,9 +20,10 @@ use crate::engine::Engine;
 use crate::perf::Stage;
 use crate::protocol::{Progress, Reply, Request, WeightSource, auto_backend};
 
-/// Where the engine of a separate module is served from when the page runs it itself.
+/// Where the engines of separate modules are served from, for the page to run one itself:
+/// the CPU one, and the one with WebGPU.
 #[cfg(not(feature = "engine"))]
-const ENGINE_MODULE: &str = "engine/sonosam-engine.js";
+const ENGINE_MODULE: [&str; 2] = ["engine/sonosam-engine.js", "engine-webgpu/sonosam-engine.js"];
 
 enum Runner {
     /// The engine compiled into this module, in the page.
@@ -59,7 +60,17 @@ fn absolute(url: &str) -> String {
         .unwrap_or_else(|| url.to_string())
 }
 
+/// The notices worth showing (a fallback taken, a backend's), as one line.
+fn notices(fallback: Option<String>, backend: Option<String>) -> Option<String> {
+    let text = [fallback, backend].into_iter().flatten().collect::<Vec<_>>().join("; ");
+    (!text.is_empty()).then_some(text)
+}
+
 impl Model {
+    fn new(runner: Runner, kind: BackendKind, manifest: WeightsManifest) -> Model {
+        Model { runner, kind, manifest, decoder_name: RefCell::new("base".into()) }
+    }
+
     /// Start the backend (`choice`, or automatic) and load the model. The second value is a
     /// notice for the user (a fallback taken).
     pub async fn start(
@@ -75,10 +86,11 @@ impl Model {
         let mut fallback = None;
         if let (Placement::Worker(script), WeightSource::Url(weights)) = (&placement, &source) {
             progress("starting the model worker".into(), None);
-            // The threaded build carries the CPU backend only (wgpu's WebGPU objects are not
-            // thread-safe under wasm atomics): WebGPU runs in the single-threaded one.
-            let script = if wanted == BackendKind::Wgpu && !script.contains("threads=") {
-                format!("{script}{}threads=0", if script.contains('?') { '&' } else { '?' })
+            // WebGPU runs in an engine of its own (the CPU-only engines are a fifth of its
+            // size; wgpu's WebGPU objects are not thread-safe under wasm atomics, so it is
+            // single-threaded): the worker loads it when asked.
+            let script = if wanted == BackendKind::Wgpu {
+                format!("{script}{}webgpu=1", if script.contains('?') { '&' } else { '?' })
             } else {
                 script.clone()
             };
@@ -103,9 +115,7 @@ impl Model {
         progress: Progress,
     ) -> Result<(Model, Option<String>), String> {
         let (kind, manifest, notice) = client.init(Some(wanted), &absolute(weights), progress).await?;
-        let notice = [fallback, notice.or(why)].into_iter().flatten().collect::<Vec<_>>().join("; ");
-        let model = Model { runner: Runner::Worker(client), kind, manifest, decoder_name: RefCell::new("base".into()) };
-        Ok((model, (!notice.is_empty()).then_some(notice)))
+        Ok((Model::new(Runner::Worker(client), kind, manifest), notices(fallback, notice.or(why))))
     }
 
     /// The engine compiled into this module, in the page.
@@ -119,14 +129,8 @@ impl Model {
     ) -> Result<(Model, Option<String>), String> {
         let (kind, device, notice) = Engine::init_backend(wanted).await;
         let engine = Engine::load(source, kind, device, progress).await?;
-        let notice = [fallback, notice.or(why)].into_iter().flatten().collect::<Vec<_>>().join("; ");
-        let model = Model {
-            kind,
-            manifest: engine.manifest.clone(),
-            runner: Runner::Page(engine),
-            decoder_name: RefCell::new("base".into()),
-        };
-        Ok((model, (!notice.is_empty()).then_some(notice)))
+        let manifest = engine.manifest.clone();
+        Ok((Model::new(Runner::Page(engine), kind, manifest), notices(fallback, notice.or(why))))
     }
 
     /// The engine module, imported into the page.
@@ -143,7 +147,8 @@ impl Model {
         };
         progress("loading the model into the page".into(), None);
         let reason = "the model runs in the page";
-        let client = Client::in_page(&absolute(ENGINE_MODULE), reason).await?;
+        let module = ENGINE_MODULE[usize::from(wanted == BackendKind::Wgpu)];
+        let client = Client::in_page(&absolute(module), reason).await?;
         Model::on_client(client, wanted, weights, why, fallback, progress).await
     }
 

@@ -748,7 +748,7 @@ fn release_to_draw(d: &Driver, a: (f64, f64), b: (f64, f64), n: usize) -> Vec<f6
 /// again on each call from JavaScript (≈ 300 ms per rendering of the app). The wrappers'
 /// names are visible where the name section is kept (the test build).
 fn constructors_run_once(dist: &Path) {
-    for module in ["sonosam-web_bg.wasm", "engine/sonosam-engine_bg.wasm", "mt/sonosam-engine_bg.wasm"] {
+    for module in ["sonosam-web_bg.wasm", "engine/sonosam-engine_bg.wasm", "engine-webgpu/sonosam-engine_bg.wasm", "mt/sonosam-engine_bg.wasm"] {
         let Ok(wasm) = std::fs::read(dist.join(module)) else { continue };
         let wrapped = wasm.windows(15).any(|w| w == b".command_export");
         assert!(!wrapped, "{module}: linked as a wasm command (constructors re-run on every call into it)");

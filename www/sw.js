@@ -13,8 +13,14 @@ async function precache() {
   const html = await page.clone().text();
   await cache.put('./', page);
   // The engine the model's worker loads when the page is not isolated (a first visit to a
-  // static host); the threaded one is cached when it is first fetched.
+  // static host), and where the browser has WebGPU the WebGPU engine, so that the app also
+  // runs offline on the backend it was not using online; the threaded one is cached when it
+  // is first fetched.
   const assets = new Set(['samples/index.json', 'worker.js', 'engine/sonosam-engine.js', 'engine/sonosam-engine_bg.wasm']);
+  if (self.navigator && self.navigator.gpu) {
+    assets.add('engine-webgpu/sonosam-engine.js');
+    assets.add('engine-webgpu/sonosam-engine_bg.wasm');
+  }
   for (const m of html.matchAll(/["']([^"'\s]+\.(?:js|wasm|css))["']/g)) {
     assets.add(m[1]);
     if (m[1].endsWith('.js')) assets.add(m[1].replace(/\.js$/, '_bg.wasm'));

@@ -2,11 +2,16 @@
 // module) answers the page's requests (src/worker.rs) so that encoding and decoding never
 // freeze the page.
 //
-// Threads: when the page is cross-origin isolated (COOP/COEP headers: shared memory is
-// available) the threaded engine (mt/, wasm threads + a pool of Web Workers) runs, with one
-// thread per core; otherwise, or if it cannot start, the single-threaded one (engine/, CPU and
-// WebGPU), and the page is told why. `worker.js?threads=0` forces the single-threaded engine.
-const wanted = new URL(self.location.href).searchParams.get('threads') !== '0';
+// Three engines, each the model without the UI: `worker.js?webgpu=1` (the page asks for it
+// when it runs on WebGPU) loads engine-webgpu/ (single-threaded: wgpu's WebGPU objects are
+// not thread-safe under wasm atomics; five times the CPU engines' size). For the CPU: when the
+// page is cross-origin isolated (COOP/COEP headers: shared memory is available) the threaded
+// engine (mt/, wasm threads + a pool of Web Workers) runs, with one thread per core;
+// otherwise, or if it cannot start, the single-threaded one (engine/), and the page is told
+// why. `worker.js?threads=0` forces the single-threaded engine.
+const params = new URL(self.location.href).searchParams;
+const webgpu = params.get('webgpu') === '1';
+const wanted = params.get('threads') !== '0';
 
 // Liveness: this worker holds a Web Lock named after itself (the page gives each worker its own
 // name) for as long as it lives. The page asks for the same lock after our hello and is granted
@@ -30,7 +35,8 @@ function relaxedSimd() {
 
 async function start() {
   let why = null;
-  if (!wanted) why = 'threads are turned off (?threads=0)';
+  if (webgpu) why = 'WebGPU runs the model';
+  else if (!wanted) why = 'threads are turned off (?threads=0)';
   else if (!self.crossOriginIsolated) why = 'the page is not cross-origin isolated (its server sends no COOP/COEP headers)';
   else if (typeof SharedArrayBuffer === 'undefined') why = 'this browser has no shared memory for wasm threads';
   else if (!relaxedSimd()) why = 'this browser has no relaxed SIMD, which the threaded build uses';
@@ -46,7 +52,18 @@ async function start() {
       why = `the threaded build did not start (${e && e.message || e})`;
     }
   }
-  const st = await import('./engine/sonosam-engine.js');
+  let st = null;
+  if (webgpu) {
+    try {
+      st = await import('./engine-webgpu/sonosam-engine.js');
+    } catch (e) {
+      // Offline before it was ever cached, say: the CPU engine still segments (the page is
+      // told why, and the engine's own WebGPU start fails over to the CPU).
+      console.warn('sonosam worker: the WebGPU engine did not load', e);
+      why = `the WebGPU engine did not load (${e && e.message || e})`;
+    }
+  }
+  st = st || await import('./engine/sonosam-engine.js');
   await st.default();
   st.sonosam_worker(why);
 }

@@ -1,8 +1,6 @@
 //! Binary masks: reading ground truth, Dice/IoU, tight boxes, contours, PNG export.
 
-use std::io::Cursor;
-
-use image::{GrayImage, ImageFormat, Luma};
+use image::{GrayImage, ImageEncoder, Luma};
 
 use crate::error::{Result, SamError};
 
@@ -32,9 +30,9 @@ impl Mask {
         }
     }
 
-    /// Decode a mask image (any format `image` reads); non-zero luma is foreground.
+    /// Decode a mask image (PNG, JPEG or BMP); luma above 127 is foreground.
     pub fn from_image_bytes(bytes: &[u8]) -> Result<Self> {
-        let img = image::load_from_memory(bytes)
+        let img = crate::preprocess::decode_any(bytes)
             .map_err(|e| SamError::Image(format!("cannot decode mask: {e}")))?
             .to_luma8();
         let (w, h) = img.dimensions();
@@ -244,7 +242,8 @@ impl Mask {
             Luma([if self.get(x as usize, y as usize) { 255 } else { 0 }])
         });
         let mut out = Vec::new();
-        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+        image::codecs::png::PngEncoder::new(&mut out)
+            .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::L8)
             .map_err(|e| SamError::Invalid(format!("encoding mask PNG: {e}")))?;
         Ok(out)
     }

@@ -4,7 +4,8 @@
 
 use std::io::Cursor;
 
-use image::{ImageReader, Limits, RgbImage};
+use image::codecs::{bmp::BmpDecoder, jpeg::JpegDecoder, png::PngDecoder};
+use image::{DynamicImage, ImageDecoder, ImageFormat, Limits, RgbImage};
 
 use crate::config::{Normalization, ResizeKind, SamConfig};
 use crate::error::{Result, SamError};
@@ -31,42 +32,58 @@ pub fn inspect_image(bytes: &[u8]) -> Result<ImageInfo> {
     if bytes.is_empty() {
         return Err(SamError::Image("the file is empty".into()));
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| SamError::Image(format!("cannot read: {e}")))?;
-    let Some(format) = reader.format() else {
+    let format = image::guess_format(bytes).ok().filter(|f| matches!(f, ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Bmp));
+    let Some(format) = format else {
         return Err(SamError::Image(
             "not a PNG, JPEG or BMP image (unrecognised file signature)".into(),
         ));
     };
     check_complete(bytes, format)?;
-    let (width, height) = reader
-        .into_dimensions()
-        .map_err(|e| SamError::Image(format!("cannot decode: {e}")))?;
+    let (width, height) = decoder(bytes, format)?.dimensions();
     check_size(width, height)?;
     Ok(ImageInfo { format, width, height })
 }
 
+/// The decoder of `format` (PNG, JPEG or BMP) over `bytes`. Each codec is named here rather
+/// than reached through `image`'s generic reader, which would accept — and link into every
+/// build, the browser's modules included — each format the crate's features enable (TIFF,
+/// WebP and OpenEXR too, which the DICOM reader's dependencies turn on).
+fn decoder(bytes: &[u8], format: ImageFormat) -> Result<Box<dyn ImageDecoder + '_>> {
+    let bad = |e: image::ImageError| SamError::Image(format!("cannot decode: {e}"));
+    let c = Cursor::new(bytes);
+    Ok(match format {
+        ImageFormat::Png => Box::new(PngDecoder::new(c).map_err(bad)?),
+        ImageFormat::Jpeg => Box::new(JpegDecoder::new(c).map_err(bad)?),
+        ImageFormat::Bmp => Box::new(BmpDecoder::new(c).map_err(bad)?),
+        other => return Err(SamError::Image(format!("not a PNG, JPEG or BMP image ({other:?})"))),
+    })
+}
+
 /// Decode PNG, JPEG or BMP bytes (8-bit gray, RGB, RGBA, 16-bit PNG) to 8-bit RGB.
 pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
+    Ok(decode_any(bytes)?.to_rgb8())
+}
+
+/// Decode PNG, JPEG or BMP bytes as they are, within the size limits.
+pub(crate) fn decode_any(bytes: &[u8]) -> Result<DynamicImage> {
     let info = inspect_image(bytes)?;
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), info.format);
+    let bad = |e: image::ImageError| SamError::Image(format!("cannot decode: {e}"));
+    let mut decoder = decoder(bytes, info.format)?;
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(2 * 1024 * 1024 * 1024);
-    reader.limits(limits);
-    let img = reader
-        .decode()
-        .map_err(|e| SamError::Image(format!("cannot decode: {e}")))?;
-    Ok(img.to_rgb8())
+    // As image's own reader: the output buffer counts against the allocation limit.
+    limits.reserve(decoder.total_bytes()).map_err(bad)?;
+    decoder.set_limits(limits).map_err(bad)?;
+    DynamicImage::from_decoder(decoder).map_err(bad)
 }
 
 /// Refuse files that end before their image data does. JPEG decoders fill a truncated scan
 /// with grey and report success, so a JPEG's segments are walked to its end-of-image marker
 /// (see [`jpeg_is_complete`]). PNG and BMP decoders report truncation themselves.
-pub fn check_complete(bytes: &[u8], format: image::ImageFormat) -> Result<()> {
-    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+pub fn check_complete(bytes: &[u8], format: ImageFormat) -> Result<()> {
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         return Err(SamError::Image(
             "truncated or corrupt JPEG: the file ends before its image data does".into(),
         ));
@@ -560,6 +577,21 @@ mod tests {
         image::DynamicImage::ImageRgb8(img).write_to(&mut Cursor::new(&mut buf), image::ImageFormat::Jpeg).unwrap();
         buf.extend_from_slice(&[0, 0, 0]);
         assert!(decode_image(&buf).is_ok());
+    }
+
+    #[test]
+    fn formats_other_than_png_jpeg_bmp_are_refused() {
+        // Signatures the image crate knows (TIFF, WebP, OpenEXR, GIF): refused by name, not
+        // handed to a decoder this app does not promise.
+        let tiff = b"II*\0\x08\0\0\0\x01\0\0\x01\x03\0\x01\0\0\0\x04\0\0\0\0\0\0\0".to_vec();
+        let webp = b"RIFF\x1a\0\0\0WEBPVP8L\x0d\0\0\0\x2f\0\0\0\x10\x07\x10\x11\x11\x88\x88\xfe\x07\0".to_vec();
+        let exr = [0x76u8, 0x2f, 0x31, 0x01, 2, 0, 0, 0].to_vec();
+        let gif = b"GIF89a\x01\0\x01\0\0\0\0;".to_vec();
+        for bytes in [tiff, webp, exr, gif] {
+            let e = decode_image(&bytes).unwrap_err().to_string();
+            assert!(e.contains("not a PNG, JPEG or BMP"), "{e}");
+            assert!(crate::Mask::from_image_bytes(&bytes).is_err());
+        }
     }
 
     #[test]
