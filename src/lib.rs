@@ -2,10 +2,10 @@
 //! the CPU with wasm SIMD, entirely client-side.
 //!
 //! One crate, built as separate wasm modules by feature: the UI (`ui`: `sonosam-web`, what
-//! the page loads) and the engine (`engine`: `engine/sonosam-engine`, and with `threads` the
-//! threaded `mt/sonosam-engine`, what the model's Web Worker loads), so that the page never
-//! downloads the model code twice nor the UI into the worker. Default features build both into
-//! one module (tests, `cargo check`).
+//! the page loads, without the model) and the engines (`engine`: `engine/sonosam-engine`, the
+//! CPU; with `webgpu` `engine-webgpu/`; with `threads` the threaded `mt/` — what the model's Web
+//! Worker loads), so that a page downloads the model code once and only the backend it runs.
+//! Default features build everything into one module (tests, `cargo check`).
 //!
 //! - [`state`]: the document model (lesions, prompts, undo/redo, exports), the pointer gesture,
 //!   decode sequencing and the hover preview — plain Rust, also unit-tested natively;
@@ -44,8 +44,7 @@ pub mod storage;
 pub mod worker;
 
 /// Start the app in `<body>`, reading options from the page URL (`?backend=cpu|wgpu`,
-/// `?worker=0` to run the model in the page, `?threads=0` for the single-threaded build). In the model's Web Worker (`www/worker.js` loads
-/// this same module) serve the page's requests instead.
+/// `?worker=0` to run the model in the page, `?threads=0` for the single-threaded engine).
 #[cfg(all(target_arch = "wasm32", feature = "ui"))]
 pub fn start() {
     if protocol::in_worker() {
