@@ -108,7 +108,6 @@ impl Navigation {
 
     /// A pointer went up or was cancelled: `true` when it was navigation's.
     pub fn up(&mut self, e: &PointerEvent) -> bool {
-        let had = self.touches.len();
         self.touches.retain(|t| t.0 != e.pointer_id());
         let pinching = self.pinch.is_some();
         if self.touches.len() < 2 {
@@ -119,7 +118,7 @@ impl Navigation {
             return true;
         }
         // The fingers of a pinch make no prompt, the first one up included.
-        pinching && had >= 1
+        pinching
     }
 
     /// Whether a pinch holds the canvas (the remaining finger of one makes no gesture).
