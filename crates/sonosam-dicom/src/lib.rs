@@ -21,6 +21,7 @@
 mod calibration;
 pub mod export;
 mod frames;
+mod jpeg;
 mod lengths;
 
 use std::io::Cursor;
@@ -260,7 +261,8 @@ fn info(obj: &DefaultDicomObject) -> Result<Info> {
 /// Refuse what cannot be decoded or is too large, before any pixel is.
 fn check(obj: &DefaultDicomObject, info: &Info) -> Result<()> {
     let ts = TransferSyntaxRegistry.get(&info.transfer_syntax);
-    let decodable = ts.is_some_and(|ts| !ts.is_unsupported() && (ts.is_codec_free() || ts.can_decode_all()));
+    let decodable = frames::JPEG_SEQUENTIAL.contains(&info.transfer_syntax.as_str())
+        || ts.is_some_and(|ts| !ts.is_unsupported() && (ts.is_codec_free() || ts.can_decode_all()));
     if !decodable {
         return Err(DicomError::UnsupportedSyntax { uid: info.transfer_syntax.clone(), name: info.transfer_syntax_name.clone() });
     }

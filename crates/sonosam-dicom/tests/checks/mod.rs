@@ -10,10 +10,10 @@ fn reference(read: &dyn Fn(&str) -> Vec<u8>) -> Value {
 }
 
 /// Every frame of `name` against pydicom's: exact for lossless syntaxes; for lossy JPEG within
-/// 3 per value and 0.05 on average. pydicom decodes JPEG with libjpeg (through Pillow), whose
-/// "fancy" chroma upsampling no pure-Rust decoder reproduces exactly: dicom-pixeldata's
-/// (jpeg-decoder) differs from it by 2–3 on about 0.2 % of values of this file (zune-jpeg, the
-/// `image` crate's, by as much, on 0.45 %).
+/// 1 per value and 0.05 on average (the bound). pydicom decodes JPEG with libjpeg
+/// (through Pillow); this crate's decoder computes libjpeg's IDCT and upsampling, so only the
+/// YCbCr → RGB arithmetic may differ (pydicom's float32 matrix product). jpeg-decoder (dicom-rs's)
+/// differed from libjpeg by 2–3 on 0.2 % of this cine's values, zune-jpeg by as much on 0.45 %.
 pub fn frames_match(read: &dyn Fn(&str) -> Vec<u8>, name: &str) {
     let r = &reference(read)[name];
     let dicom = Dicom::read(&read(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -21,10 +21,11 @@ pub fn frames_match(read: &dyn Fn(&str) -> Vec<u8>, name: &str) {
     assert_eq!((dicom.info.columns, dicom.info.rows, dicom.info.frames), (w, h, n), "{name}: size and frames");
     assert_eq!(dicom.info.transfer_syntax, r["transfer_syntax"].as_str().unwrap(), "{name}");
     assert_eq!(dicom.info.photometric, r["photometric"].as_str().unwrap(), "{name}");
-    let (tolerance, mean_tolerance) = if r["lossy"].as_bool().unwrap() { (3, 0.05) } else { (0, 0.0) };
+    let (tolerance, mean_tolerance) = if r["lossy"].as_bool().unwrap() { (1, 0.05) } else { (0, 0.0) };
     let want = read(&format!("{name}.rgb"));
     let per_frame = (w * h * 3) as usize;
     assert_eq!(want.len(), per_frame * n as usize);
+    let mut worst = 0;
     for k in 0..n {
         let got = dicom.frame(k).unwrap_or_else(|e| panic!("{name} frame {k}: {e}"));
         assert_eq!(got.dimensions(), (w, h));
@@ -33,8 +34,9 @@ pub fn frames_match(read: &dyn Fn(&str) -> Vec<u8>, name: &str) {
         let max = *diffs.iter().max().unwrap();
         let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
         assert!(max <= tolerance && mean <= mean_tolerance, "{name} frame {k}: |Δ| max {max}, mean {mean:.4} against pydicom");
+        worst = worst.max(max);
     }
-    eprintln!("{name}: {n} frame(s) of {w} × {h} match pydicom (|Δ| ≤ {tolerance})");
+    eprintln!("{name}: {n} frame(s) of {w} × {h} match pydicom (|Δ| ≤ {worst}, allowed {tolerance})");
 }
 
 
