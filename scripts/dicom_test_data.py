@@ -8,11 +8,14 @@
   indices through the file's 16-bit tables, >> 8), and what pydicom reads of the headers
   (reference.json);
 - consistent variants made here: an RGB file given an ultrasound region that fits it, with a
-  known Physical Delta, also deflated; and broken ones: a header that declares more pixels than
+  known Physical Delta, also deflated; JPEG baseline files that take the decoder's other paths
+  (4:2:0 chroma, an odd size, restart markers, frames split in two fragments behind a Basic Offset
+  Table; a monochrome one); uncompressed YBR_FULL; and broken ones: a header that declares more pixels than
   the body holds, absurd frame counts and sizes, a truncated cine, a deflate bomb.
 
 Run by scripts/dicom-test-data.sh (in a virtual environment with pydicom, numpy, Pillow)."""
 
+import io
 import json
 import shutil
 import sys
@@ -21,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut
+from pydicom.encaps import encapsulate
+from pydicom.pixels import apply_color_lut, convert_color_space
 from pydicom.sequence import Sequence
 
 out = Path(sys.argv[1])
@@ -44,6 +49,8 @@ def rgb_frames(ds):
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if frames == 1:
         arr = arr[np.newaxis]
+    if arr.ndim == 3:  # monochrome: grey in R, G and B
+        arr = np.repeat(arr[..., np.newaxis], 3, axis=-1)
     return arr
 
 
@@ -84,9 +91,52 @@ ds.save_as(out / "us_calibrated.dcm")
 ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
 ds.save_as(out / "us_deflated.dcm")
 
+
+
+def jpeg_bytes(im, **save):
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", **save)
+    return buf.getvalue()
+
+
+def jpeg_file(images, name, photometric, frames=None, **save):
+    """`images` (PIL) as the frames of a JPEG baseline file (or the JPEG streams `frames`), each
+    frame in two fragments behind a Basic Offset Table."""
+    ds = pydicom.dcmread(out / "examples_rgb_color.dcm")
+    frames = frames or [jpeg_bytes(im, **save) for im in images]
+    ds.Rows, ds.Columns = images[0].height, images[0].width
+    ds.SamplesPerPixel = 1 if images[0].mode == "L" else 3
+    if ds.SamplesPerPixel == 1:
+        del ds.PlanarConfiguration
+    ds.PhotometricInterpretation = photometric
+    ds.NumberOfFrames = len(frames)
+    ds.LossyImageCompression = "01"
+    ds.PixelData = encapsulate(frames, fragments_per_frame=2, has_bot=True)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGBaseline8Bit
+    ds.save_as(out / name)
+
+
+rgb = Image.fromarray(pydicom.dcmread(out / "examples_rgb_color.dcm").pixel_array).crop((0, 0, 317, 237))
+jpeg_file([rgb, rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)], "jpeg_420_restarts.dcm", "YBR_FULL_422",
+          quality=80, subsampling=2, restart_marker_blocks=7)
+jpeg_file([rgb.convert("L")], "jpeg_mono.dcm", "MONOCHROME2", quality=90)
+# Damaged JPEG frames in a well-formed file: frame 0 cut in the middle of its entropy-coded data,
+# frame 1 progressive (not allowed in the baseline syntax).
+whole = jpeg_bytes(rgb, quality=80)
+jpeg_file([rgb, rgb], "jpeg_damaged.dcm", "YBR_FULL_422",
+          frames=[whole[: len(whole) * 2 // 3], jpeg_bytes(rgb, quality=80, progressive=True)])
+# Uncompressed YBR_FULL (the RGB file's pixels converted by pydicom).
+ds = pydicom.dcmread(out / "examples_rgb_color.dcm")
+ds.PixelData = convert_color_space(ds.pixel_array, "RGB", "YBR_FULL").tobytes()
+ds.PhotometricInterpretation = "YBR_FULL"
+ds.PlanarConfiguration = 0
+ds.save_as(out / "ybr_native.dcm")
+
 reference = {}
 for name in ["examples_ybr_color.dcm", "examples_palette.dcm", "examples_rgb_color.dcm", "us_calibrated.dcm",
-             "us_deflated.dcm"]:
+             "us_deflated.dcm", "jpeg_420_restarts.dcm", "jpeg_mono.dcm", "ybr_native.dcm"]:
     ds = pydicom.dcmread(out / name)
     frames = rgb_frames(ds)
     frames.tofile(out / (name + ".rgb"))

@@ -228,11 +228,22 @@ mod dicom_web {
         "examples_palette.dcm.rgb", "examples_rgb_color.dcm", "examples_rgb_color.dcm.rgb", "us_calibrated.dcm",
         "us_calibrated.dcm.rgb", "us_deflated.dcm", "us_deflated.dcm.rgb", "JPEG2000.dcm", "MR_truncated.dcm",
         "truncated_cine.dcm", "more_pixels_declared.dcm", "absurd_frames.dcm", "absurd_size.dcm", "deflate_bomb.dcm",
+        "jpeg_420_restarts.dcm", "jpeg_420_restarts.dcm.rgb", "jpeg_mono.dcm", "jpeg_mono.dcm.rgb", "ybr_native.dcm",
+        "ybr_native.dcm.rgb", "jpeg_damaged.dcm",
     );
 
     #[wasm_bindgen_test]
     fn dicom_frames_match_pydicom_in_the_browser() {
-        for name in ["examples_ybr_color.dcm", "examples_palette.dcm", "examples_rgb_color.dcm", "us_calibrated.dcm", "us_deflated.dcm"] {
+        for name in [
+            "examples_ybr_color.dcm",
+            "examples_palette.dcm",
+            "examples_rgb_color.dcm",
+            "us_calibrated.dcm",
+            "us_deflated.dcm",
+            "jpeg_420_restarts.dcm",
+            "jpeg_mono.dcm",
+            "ybr_native.dcm",
+        ] {
             checks::frames_match(&read, name);
         }
     }

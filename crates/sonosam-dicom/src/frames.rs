@@ -36,7 +36,19 @@ pub(crate) fn decode(obj: &DefaultDicomObject, info: &Info, n: u32) -> Result<Rg
         };
         return colour(info, &interleaved).map_err(|e| err(&e));
     }
-    Ok(pixels.to_dynamic_image(0).map_err(|e| err(&e))?.to_rgb8())
+    Ok(pixels.to_dynamic_image_with_options(0, &monochrome_options(obj, info)).map_err(|e| err(&e))?.to_rgb8())
+}
+
+/// Monochrome display: the file's window (or VOI LUT) when it has one; 8-bit samples without
+/// one are shown as they are, like pydicom and viewers show them (dicom-pixeldata would stretch
+/// the frame's own min–max to 0–255, changing the pixels the model sees frame by frame).
+fn monochrome_options(obj: &DefaultDicomObject, info: &Info) -> dicom_pixeldata::ConvertOptions {
+    let options = dicom_pixeldata::ConvertOptions::new();
+    let windowed = obj.get(tags::WINDOW_CENTER).is_some() || obj.get(tags::VOILUT_SEQUENCE).is_some();
+    if info.bits_allocated == 8 && !windowed {
+        return options.with_voi_lut(dicom_pixeldata::VoiLutOption::Identity);
+    }
+    options
 }
 
 /// A JPEG frame: decoded here, then colour samples converted like native ones; a monochrome

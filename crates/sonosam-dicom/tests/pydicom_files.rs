@@ -36,6 +36,20 @@ fn cine_jpeg_ybr_frames_match_pydicom() {
     frames_match("examples_ybr_color.dcm");
 }
 
+/// JPEG baseline beyond the cine: 4:2:0 chroma, an odd size (317 × 237), restart markers,
+/// frames in two fragments each behind a Basic Offset Table; and a monochrome JPEG.
+#[test]
+fn other_jpeg_files_match_pydicom() {
+    frames_match("jpeg_420_restarts.dcm");
+    frames_match("jpeg_mono.dcm");
+}
+
+/// Uncompressed YBR_FULL, converted to RGB as pydicom converts it.
+#[test]
+fn native_ybr_matches_pydicom() {
+    frames_match("ybr_native.dcm");
+}
+
 #[test]
 fn palette_colour_matches_pydicom() {
     frames_match("examples_palette.dcm");

@@ -79,4 +79,11 @@ pub fn bad_files_refused(read: &dyn Fn(&str) -> Vec<u8>) {
     for name in ["absurd_frames.dcm", "absurd_size.dcm", "deflate_bomb.dcm"] {
         assert!(matches!(err(name), DicomError::TooLarge(_)), "{name}");
     }
+    // A readable file whose JPEG frames are damaged: each frame is refused with its cause, the
+    // file stays open.
+    let dicom = Dicom::read(&read("jpeg_damaged.dcm")).unwrap();
+    let e = dicom.frame(0).unwrap_err();
+    assert!(matches!(e, DicomError::Decode { frame: 0, .. }) && e.to_string().contains("ends early"), "{e}");
+    let e = dicom.frame(1).unwrap_err();
+    assert!(e.to_string().contains("progressive JPEG is not supported"), "{e}");
 }
