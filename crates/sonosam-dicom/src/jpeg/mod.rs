@@ -14,10 +14,9 @@ mod upsample;
 use huffman::{Bits, Table};
 use upsample::Plane;
 
-/// A decoded frame: `components` samples per pixel, interleaved, row-major.
+/// A decoded frame (of the size the caller expected): `components` samples per pixel,
+/// interleaved, row-major.
 pub struct Image {
-    pub width: u32,
-    pub height: u32,
     pub components: usize,
     pub samples: Vec<u8>,
 }
@@ -339,7 +338,7 @@ impl Decoder<'_> {
                 }
             }
         }
-        Image { width: self.width as u32, height: self.height as u32, components: n, samples }
+        Image { components: n, samples }
     }
 
     /// A component's samples (its own size, before upsampling).
