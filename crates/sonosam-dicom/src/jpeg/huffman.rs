@@ -29,6 +29,9 @@ impl Table {
             let n = usize::from(counts[len as usize - 1]);
             offset[len as usize] = k as i32 - code;
             for _ in 0..n {
+                if code >= 1 << len {
+                    return Err("a Huffman table with more codes than its lengths allow".into());
+                }
                 if len <= FAST_BITS {
                     let shift = FAST_BITS - len;
                     for low in 0..(1 << shift) {
@@ -37,9 +40,6 @@ impl Table {
                 }
                 code += 1;
                 k += 1;
-            }
-            if code > 1 << len {
-                return Err("a Huffman table with more codes than its lengths allow".into());
             }
             max_code[len as usize] = if n > 0 { code - 1 } else { -1 };
             code <<= 1;
@@ -247,6 +247,21 @@ mod tests {
         let mut seen = ZIGZAG[..64].to_vec();
         seen.sort_unstable();
         assert_eq!(seen, (0..64).collect::<Vec<u8>>());
+    }
+
+    /// Found by the `dicom` fuzz target: counts that claim more codes of a length than there are
+    /// (3 codes of 1 bit) are refused, not written past the lookup table.
+    #[test]
+    fn overfull_tables_are_refused() {
+        let mut counts = [0u8; 16];
+        counts[0] = 3;
+        assert!(Table::new(&counts, vec![1, 2, 3]).is_err());
+        let mut counts = [0u8; 16];
+        counts[1] = 2; // 00, 01
+        counts[2] = 5; // 100 … 111 are 4 codes, not 5
+        assert!(Table::new(&counts, (0..7).collect()).is_err());
+        counts[2] = 4;
+        assert!(Table::new(&counts, (0..6).collect()).is_ok());
     }
 
     #[test]
