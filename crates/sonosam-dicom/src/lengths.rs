@@ -211,7 +211,10 @@ impl Walk<'_> {
                 (Tag(0xFFFE, 0xE0DD), _) if self.fragments => self.fragments = false,
                 (Tag(0xFFFE, 0xE0DD), _) => self.close(true),
                 (Tag(0xFFFE, 0xE00D), _) => self.close(false),
-                (Tag(0x7FE0, 0x0010), UNDEFINED) => self.fragments = true,
+                // Encapsulated pixel data — unless the file says SQ, as dicom-rs then reads it
+                // as a sequence whose items are data sets (found by the fuzz target: the JPEG
+                // bytes read as headers declared 3.7 GB).
+                (Tag(0x7FE0, 0x0010), UNDEFINED) if h.vr != Some(VR::SQ) => self.fragments = true,
                 // Of undefined length: a sequence (also when written as UN).
                 (tag, UNDEFINED) => self.enter(true, tag, UNDEFINED)?,
                 (tag, len) if self.is_sequence(tag, h.vr) => self.enter(true, tag, len)?,

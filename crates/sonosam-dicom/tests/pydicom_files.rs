@@ -156,6 +156,8 @@ fn bad_files_are_clear_errors() {
         ("fuzz-oom-meta-group-length.dcm", "declares 1023410176 bytes where 23 remain"),
         ("fuzz-oom-big-endian.dcm", "declares 774975488 bytes where 77 remain"),
         ("fuzz-oom-top-level-item.dcm", "an item (FFFE,E000) outside a sequence"),
+        // Pixel Data written as SQ: a sequence to dicom-rs, whose JPEG bytes read as headers.
+        ("fuzz-oom-pixel-data-sq.dcm", "a header runs 4 bytes past the end of its sequence or item"),
         ("fuzz-panic-bits-stored.dcm", "Bits Stored is 50960 for samples of 16 bits"),
         // (An earlier form of the walk itself overflowed on this one.)
         ("fuzz-panic-walk-past-end.dcm", "(0028,0002) declares 2 bytes where 288 remain"),
