@@ -179,6 +179,33 @@ impl Engine {
         Ok(self.encode_input(&encoder, input).await?.1)
     }
 
+    /// What the status line says while an image is encoded: where, and how long it took last
+    /// time on this device (the same model, backend and threads), since that is the best
+    /// estimate there is — devices differ by more than ten times.
+    async fn encoding_message(&self) -> String {
+        let place = match self.kind {
+            BackendKind::Cpu => format!("on the CPU ({} thread{})", cpu_threads(), if cpu_threads() == 1 { "" } else { "s" }),
+            _ => "on the GPU".to_string(),
+        };
+        let estimate = match storage::cache_get(&self.timing_key()).await.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()) {
+            Some(b) => format!("≈ {:.0} s, as the last image took", (f64::from_le_bytes(b) / 1e3).max(1.0)),
+            None => "the first image on this device: no estimate yet".to_string(),
+        };
+        let pauses = if self.kind == BackendKind::Cpu && web_sys::window().is_some() { "; the page pauses meanwhile" } else { "" };
+        format!("computing the image embedding {place} ({estimate}{pauses})")
+    }
+
+    async fn remember_encoding_ms(&self, ms: f64) {
+        if let Err(e) = storage::cache_put(&self.timing_key(), &ms.to_le_bytes()).await {
+            web_sys::console::warn_1(&e.into());
+        }
+    }
+
+    /// Where the last encoding's duration is kept (the browser cache, like the embeddings).
+    fn timing_key(&self) -> String {
+        format!("/sonosam-cache/timings/encoder-{}-{:?}-t{}", self.manifest.model, self.kind, cpu_threads())
+    }
+
     fn embedding_len(&self) -> usize {
         let d = &self.manifest.config.decoder;
         d.embed_dim * d.embedding_size * d.embedding_size
@@ -204,18 +231,13 @@ impl Engine {
             storage::cache_delete(&key).await;
         }
         let encoder = self.encoder(progress).await?;
-        let what = if self.kind == BackendKind::Cpu && web_sys::window().is_some() {
-            "computing the image embedding on the CPU (≈ 10 s; the page pauses meanwhile)"
-        } else if self.kind == BackendKind::Cpu {
-            "computing the image embedding on the CPU (≈ 10 s)"
-        } else {
-            "computing the image embedding on the GPU"
-        };
-        progress(what.into(), None);
+        progress(self.encoding_message().await, None);
         // Let the page paint that message before the CPU backend holds the thread.
         gloo::timers::future::TimeoutFuture::new(30).await;
+        let started = crate::perf::now_ms();
         let input = preprocess(image, config);
         let (out, data) = self.encode_input(&encoder, &input).await?;
+        self.remember_encoding_ms(crate::perf::now_ms() - started).await;
         if let Err(e) = storage::cache_put(&key, &to_le_bytes(&data)).await {
             web_sys::console::warn_1(&e.into());
         }
