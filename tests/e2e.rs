@@ -708,6 +708,23 @@ fn segment_sample(d: &Driver, phase: &str, embedding_from: &str, a: (f64, f64), 
     exported_mask(d)
 }
 
+/// While an image is encoded the status line says how long it should take: after the first
+/// encoding on this device, as long as the last one took (not a fixed guess).
+fn encoding_estimates(d: &Driver) {
+    // One message per encoding: where a status line starting so follows one that does not
+    // (the seconds shown while it runs are left out).
+    let shown = d.js(
+        "const out = []; let inside = false; for (const t of window.__statuses) { \
+           const e = t.startsWith('computing the image embedding'); \
+           if (e && !inside) out.push(t.replace(/ \\(\\d+ s\\)$/, '')); inside = e; } return out;",
+        json!([]),
+    );
+    let shown: Vec<&str> = shown.as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    eprintln!("e2e: encoding messages: {shown:?}");
+    assert!(shown.len() >= 2, "fewer than two encodings were seen: {shown:?}");
+    assert!(shown[1..].iter().all(|t| t.contains("as the last image took")), "no estimate after the first encoding: {shown:?}");
+}
+
 /// Threads the model's CPU backend runs with (`data-threads` of the model panel), and whether
 /// the page is cross-origin isolated.
 fn threads(d: &Driver) -> (u64, bool, String) {
@@ -801,6 +818,13 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     record_workers(&driver);
     driver.goto(&format!("{url}?backend=cpu"));
     wait_model(&driver, "online");
+    // Every status line the page shows, sampled (the encoding estimate is checked below).
+    driver.js(
+        "window.__statuses = []; setInterval(() => { const e = document.getElementById('status'); \
+         const t = e && e.textContent; const all = window.__statuses; \
+         if (t && all[all.length - 1] !== t) all.push(t); }, 50); return true;",
+        json!([]),
+    );
     // A first visit: the guide shows its three steps, the first one next.
     let next = driver.js("const e = document.querySelector('#guide li.next'); return e && e.dataset.step;", json!([]));
     assert_eq!(next, json!("1"), "a first visit shows no guide at its first step");
@@ -843,6 +867,7 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     display_controls(&driver);
     layouts_and_touch(&driver, &root);
     dicom_as_a_user(&driver, &root);
+    encoding_estimates(&driver);
     worker_killed_while_idle(&driver);
     let draws = drag_redraws_on_a_large_image(&driver);
     assert!(!draws.is_empty(), "no redraw was measured while dragging");
