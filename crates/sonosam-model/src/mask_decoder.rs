@@ -74,17 +74,21 @@ impl BlockConvTranspose2x2 {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.apply(x, false)
+    }
+
+    /// `GELU(forward(x))`, the activation applied as the product is written.
+    pub fn forward_gelu(&self, x: Tensor<3>) -> Tensor<3> {
+        self.apply(x, true)
+    }
+
+    fn apply(&self, x: Tensor<3>, gelu_after: bool) -> Tensor<3> {
         let [b, p, d_in] = x.dims();
         let [_, d_out, _, _] = self.weight.dims();
         // Columns ordered (i, j, out).
         let weight = self.weight.val().permute([0, 2, 3, 1]).reshape([d_in, 4 * d_out]);
-        let bias = self
-            .bias
-            .val()
-            .unsqueeze::<2>()
-            .expand([4, d_out])
-            .reshape([1, 4 * d_out]);
-        (matmul::batched(x.reshape([b * p, d_in]), weight) + bias).reshape([b, 4 * p, d_out])
+        let bias = self.bias.val().unsqueeze::<2>().expand([4, d_out]).reshape([4 * d_out]);
+        matmul::affine(x.reshape([b * p, d_in]), weight, bias, gelu_after).reshape([b, 4 * p, d_out])
     }
 }
 
@@ -228,7 +232,7 @@ impl MaskDecoder {
         let iou_token_out = hs.clone().narrow(1, 0, 1).reshape([b, d]);
         // `src` is `[B, E·E, C]`: pixels in row-major order, channels last.
         let up = gelu(self.upscale_norm.forward(self.upscale_conv1.forward(src)));
-        let up = gelu(self.upscale_conv2.forward(up)); // [B, 16·E·E, C/8], block order
+        let up = self.upscale_conv2.forward_gelu(up); // [B, 16·E·E, C/8], block order
 
         // Only the masks asked for (SAM computes all M and then slices).
         let (start, count) = if multimask { (1, m - 1) } else { (0, 1) };

@@ -38,12 +38,31 @@ pub fn linear_gelu<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
 }
 
 fn host_linear<const D: usize>(layer: &Linear, x: Tensor<D>, gelu: bool) -> Tensor<D> {
-    let (mut shape, device) = (x.dims(), x.device());
-    let [k, n] = layer.weight.dims();
+    host_affine(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), gelu)
+}
+
+/// `x · W + b` for `x: [.., k]`, `W: [k, n]`, `b: [n]`, then GELU when `gelu_after`: on the host
+/// with the bias and GELU applied as the product is written (a linear layer whose weights are
+/// computed, such as the mask decoder's transposed convolutions); else burn's ops.
+pub fn affine<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Tensor<1>, gelu_after: bool) -> Tensor<D> {
+    if runs_here(&x) {
+        return host_affine(x, weight, Some(bias), gelu_after);
+    }
+    let [k, n] = weight.dims();
+    let mut shape = x.dims();
     let m = shape[..D - 1].iter().product();
-    let (a, w) = (x.into_data(), values(layer.weight.val()));
+    shape[D - 1] = n;
+    let y = (x.reshape([m, k]).matmul(weight) + bias.unsqueeze::<2>()).reshape(shape);
+    if gelu_after { gelu(y) } else { y }
+}
+
+fn host_affine<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>, gelu: bool) -> Tensor<D> {
+    let (mut shape, device) = (x.dims(), x.device());
+    let [k, n] = weight.dims();
+    let m = shape[..D - 1].iter().product();
+    let (a, w) = (x.into_data(), values(weight));
     let a = floats(&a);
-    let bias = layer.bias.as_ref().map(|b| values(b.val()));
+    let bias = bias.map(values);
     let mut c = vec![0f32; m * n];
     let epilogue = Epilogue { bias: bias.as_deref().map_or(Bias::None, Bias::PerColumn), gelu };
     product(View::dense(a, m, k), View::dense(&w, k, n), &mut c, &epilogue, true);
