@@ -2,6 +2,7 @@
 //! descriptors and, in multimask mode, its candidate masks; new lesion, undo and redo.
 
 use sonosam_model::measure::descriptors::{Descriptors, NotMeasurable, describe};
+use sonosam_model::segmentation::low_predicted_iou;
 use yew::prelude::*;
 
 use super::{AppContext, Msg};
@@ -89,6 +90,11 @@ fn Lesion(props: &LesionProps) -> Html {
             <strong>{ o.name() }</strong>
             { seg.map(|s| html! { <span class="score">{ format!(" predicted IoU {:.3}", s.score()) }</span> }) }
             <button class="delete" title="Delete" onclick={ delete }>{ "✕" }</button>
+            { seg.filter(|s| low_predicted_iou(s.score())).map(|_| html! {
+                <div class="low-iou" role="note">
+                    { "⚠ low predicted IoU: check the outline; a box drawn tight on the lesion's edges usually does better" }
+                </div>
+            }) }
             { measured.map(|(m, c)| html! {
                 <>
                     <div class="measure">{ m.summary() }</div>

@@ -13,6 +13,7 @@ use sonosam_dicom::export::{Export as DicomExport, Lesion as DicomLesion};
 use sonosam_model::measure::Measurements;
 use sonosam_model::measure::descriptors::describe;
 use sonosam_model::report::{Report, ReportLesion, iso_utc};
+use sonosam_model::segmentation::low_predicted_iou;
 use sonosam_model::{Geometry, Point, PointLabel, Predictor, Prompt, StoreDType};
 
 use crate::CliResult;
@@ -185,7 +186,8 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
         );
         for (k, (mask, iou)) in seg.masks.iter().zip(&seg.iou).enumerate() {
             let mark = if k == best { "  (best)" } else { "" };
-            println!("mask {k}: predicted IoU {iou:.4}, area {} px{mark}", mask.area());
+            let check = if low_predicted_iou(*iou) { " — low predicted IoU: check the outline" } else { "" };
+            println!("mask {k}: predicted IoU {iou:.4}, area {} px{mark}{check}", mask.area());
         }
         if let Some((m, calibration)) = &measured {
             println!("lesion: {}; calibration: {}", m.summary(), calibration.describe());
@@ -332,7 +334,7 @@ fn report(
     seg: &sonosam_model::Segmentation,
     measured: Option<&(Measurements, Calibration)>,
 ) -> serde_json::Value {
-    let masks: Vec<_> = seg.masks.iter().zip(&seg.iou).map(|(m, iou)| json!({ "area_px": m.area(), "predicted_iou": iou })).collect();
+    let masks: Vec<_> = seg.masks.iter().zip(&seg.iou).map(|(m, iou)| json!({ "area_px": m.area(), "predicted_iou": iou, "low_predicted_iou": low_predicted_iou(*iou) })).collect();
     let measurements = measured.map(|(m, _)| {
         json!({
             "area_px": m.area_px,

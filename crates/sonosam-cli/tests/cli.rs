@@ -667,6 +667,11 @@ fn segment_dicom_frames_with_their_calibration() {
     assert!((mm - px * 0.2).abs() < 1e-9, "{px} px → {mm} mm at 0.2 mm/px");
     assert!((m["area_mm2"].as_f64().unwrap() - m["area_px"].as_f64().unwrap() * 0.04).abs() < 1e-6);
     assert!(Mask::from_image_bytes(&std::fs::read(&out).unwrap()).unwrap().area() > 0);
+    // Every mask says whether its predicted IoU asks for a check (below 0.85, chosen on val).
+    for mask in calibrated["masks"].as_array().unwrap() {
+        let low = mask["predicted_iou"].as_f64().unwrap() < f64::from(sonosam_model::segmentation::LOW_PREDICTED_IOU);
+        assert_eq!(mask["low_predicted_iou"].as_bool(), Some(low), "{mask}");
+    }
 
     let cine = json("examples_ybr_color.dcm", &["--frame", "10"]);
     assert_eq!(cine["dicom"]["frame"], 10);
