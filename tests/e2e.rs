@@ -708,6 +708,27 @@ fn segment_sample(d: &Driver, phase: &str, embedding_from: &str, a: (f64, f64), 
     exported_mask(d)
 }
 
+/// A lesion's entry warns that its outline needs checking when, and only when, its mask's
+/// predicted IoU is below 0.85 (`LOW_PREDICTED_IOU`): the sample's tight box (≈ 0.89) and a
+/// sliver of a box across the lesion's edge, which the model cannot be sure of.
+fn low_iou_warnings(d: &Driver) {
+    d.js("document.getElementById('new-object').click(); return true;", json!([]));
+    drag_box(d, (95.0, 105.0), (175.0, 112.0));
+    d.wait_for("the sliver's mask", "return document.querySelectorAll('.object[data-area]').length === 2", Duration::from_secs(60));
+    let entries = d.js(
+        "return Array.from(document.querySelectorAll('.object')).map(e => \
+           [parseFloat(e.querySelector('.score').textContent.replace(/[^0-9.]/g, '')), !!e.querySelector('.low-iou')])",
+        json!([]),
+    );
+    for entry in entries.as_array().unwrap() {
+        let (iou, warned) = (entry[0].as_f64().unwrap(), entry[1].as_bool().unwrap());
+        eprintln!("e2e: a lesion with predicted IoU {iou:.3}: warning shown {warned}");
+        assert_eq!(warned, iou < f64::from(sonosam_model::segmentation::LOW_PREDICTED_IOU), "predicted IoU {iou}");
+    }
+    d.js("document.getElementById('undo').click(); document.getElementById('undo').click(); return true;", json!([]));
+    d.wait_for("the sliver undone", "return document.querySelectorAll('.object[data-area]').length === 1", Duration::from_secs(10));
+}
+
 /// While an image is encoded the status line says how long it should take: after the first
 /// encoding on this device, as long as the last one took (not a fixed guess).
 fn encoding_estimates(d: &Driver) {
@@ -862,6 +883,7 @@ fn app_segments_a_sample_exports_it_and_works_offline() {
     eprintln!("e2e: Dice(browser export, native) = {dice:.5}; Dice vs ground truth {:.4}", exported.dice(&gt).unwrap());
     assert!(dice >= 0.99, "the browser's mask differs from the native pipeline's: Dice {dice}");
 
+    low_iou_warnings(&driver);
     report_as_a_user(&driver, &root);
     ruler_calibration_as_a_user(&driver);
     display_controls(&driver);
