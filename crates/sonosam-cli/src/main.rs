@@ -1,6 +1,6 @@
 //! `sonosam`: the native companion tool.
 //!
-//! One module per command — `fetch` (weights, convert), `segment`, `bench`, `eval`,
+//! One module per command — `fetch` (weights, convert), `segment`, `bench`, `eval`, `embed`,
 //! `finetune`, `serve`, `loadtest` — and the modules they share, so that no command imports
 //! another: `model_io` (choosing and loading models and decoders), `prepare` (labelled data
 //! and its embeddings cache), `images` (PNG/JPEG/BMP or a DICOM frame, with its calibration),
@@ -9,6 +9,7 @@
 
 mod bench;
 mod descriptor_stats;
+mod embed;
 mod eval;
 mod fetch;
 mod files;
@@ -79,6 +80,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Dice, IoU, HD95 of decoders on a labelled split (tight and jittered boxes).
     Eval(eval::EvalArgs),
+    /// Encode a labelled data set into the embeddings cache of `eval` and `finetune` (resumable;
+    /// `--shard I/N` splits it across machines sharing the cache folder).
+    Embed(embed::EmbedArgs),
     /// Fine-tune the mask decoder on labelled data (frozen encoders, Dice loss, Adam).
     Finetune(finetune::FinetuneArgs),
     /// Serve the browser app and an embeddings API (GPU encoder for browsers).
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
         Command::Segment(args) => segment::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Embed(args) => embed::run(args),
         Command::Finetune(args) => finetune::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Loadtest(args) => loadtest::run(args),

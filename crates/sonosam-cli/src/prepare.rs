@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use sonosam_model::weights::sha256_hex;
-use sonosam_model::{Geometry, Mask, Sam, preprocess};
+use sonosam_model::{Geometry, Mask, ModelInput, Sam, preprocess};
 
 use sonosam_data::{Dataset, ImageEntry};
 use sonosam_model::backend::{BackendKind, init_device};
@@ -43,6 +43,41 @@ impl Study {
         Ok(Self { data, device, model: loaded, cache })
     }
 
+    /// Encode `entries` into the embeddings cache (those `eval` and `finetune` read: images with
+    /// a lesion), skipping what it holds already — so an interrupted run, or several machines
+    /// each given their own entries, add up. Unreadable images are listed, not fatal.
+    pub fn embed(&self, entries: &[&ImageEntry], what: &str) -> CliResult<EmbedSummary> {
+        let mut summary = EmbedSummary::default();
+        let bar = progress::items(entries.len(), "images", what);
+        for entry in entries.iter().filter(|e| has_lesion(e)) {
+            bar.inc(1);
+            let bytes = match std::fs::read(self.data.path(&entry.image)) {
+                Ok(b) => b,
+                Err(e) => {
+                    summary.unreadable.push(format!("{}: unreadable ({e})", entry.image));
+                    continue;
+                }
+            };
+            let image = match InputImage::from_bytes(&bytes, Path::new(&entry.image), None) {
+                Ok(i) => i.rgb,
+                Err(e) => {
+                    summary.unreadable.push(format!("{}: {e:#}", entry.image));
+                    continue;
+                }
+            };
+            let t = Instant::now();
+            let (_, encoded) = self.cache.get_or_encode(&self.model.sam, &preprocess(&image, &self.model.sam.config), &sha256_hex(&bytes))?;
+            if encoded {
+                summary.encoded += 1;
+                summary.encode_seconds += t.elapsed().as_secs_f64();
+            } else {
+                summary.cached += 1;
+            }
+        }
+        bar.finish_and_clear();
+        Ok(summary)
+    }
+
     /// The images of split `split` (the first `limit` of them), with their embeddings; what
     /// was skipped and why is reported.
     pub fn prepare(&self, split: &str, limit: Option<usize>) -> CliResult<Prepared> {
@@ -51,6 +86,21 @@ impl Study {
         prepared.report_skipped(split);
         Ok(prepared)
     }
+}
+
+/// What [`Study::embed`] did.
+#[derive(Debug, Default)]
+pub struct EmbedSummary {
+    pub cached: usize,
+    pub encoded: usize,
+    pub encode_seconds: f64,
+    pub unreadable: Vec<String>,
+}
+
+/// Whether `eval` and `finetune` use an image: it has a lesion (normal images and images
+/// without masks are skipped).
+fn has_lesion(entry: &ImageEntry) -> bool {
+    entry.label != "normal" && !entry.masks.is_empty()
 }
 
 /// The images of split `name` in `data`, the first `limit` of them when given.
@@ -104,6 +154,17 @@ impl EmbeddingCache {
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect(),
         )
+    }
+
+    /// The embedding of an image whose file hashes to `image_sha` (`input`: it preprocessed):
+    /// cached, or encoded by `sam` and cached now (then `true`).
+    pub fn get_or_encode(&self, sam: &Sam, input: &ModelInput, image_sha: &str) -> CliResult<(Vec<f32>, bool)> {
+        if let Some(e) = self.get(image_sha) {
+            return Ok((e, false));
+        }
+        let e = sonosam_model::segmentation::read_f32(sam.encode(&[input]))?;
+        self.put(image_sha, &e)?;
+        Ok((e, true))
     }
 
     pub fn put(&self, image_sha: &str, embedding: &[f32]) -> CliResult<()> {
@@ -181,7 +242,7 @@ fn prepare(
     let mut encode_time = 0.0;
     for entry in entries {
         bar.inc(1);
-        if entry.label == "normal" || entry.masks.is_empty() {
+        if !has_lesion(entry) {
             skipped.push(format!("{}: no lesion mask", entry.image));
             continue;
         }
@@ -224,20 +285,14 @@ fn prepare(
         }
         let input = preprocess(&img, &sam.config);
         let sha = sha256_hex(&bytes);
-        let embedding = match cache.get(&sha) {
-            Some(e) => {
-                cached += 1;
-                e
-            }
-            None => {
-                let t = Instant::now();
-                let e = sonosam_model::segmentation::read_f32(sam.encode(&[&input]))?;
-                encode_time += t.elapsed().as_secs_f64();
-                encoded += 1;
-                cache.put(&sha, &e)?;
-                e
-            }
-        };
+        let t = Instant::now();
+        let (embedding, fresh) = cache.get_or_encode(sam, &input, &sha)?;
+        if fresh {
+            encode_time += t.elapsed().as_secs_f64();
+            encoded += 1;
+        } else {
+            cached += 1;
+        }
         let index = images.len();
         images.push(PreparedImage {
             entry: (*entry).clone(),

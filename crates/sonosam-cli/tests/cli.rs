@@ -223,6 +223,35 @@ fn eval_reports_and_writes_json() {
     fails_with(&["eval", "--data", &s(&busi()), "--split", "nope"], &["no images"]);
 }
 
+/// `embed` fills the embeddings cache that `eval` reads: two shards encode disjoint halves, a
+/// run over the whole split then encodes nothing (resumable), and `eval` finds every embedding
+/// cached.
+#[test]
+fn embed_shards_fill_the_cache_eval_reads() {
+    let dir = scratch("embed");
+    let cache = s(&dir.join("cache"));
+    let data = s(&busi());
+    // "…; embeddings: C cached, E encoded…" → (C, E).
+    let counts = |out: &str| -> (usize, usize) {
+        let tail = &out[out.find("embeddings: ").expect("a summary line") + 12..];
+        let mut words = tail.split(|c: char| c == ' ' || c == ',').filter(|w| !w.is_empty());
+        (words.next().unwrap().parse().unwrap(), { words.next(); words.next().unwrap().parse().unwrap() })
+    };
+    let embed = |extra: &[&str]| {
+        let mut args = vec!["embed", "--data", &data, "--split", "val", "--limit", "6", "--cache", &cache];
+        args.extend_from_slice(extra);
+        counts(&ok(&args))
+    };
+    let (c0, e0) = embed(&["--shard", "0/2"]);
+    let (c1, e1) = embed(&["--shard", "1/2"]);
+    assert_eq!((c0, c1), (0, 0), "a fresh cache");
+    assert!(e0 > 0 && e1 > 0, "each shard encodes its own images: {e0}, {e1}");
+    assert_eq!(embed(&[]), (e0 + e1, 0), "the whole split is in the cache");
+    let out = ok(&["eval", "--data", &data, "--split", "val", "--limit", "6", "--jitter", "0", "--cache", &cache, "--csv", &s(&dir.join("e.csv"))]);
+    assert_eq!(counts(&out), (e0 + e1, 0), "eval encodes nothing: {out}");
+    fails_with(&["embed", "--data", &data, "--shard", "2/2"], &["I must be in"]);
+}
+
 /// Descriptor AUC (truth vs prediction), the calls' agreement and the ROC curves, on three
 /// benign and three malignant validation images (a splits file of their own).
 #[test]
