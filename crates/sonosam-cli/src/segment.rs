@@ -13,7 +13,7 @@ use sonosam_dicom::export::{Export as DicomExport, Lesion as DicomLesion};
 use sonosam_model::measure::Measurements;
 use sonosam_model::measure::descriptors::describe;
 use sonosam_model::report::{Report, ReportLesion, iso_utc};
-use sonosam_model::segmentation::low_predicted_iou;
+use sonosam_model::segmentation::{LOW_PREDICTED_IOU, low_predicted_iou};
 use sonosam_model::{Geometry, Point, PointLabel, Predictor, Prompt, StoreDType};
 
 use crate::CliResult;
@@ -186,7 +186,7 @@ pub fn run(args: SegmentArgs) -> CliResult<()> {
         );
         for (k, (mask, iou)) in seg.masks.iter().zip(&seg.iou).enumerate() {
             let mark = if k == best { "  (best)" } else { "" };
-            let check = if low_predicted_iou(*iou) { " — low predicted IoU: check the outline" } else { "" };
+            let check = if low_predicted_iou(*iou) { format!("  (under {LOW_PREDICTED_IOU}: check the outline)") } else { String::new() };
             println!("mask {k}: predicted IoU {iou:.4}, area {} px{mark}{check}", mask.area());
         }
         if let Some((m, calibration)) = &measured {
