@@ -48,8 +48,9 @@ impl Study {
     /// each given their own entries, add up. Unreadable images are listed, not fatal.
     pub fn embed(&self, entries: &[&ImageEntry], what: &str) -> CliResult<EmbedSummary> {
         let mut summary = EmbedSummary::default();
-        let bar = progress::items(entries.len(), "images", what);
-        for entry in entries.iter().filter(|e| has_lesion(e)) {
+        let used: Vec<_> = entries.iter().filter(|e| has_lesion(e)).collect();
+        let bar = progress::items(used.len(), "images", what);
+        for entry in used {
             bar.inc(1);
             let bytes = match std::fs::read(self.data.path(&entry.image)) {
                 Ok(b) => b,
