@@ -3,45 +3,21 @@
 //! the pods of a Kubernetes Indexed Job with `--shard $JOB_COMPLETION_INDEX/N`) that share the
 //! cache folder. Resumable: what the cache holds is not encoded again.
 
-use std::path::PathBuf;
-
-use anyhow::bail;
 use clap::Args;
-use sonosam_data::Dataset;
-use sonosam_model::StoreDType;
-use sonosam_model::backend::BackendKind;
 
 use crate::CliResult;
-use crate::model_io::ModelArgs;
-use crate::prepare::{Study, split_entries};
+use crate::prepare::{DataArgs, split_entries};
 
 #[derive(Args)]
 pub struct EmbedArgs {
-    /// Data folder (BUSI layout with splits.csv, or images/ + masks/)
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Splits file [default: DATA/splits.csv]
-    #[arg(long)]
-    pub splits: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: DataArgs,
     /// Split to encode (train, val, test, all)
     #[arg(long, default_value = "all")]
     pub split: String,
     /// This machine's part, `I/N` (0 ≤ I < N): the split's images whose position modulo N is I
     #[arg(long, value_parser = parse_shard)]
     pub shard: Option<Shard>,
-    /// Only the first N images of the split (before sharding)
-    #[arg(long)]
-    pub limit: Option<usize>,
-    #[arg(long, default_value = "cpu", value_parser = crate::parse_backend)]
-    pub backend: BackendKind,
-    /// Weights precision: f32, f16 or i8 (the cache is per encoder weights)
-    #[arg(long, default_value = "f32", value_parser = crate::parse_dtype)]
-    pub dtype: StoreDType,
-    #[command(flatten)]
-    pub model: ModelArgs,
-    /// Cache folder for embeddings [env: SONOSAM_CACHE; default: ~/.cache/sonosam]
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
 }
 
 /// Part `index` of `count`.
@@ -62,12 +38,9 @@ fn parse_shard(s: &str) -> Result<Shard, String> {
 }
 
 pub fn run(args: EmbedArgs) -> CliResult<()> {
-    let data = Dataset::open(&args.data, args.splits.as_deref()).map_err(anyhow::Error::msg)?;
-    if split_entries(&data, &args.split, args.limit).is_empty() {
-        bail!("split `{}` has no images in {}", args.split, args.data.display());
-    }
-    let study = Study::open(data, &args.model, args.dtype, args.backend, args.cache)?;
-    let all = split_entries(&study.data, &args.split, args.limit);
+    let study = args.source.open_study(&args.split)?;
+    // The first `--limit` images of the split, then this shard's part of them.
+    let all = split_entries(&study.data, &args.split, args.source.limit);
     let shard = args.shard.unwrap_or(Shard { index: 0, count: 1 });
     let mine: Vec<_> = all.iter().enumerate().filter(|(k, _)| k % shard.count == shard.index).map(|(_, e)| *e).collect();
     let what = format!("{} split, shard {}/{}", args.split, shard.index, shard.count);

@@ -6,26 +6,20 @@ use anyhow::bail;
 use std::path::PathBuf;
 
 use clap::Args;
-use sonosam_data::Dataset;
-use sonosam_model::StoreDType;
-use sonosam_model::backend::{BackendKind, host_threads};
+use sonosam_model::backend::host_threads;
 
 use crate::CliResult;
 use crate::descriptor_stats::roc_svg;
 use crate::files::write_atomic;
-use crate::model_io::{ModelArgs, load_decoder};
-use crate::prepare::{Prepared, Study, split_entries};
+use crate::model_io::load_decoder;
+use crate::prepare::{DataArgs, Prepared};
 use crate::scoring::{Scores, Scoring, Strategy, Summary, labelled_descriptors, score, summarise};
 use sonosam_model::measure::descriptors::TABLE;
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Data folder (BUSI layout with splits.csv, or images/ + masks/).
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Splits file [default: DATA/splits.csv].
-    #[arg(long)]
-    pub splits: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: DataArgs,
     /// Split to evaluate (train, val, test, all).
     #[arg(long, default_value = "test")]
     pub split: String,
@@ -54,19 +48,6 @@ pub struct EvalArgs {
     /// Also write the summary as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Only the first N images of the split (quick checks).
-    #[arg(long)]
-    pub limit: Option<usize>,
-    #[arg(long, default_value = "cpu", value_parser = crate::parse_backend)]
-    pub backend: BackendKind,
-    /// Weights precision: f32, f16 or i8 (the browser's files; computation is f32).
-    #[arg(long, default_value = "f32", value_parser = crate::parse_dtype)]
-    pub dtype: StoreDType,
-    #[command(flatten)]
-    pub model: ModelArgs,
-    /// Cache folder for embeddings [env: SONOSAM_CACHE; default: ~/.cache/sonosam].
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
     /// Inference strategy (comma-separated): `multimask` (best of 3 by predicted IoU),
     /// `refine=N` (N passes with the previous logits as mask prompt), `ensemble=A:B:…`
     /// (average the logits of the box grown by A, B… px per side at the model frame),
@@ -194,12 +175,9 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
         bail!("give at most two --decoder to compare");
     }
     let strategy: Strategy = args.strategy.parse().map_err(anyhow::Error::msg)?;
-    let data = Dataset::open(&args.data, args.splits.as_deref()).map_err(anyhow::Error::msg)?;
-    if split_entries(&data, &args.split, args.limit).is_empty() {
-        bail!("split `{}` has no images in {}", args.split, args.data.display());
-    }
-    let study = Study::open(data, &args.model, args.dtype, args.backend, args.cache.clone())?;
-    let prepared = study.prepare(&args.split, args.limit)?;
+    let source = &args.source;
+    let study = source.open_study(&args.split)?;
+    let prepared = study.prepare(&args.split, source.limit)?;
     if prepared.instances.is_empty() {
         bail!("no instance to evaluate");
     }
@@ -208,15 +186,15 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
     for spec in &args.decoders {
         let (name, decoder) = load_decoder(spec, &study.model, &study.device)?;
         let job = Scoring { decoder: &decoder, prepared: &prepared, jitter: &args.jitter, seed: args.seed, strategy: &strategy, protocols: &args.prompts, describe: true };
-        let scores = score(&job, &name, host_threads(args.backend))?;
+        let scores = score(&job, &name, host_threads(source.backend))?;
         summaries.push(summarise(&name, &args.split, &prepared, &scores, &args.jitter));
         all_scores.push((name, scores));
     }
     println!(
         "\n{} split of {}: tight ground-truth boxes, scores at the original resolution{}",
         args.split,
-        args.data.display(),
-        if args.model.reference_compat { " (reference-compat encoder)" } else { "" }
+        source.data.display(),
+        if source.model.reference_compat { " (reference-compat encoder)" } else { "" }
     );
     print_table(&summaries, &args.jitter);
     print_descriptors(&summaries);
@@ -225,7 +203,7 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
     if let Some(path) = &args.json {
         let mut json = serde_json::to_value(&summaries[0])?;
         json["models"] = serde_json::to_value(&summaries)?;
-        json["reference_compat"] = serde_json::Value::Bool(args.model.reference_compat);
+        json["reference_compat"] = serde_json::Value::Bool(source.model.reference_compat);
         json["base_model"] = serde_json::Value::String(study.model.id.clone());
         write_atomic(path, &serde_json::to_vec_pretty(&json)?)?;
         println!("summary: {}", path.display());

@@ -19,6 +19,43 @@ use crate::images::InputImage;
 use crate::model_io::{LoadedModel, ModelArgs};
 use crate::progress;
 
+/// A labelled data set, the model that encodes it and where its embeddings are cached: the
+/// flags `eval` and `embed` share.
+#[derive(clap::Args)]
+pub struct DataArgs {
+    /// Data folder (BUSI layout with splits.csv, or images/ + masks/).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Splits file [default: DATA/splits.csv].
+    #[arg(long)]
+    pub splits: Option<PathBuf>,
+    /// Only the first N images of the split (quick checks).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, default_value = "cpu", value_parser = crate::parse_backend)]
+    pub backend: BackendKind,
+    /// Weights precision: f32, f16 or i8 (the browser's files; computation is f32).
+    #[arg(long, default_value = "f32", value_parser = crate::parse_dtype)]
+    pub dtype: StoreDType,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Cache folder for embeddings [env: SONOSAM_CACHE; default: ~/.cache/sonosam].
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// The data set and the model, once `split` is known to hold images (checked before the
+    /// model loads).
+    pub fn open_study(&self, split: &str) -> CliResult<Study> {
+        let data = Dataset::open(&self.data, self.splits.as_deref()).map_err(anyhow::Error::msg)?;
+        if split_entries(&data, split, self.limit).is_empty() {
+            anyhow::bail!("split `{split}` has no images in {}", self.data.display());
+        }
+        Study::open(data, &self.model, self.dtype, self.backend, self.cache.clone())
+    }
+}
+
 /// A labelled data set with the model and its embeddings cache: where `eval` and `finetune`
 /// start.
 pub struct Study {
