@@ -5,7 +5,7 @@
 # parity of the threaded one, the end-to-end test of the built app (both builds) driven
 # through ChromeDriver, and the fuzz targets for a bounded time (SONOSAM_FUZZ_SECONDS per
 # target, default 12; 0 skips). Installs what it needs when missing: Debian packages
-# (chromium, chromium-driver, mesa-vulkan-drivers), the wasm32 target, wasm-bindgen-cli at the
+# (chromium, chromium-driver, mesa-vulkan-drivers, redis-server for the shared-cache test), the wasm32 target, wasm-bindgen-cli at the
 # version in Cargo.lock, the pinned nightly with rust-src (scripts/nightly.sh), cargo-fuzz,
 # the LiteMedSAM weights, and the DICOM test data (pydicom from PyPI, scripts/dicom-test-data.sh).
 set -euo pipefail
@@ -19,6 +19,7 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)
 ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need+=(mesa-vulkan-drivers libvulkan1)
 python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
 command -v npm >/dev/null || need+=(npm)
+command -v redis-server >/dev/null || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -15,7 +15,8 @@ use sonosam_model::wire::{ModelInfo, ModelsAnswer};
 use sonosam_model::{SamError, wire};
 
 use super::cache::EmbeddingCache;
-use super::encoder::{Encoder, Upload};
+use super::encoder::{Encoder, Outcome, Upload};
+use super::shared::{Lock, SharedTier};
 use sonosam_dicom::{Dicom, DicomError};
 use super::metrics::Metrics;
 use super::policy::error;
@@ -23,12 +24,48 @@ use super::policy::error;
 /// What the handlers share.
 pub struct Api {
     pub cache: Arc<EmbeddingCache>,
+    /// The replicas' Redis (`--cache-url`).
+    pub shared: Option<SharedTier>,
     pub encoder: Encoder,
     pub metrics: Arc<Metrics>,
     pub backend: BackendKind,
     pub max_body: usize,
     pub max_pixels: u64,
     pub body_timeout: Duration,
+}
+
+/// After a miss in memory and on disk: the shared tier's copy, another replica's encoding
+/// (waited for while it holds the image's lock), or this replica's own, which is then shared.
+async fn shared_or_encoded(api: &Api, image_sha256: &str, upload: Upload, info: (u32, u32)) -> Outcome {
+    let Some(shared) = &api.shared else {
+        return api.encoder.embedding(image_sha256, upload, info).await;
+    };
+    let identity = api.cache.identity();
+    let (found, mine) = match shared.get(identity, image_sha256).await {
+        Some(entry) => (Some(entry), false),
+        None => match shared.lock(identity, image_sha256).await {
+            Lock::Theirs => (shared.wait(identity, image_sha256, api.encoder.timeout()).await, false),
+            // The leader before us may have stored it between our look and our lock.
+            Lock::Mine => (shared.peek(identity, image_sha256).await, true),
+        },
+    };
+    let outcome = match found {
+        Some(entry) => {
+            api.cache.put(image_sha256, entry.clone());
+            Ok(entry)
+        }
+        None => {
+            let outcome = api.encoder.embedding(image_sha256, upload, info).await;
+            if let Ok(entry) = &outcome {
+                shared.put(identity, image_sha256, entry).await;
+            }
+            outcome
+        }
+    };
+    if mine {
+        shared.unlock(identity, image_sha256).await;
+    }
+    outcome
 }
 
 /// `POST /api/v1/embeddings[?dtype=f16|f32][&frame=N]`: the embedding of the image (PNG, JPEG,
@@ -66,7 +103,7 @@ async fn embed(api: &Api, query: Option<&str>, headers: &HeaderMap, body: Body) 
         }
         None => {
             api.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
-            api.encoder.embedding(&image_sha256, upload, (width, height)).await.map_err(|(status, msg)| {
+            shared_or_encoded(api, &image_sha256, upload, (width, height)).await.map_err(|(status, msg)| {
                 let mut r = error(status, msg);
                 if status == StatusCode::SERVICE_UNAVAILABLE {
                     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -221,8 +221,8 @@ impl DiskTier {
     }
 }
 
-/// A disk entry as an embedding of this model and image, or why not.
-fn validate(bytes: &[u8], image_sha256: &str, identity: &Identity) -> Result<Entry, String> {
+/// Stored bytes (disk or Redis) as an embedding of this model and image, or why not.
+pub(super) fn validate(bytes: &[u8], image_sha256: &str, identity: &Identity) -> Result<Entry, String> {
     let (h, data) = wire::decode(bytes).map_err(|e| e.to_string())?;
     let mismatch = |what: &str, found: &dyn std::fmt::Debug, expected: &dyn std::fmt::Debug| {
         Err(format!("its {what} is {found:?}, expected {expected:?}"))

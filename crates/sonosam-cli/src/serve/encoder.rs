@@ -76,6 +76,11 @@ impl Encoder {
         Ok(Self { jobs: tx, inflight, queued_bytes, limits, metrics })
     }
 
+    /// How long a request waits for its embedding (`--timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.limits.timeout
+    }
+
     /// The embedding of `image` (already inspected: `info`), encoding it if no other request
     /// is doing so already.
     pub async fn embedding(&self, image_sha256: &str, image: Upload, info: (u32, u32)) -> Outcome {

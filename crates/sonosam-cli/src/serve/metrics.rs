@@ -31,6 +31,13 @@ pub struct Metrics {
     pub queued_bytes: AtomicU64,
     /// Disk cache problems by kind (`corrupt`, `read`, `write`).
     disk_errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// The shared (Redis) tier: whether its last call worked (1/0), hits, misses, failed
+    /// calls, values dropped as not this model's embedding of the image.
+    pub shared_up: AtomicU64,
+    pub shared_hits: AtomicU64,
+    pub shared_misses: AtomicU64,
+    pub shared_errors: AtomicU64,
+    pub shared_corrupt: AtomicU64,
 }
 
 impl Metrics {
@@ -64,7 +71,14 @@ impl Metrics {
              # TYPE sonosam_encode_seconds summary\nsonosam_encode_seconds_sum {}\nsonosam_encode_seconds_count {}\n\
              # TYPE sonosam_request_seconds_sum counter\nsonosam_request_seconds_sum {}\n\
              # TYPE sonosam_queue_depth gauge\nsonosam_queue_depth {}\n\
-             # TYPE sonosam_queue_bytes gauge\nsonosam_queue_bytes {}\n",
+             # TYPE sonosam_queue_bytes gauge\nsonosam_queue_bytes {}\n\
+             # HELP sonosam_encodings_total Images this replica encoded.\n\
+             # TYPE sonosam_encodings_total counter\nsonosam_encodings_total {}\n\
+             # TYPE sonosam_shared_cache_up gauge\nsonosam_shared_cache_up {}\n\
+             # TYPE sonosam_shared_cache_hits_total counter\nsonosam_shared_cache_hits_total {}\n\
+             # TYPE sonosam_shared_cache_misses_total counter\nsonosam_shared_cache_misses_total {}\n\
+             # TYPE sonosam_shared_cache_errors_total counter\nsonosam_shared_cache_errors_total {}\n\
+             # TYPE sonosam_shared_cache_corrupt_total counter\nsonosam_shared_cache_corrupt_total {}\n",
             get(&self.cache_hits),
             get(&self.cache_misses),
             secs(&self.encode_micros),
@@ -72,6 +86,12 @@ impl Metrics {
             secs(&self.request_micros),
             get(&self.queued),
             get(&self.queued_bytes),
+            get(&self.encode_count),
+            get(&self.shared_up),
+            get(&self.shared_hits),
+            get(&self.shared_misses),
+            get(&self.shared_errors),
+            get(&self.shared_corrupt),
         ));
         if let Some(bytes) = peak_resident_bytes() {
             out.push_str(&format!(

@@ -17,6 +17,7 @@ mod encoder;
 mod http;
 mod metrics;
 mod policy;
+mod shared;
 
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -71,6 +72,14 @@ pub struct ServeArgs {
     /// Also keep embeddings in this folder (survives restarts).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// A Redis shared by every replica (`redis://HOST:PORT[/DB]`): embeddings looked up there
+    /// after memory and disk, stored there once encoded, and a new image encoded once
+    /// fleet-wide. The server keeps answering when Redis is down.
+    #[arg(long)]
+    pub cache_url: Option<String>,
+    /// Hours an embedding stays in the shared cache.
+    #[arg(long, default_value_t = 168)]
+    pub cache_ttl_hours: u64,
     /// Origins allowed to call the API from other pages (CORS; default: none).
     #[arg(long = "cors-origin")]
     pub cors_origins: Vec<String>,
@@ -122,8 +131,16 @@ pub fn run(args: ServeArgs) -> CliResult<()> {
     };
     let encoder = encoder::Encoder::start(loaded.sam, limits, cache.clone(), metrics.clone())
         .context("cannot start the encoder thread")?;
+    let shared = match &args.cache_url {
+        Some(url) => Some(
+            shared::SharedTier::new(url, Duration::from_secs(args.cache_ttl_hours.max(1) * 3600), limits.timeout, metrics.clone())
+                .with_context(|| format!("--cache-url {url}"))?,
+        ),
+        None => None,
+    };
     let api = Arc::new(api::Api {
         cache,
+        shared,
         encoder,
         metrics: metrics.clone(),
         backend: args.backend,
