@@ -7,7 +7,8 @@
 # target, default 12; 0 skips). Installs what it needs when missing: Debian packages
 # (chromium, chromium-driver, mesa-vulkan-drivers, redis-server for the shared-cache test), the wasm32 target, wasm-bindgen-cli at the
 # version in Cargo.lock, the pinned nightly with rust-src (scripts/nightly.sh), cargo-fuzz,
-# the LiteMedSAM weights, and the DICOM test data (pydicom from PyPI, scripts/dicom-test-data.sh).
+# the LiteMedSAM weights, the DICOM test data (pydicom from PyPI, scripts/dicom-test-data.sh)
+# and kubernetes-validate (PyPI, scripts/validate-deploy.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '\n== %s (%s)\n' "$*" "$(date +%T)"; }
@@ -58,6 +59,8 @@ export SONOSAM_E2E_DIST=target/e2e-dist
 export CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}"
 log "native tests (with the end-to-end browser test)"
 cargo test --workspace
+log "deployment files (Kubernetes schemas, the flags they pass)"
+./scripts/validate-deploy.sh target/debug/sonosam
 
 # --- browser tests -----------------------------------------------------------------------
 log "browser tests (headless Chromium)"
