@@ -103,6 +103,20 @@ fn replicas_share_embeddings_through_redis() {
     assert_eq!(metric(c.port, "sonosam_shared_cache_corrupt_total"), 1.0);
     assert_eq!(metric(c.port, "sonosam_encodings_total"), 1.0);
 
+    // A replica with the other encoder mode (the default, not reference-compat) shares the
+    // Redis but not its embeddings: it encodes the image itself.
+    let mut args = common::serve_args(&["--cache-url", &url]);
+    args.retain(|a| a != "--reference-compat");
+    let d = common::spawn({
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sonosam"));
+        cmd.args(args);
+        cmd
+    });
+    let (status, _, from_d) = request(d.port, "POST", "/api/v1/embeddings?dtype=f32", &image);
+    assert_eq!(status, 200);
+    assert_ne!(from_d, from_a, "the other encoder's embedding");
+    assert_eq!(metric(d.port, "sonosam_encodings_total"), 1.0);
+
     // Redis goes away: a new image still gets its embedding, the state shows; back, used again.
     let port = redis.port;
     drop(redis);
