@@ -82,6 +82,9 @@ pub struct FinetuneArgs {
     /// Cache folder for embeddings [env: SONOSAM_CACHE; default: ~/.cache/sonosam].
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// Also read and write embeddings in this Redis, as `serve --cache-url` and `embed` do.
+    #[arg(long)]
+    pub cache_url: Option<String>,
     /// After training, fit a bias added to the mask logits (the decision threshold) on the
     /// training split, and export it with the decoder. With `--epochs 0` only that is fitted.
     #[arg(long)]
@@ -272,7 +275,7 @@ fn open_study(args: &FinetuneArgs) -> CliResult<Study> {
         bail!("need images in both splits `{}` and `{}`", args.train_split, args.val_split);
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    Study::open(data, &args.model, StoreDType::F32, args.backend, args.cache.clone())
+    Study::open(data, &args.model, StoreDType::F32, args.backend, args.cache.clone(), args.cache_url.as_deref())
 }
 
 /// Both splits with their embeddings, and the training targets.

@@ -2,14 +2,15 @@
 //!
 //! One module per command — `fetch` (weights, convert), `segment`, `bench`, `eval`, `embed`,
 //! `finetune`, `serve`, `loadtest` — and the modules they share, so that no command imports
-//! another: `model_io` (choosing and loading models and decoders), `prepare` (labelled data
-//! and its embeddings cache), `images` (PNG/JPEG/BMP or a DICOM frame, with its calibration),
+//! another: `model_io` (choosing and loading models and decoders), `embeddings` (what
+//! identifies an embedding in every cache), `prepare` (labelled data and its embeddings cache), `images` (PNG/JPEG/BMP or a DICOM frame, with its calibration),
 //! `scoring` (Dice / IoU / HD95, inference strategies, calibration
 //! fit), `files` (atomic output), `progress` (one progress-bar style).
 
 mod bench;
 mod descriptor_stats;
 mod embed;
+mod embeddings;
 mod eval;
 mod fetch;
 mod files;

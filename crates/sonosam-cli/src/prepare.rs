@@ -15,6 +15,7 @@ use sonosam_model::burn::tensor::Device;
 use sonosam_model::StoreDType;
 
 use crate::CliResult;
+use crate::embeddings::{Identity, validate};
 use crate::images::InputImage;
 use crate::model_io::{LoadedModel, ModelArgs};
 use crate::progress;
@@ -42,6 +43,10 @@ pub struct DataArgs {
     /// Cache folder for embeddings [env: SONOSAM_CACHE; default: ~/.cache/sonosam].
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// Also read and write embeddings in this Redis (`redis://HOST:PORT[/DB]`), as `sonosam
+    /// serve --cache-url` does: what one machine encoded, the others and the servers reuse.
+    #[arg(long)]
+    pub cache_url: Option<String>,
 }
 
 impl DataArgs {
@@ -52,7 +57,7 @@ impl DataArgs {
         if split_entries(&data, split, self.limit).is_empty() {
             anyhow::bail!("split `{split}` has no images in {}", self.data.display());
         }
-        Study::open(data, &self.model, self.dtype, self.backend, self.cache.clone())
+        Study::open(data, &self.model, self.dtype, self.backend, self.cache.clone(), self.cache_url.as_deref())
     }
 }
 
@@ -68,15 +73,19 @@ pub struct Study {
 impl Study {
     /// Load the model (`dtype` weights on `backend`) for `data`, with the embeddings cache
     /// under `cache` (see [`cache_root`]).
-    pub fn open(data: Dataset, model: &ModelArgs, dtype: StoreDType, backend: BackendKind, cache: Option<PathBuf>) -> CliResult<Self> {
+    pub fn open(data: Dataset, model: &ModelArgs, dtype: StoreDType, backend: BackendKind, cache: Option<PathBuf>, cache_url: Option<&str>) -> CliResult<Self> {
         let device = init_device(backend)?;
         let loaded = model.load(dtype, &device)?;
         let d = &loaded.sam.config.decoder;
-        let cache = EmbeddingCache::new(
+        let mut cache = EmbeddingCache::new(
             &cache_root(cache),
             &model_key(&loaded.encoder_sha256, model.reference_compat),
             d.embed_dim * d.embedding_size * d.embedding_size,
         )?;
+        if let Some(url) = cache_url {
+            let identity = Identity::of(&loaded, model.reference_compat);
+            cache.redis = Some(RedisTier::new(url, identity).with_context(|| format!("--cache-url {url}"))?);
+        }
         Ok(Self { data, device, model: loaded, cache })
     }
 
@@ -164,6 +173,67 @@ const MAGIC: &[u8; 8] = b"SONOEMB1";
 pub struct EmbeddingCache {
     dir: PathBuf,
     len: usize,
+    /// The replicas' Redis, when given (`--cache-url`).
+    redis: Option<RedisTier>,
+}
+
+/// A Redis shared with `sonosam serve --cache-url` and other machines: the same keys and the
+/// same wire format as the server's, checked the same way. Redis away is not an error: the
+/// folder cache and the encoder carry on, and it is said once.
+struct RedisTier {
+    client: redis::Client,
+    conn: std::sync::Mutex<Option<redis::Connection>>,
+    identity: Identity,
+    /// Whether the last call failed (said once per change).
+    failing: std::sync::atomic::AtomicBool,
+}
+
+/// Longest wait for one Redis call.
+const REDIS_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long embeddings stay in Redis (as `serve --cache-ttl-hours`'s default).
+const REDIS_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+
+impl RedisTier {
+    fn new(url: &str, identity: Identity) -> redis::RedisResult<Self> {
+        Ok(Self { client: redis::Client::open(url)?, conn: Default::default(), identity, failing: Default::default() })
+    }
+
+    fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Option<T> {
+        let mut slot = self.conn.lock().unwrap();
+        let result = (|| {
+            if slot.is_none() {
+                let c = self.client.get_connection_with_timeout(REDIS_LIMIT)?;
+                c.set_read_timeout(Some(REDIS_LIMIT))?;
+                c.set_write_timeout(Some(REDIS_LIMIT))?;
+                *slot = Some(c);
+            }
+            cmd.query::<T>(slot.as_mut().expect("connected above"))
+        })();
+        let failed = result.is_err();
+        if failed {
+            *slot = None;
+        }
+        if self.failing.swap(failed, std::sync::atomic::Ordering::Relaxed) != failed {
+            match &result {
+                Err(e) => eprintln!("embeddings: Redis unavailable ({e}); using the cache folder and the encoder only"),
+                Ok(_) => eprintln!("embeddings: Redis is answering again"),
+            }
+        }
+        result.ok()
+    }
+
+    fn get(&self, image_sha256: &str) -> Option<Vec<f32>> {
+        let key = self.identity.key(image_sha256);
+        let bytes: Vec<u8> = self.call::<Option<Vec<u8>>>(redis::cmd("GET").arg(&key)).flatten()?;
+        let (data, _) = validate(&bytes, image_sha256, &self.identity).ok()?;
+        Some(std::sync::Arc::try_unwrap(data).unwrap_or_else(|shared| (*shared).clone()))
+    }
+
+    fn put(&self, image_sha256: &str, embedding: &[f32], geometry: Geometry) {
+        let header = self.identity.header(image_sha256, "f32", geometry);
+        let Ok(bytes) = sonosam_model::wire::encode(&header, embedding) else { return };
+        let _: Option<()> = self.call(redis::cmd("SET").arg(self.identity.key(image_sha256)).arg(bytes).arg("PX").arg(REDIS_TTL_MS));
+    }
 }
 
 impl EmbeddingCache {
@@ -171,7 +241,7 @@ impl EmbeddingCache {
     pub fn new(root: &Path, model_key: &str, len: usize) -> CliResult<Self> {
         let dir = root.join("embeddings").join(model_key);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Self { dir, len })
+        Ok(Self { dir, len, redis: None })
     }
 
     fn path(&self, image_sha: &str) -> PathBuf {
@@ -196,12 +266,20 @@ impl EmbeddingCache {
 
     /// The embedding of an image whose file hashes to `image_sha` (`input`: it preprocessed):
     /// cached, or encoded by `sam` and cached now (then `true`).
+    /// With Redis (`--cache-url`): looked up there after the folder, and stored there too.
     pub fn get_or_encode(&self, sam: &Sam, input: &ModelInput, image_sha: &str) -> CliResult<(Vec<f32>, bool)> {
         if let Some(e) = self.get(image_sha) {
             return Ok((e, false));
         }
+        if let Some(e) = self.redis.as_ref().and_then(|r| r.get(image_sha)).filter(|e| e.len() == self.len) {
+            self.put(image_sha, &e)?;
+            return Ok((e, false));
+        }
         let e = sonosam_model::segmentation::read_f32(sam.encode(&[input]))?;
         self.put(image_sha, &e)?;
+        if let Some(r) = &self.redis {
+            r.put(image_sha, &e, input.geometry);
+        }
         Ok((e, true))
     }
 

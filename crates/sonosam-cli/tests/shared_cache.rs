@@ -138,3 +138,36 @@ fn replicas_share_embeddings_through_redis() {
 fn sha_hex(bytes: &[u8]) -> String {
     sonosam_model::weights::sha256_hex(bytes)
 }
+
+/// `embed --cache-url` stores what it encodes in the replicas' Redis, as the server does: a
+/// server then answers those images without encoding, and `eval --cache-url` with an empty
+/// cache folder encodes none of them.
+#[test]
+fn embed_fills_redis_for_servers_and_eval() {
+    let redis = Redis::start(None);
+    let url = redis.url();
+    let dir = common::repo().join("target/cli-tests/embed-redis");
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = common::repo().join("../shared/data/busi");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sonosam")).args(args).current_dir(common::repo()).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        eprintln!("$ sonosam {}\n{text}{}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success());
+        text
+    };
+    let (d, a, b) = (data.display().to_string(), dir.join("a").display().to_string(), dir.join("b").display().to_string());
+    let common = ["--data", &d, "--split", "val", "--limit", "2", "--reference-compat", "--cache-url", &url];
+    let out = run(&[&["embed"][..], &common, &["--cache", &a]].concat());
+    assert!(out.contains("0 cached, 2 encoded"), "{out}");
+    // The first two validation images (both with a lesion), posted to a server.
+    let server = start(&["--cache-url", &url]);
+    for name in ["benign (7).png", "benign (17).png"] {
+        let image = std::fs::read(data.join("benign").join(name)).unwrap();
+        assert_eq!(request(server.port, "POST", "/api/v1/embeddings", &image).0, 200);
+    }
+    assert_eq!(metric(server.port, "sonosam_encodings_total"), 0.0, "the server took embed's embeddings");
+    assert_eq!(metric(server.port, "sonosam_shared_cache_hits_total"), 2.0);
+    let out = run(&[&["eval"][..], &common, &["--cache", &b, "--jitter", "0", "--csv", &dir.join("e.csv").display().to_string()]].concat());
+    assert!(out.contains("embeddings: 2 cached, 0 encoded"), "{out}");
+}

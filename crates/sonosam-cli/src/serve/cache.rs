@@ -13,43 +13,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sonosam_model::preprocess::Geometry;
-use sonosam_model::wire::{self, EmbeddingHeader};
+use sonosam_model::wire;
+
+pub use crate::embeddings::{Entry, Identity};
+use crate::embeddings::validate;
 
 use super::metrics::Metrics;
-
-/// An embedding (f32 values) and where its image sits in the model frame.
-pub type Entry = (Arc<Vec<f32>>, Geometry);
-
-/// What every embedding of this server is: the model, its encoder and the shape.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub model_id: String,
-    pub encoder_sha256: String,
-    pub shape: Vec<usize>,
-    /// Side of the model's input frame.
-    pub frame: usize,
-}
-
-impl Identity {
-    /// The header of an embedding of the image with this hash.
-    pub fn header(&self, image_sha256: &str, dtype: &str, geometry: Geometry) -> EmbeddingHeader {
-        EmbeddingHeader {
-            model: self.model_id.clone(),
-            encoder_sha256: self.encoder_sha256.clone(),
-            image_sha256: image_sha256.to_string(),
-            dtype: dtype.to_string(),
-            shape: self.shape.clone(),
-            geometry,
-            data_sha256: None,
-        }
-    }
-
-    /// The cache key of an image: the encoder and the image.
-    pub fn key(&self, image_sha256: &str) -> String {
-        format!("{}-{image_sha256}", &self.encoder_sha256[..16.min(self.encoder_sha256.len())])
-    }
-}
 
 #[derive(Default)]
 struct Lru {
@@ -219,28 +188,4 @@ impl DiskTier {
             Ok(()) => eprintln!("serve: disk cache: writing to {} again", self.dir.display()),
         }
     }
-}
-
-/// Stored bytes (disk or Redis) as an embedding of this model and image, or why not.
-pub(super) fn validate(bytes: &[u8], image_sha256: &str, identity: &Identity) -> Result<Entry, String> {
-    let (h, data) = wire::decode(bytes).map_err(|e| e.to_string())?;
-    let mismatch = |what: &str, found: &dyn std::fmt::Debug, expected: &dyn std::fmt::Debug| {
-        Err(format!("its {what} is {found:?}, expected {expected:?}"))
-    };
-    if h.model != identity.model_id {
-        return mismatch("model", &h.model, &identity.model_id);
-    }
-    if h.encoder_sha256 != identity.encoder_sha256 {
-        return mismatch("encoder", &h.encoder_sha256, &identity.encoder_sha256);
-    }
-    if h.shape != identity.shape {
-        return mismatch("shape", &h.shape, &identity.shape);
-    }
-    if h.geometry.frame != identity.frame {
-        return mismatch("frame", &h.geometry.frame, &identity.frame);
-    }
-    if h.image_sha256 != image_sha256 {
-        return mismatch("image hash", &h.image_sha256, &image_sha256);
-    }
-    Ok((Arc::new(data), h.geometry))
 }

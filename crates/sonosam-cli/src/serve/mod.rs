@@ -114,20 +114,7 @@ pub fn run(args: ServeArgs) -> CliResult<()> {
     }
     let device = init_device(args.backend)?;
     let loaded = args.model.load(StoreDType::F32, &device)?;
-    let d = &loaded.sam.config.decoder;
-    // The reference-compat encoder's embeddings differ from the default one's: they get an
-    // identity of their own, so that no cache (memory, disk, Redis, the browser's) mixes them.
-    let encoder_sha256 = if args.model.reference_compat {
-        sonosam_model::weights::sha256_hex(format!("{}:reference-compat", loaded.encoder_sha256).as_bytes())
-    } else {
-        loaded.encoder_sha256.clone()
-    };
-    let identity = cache::Identity {
-        model_id: loaded.id.clone(),
-        encoder_sha256,
-        shape: vec![1, d.embed_dim, d.embedding_size, d.embedding_size],
-        frame: loaded.sam.config.img_size(),
-    };
+    let identity = crate::embeddings::Identity::of(&loaded, args.model.reference_compat);
     let metrics = Arc::new(metrics::Metrics::default());
     let cache = Arc::new(cache::EmbeddingCache::new(identity, args.cache_entries, args.cache_dir.clone(), metrics.clone()));
     let limits = encoder::QueueLimits {

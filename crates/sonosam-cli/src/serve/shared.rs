@@ -17,7 +17,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
-use super::cache::{Entry, Identity, validate};
+use crate::embeddings::{Entry, Identity, validate};
 use super::metrics::Metrics;
 use sonosam_model::wire;
 
