@@ -2,7 +2,8 @@
 # Checks the deployment files offline: the Kubernetes manifests in deploy/k8s against the
 # API schemas (PyPI `kubernetes-validate`, strict: unknown fields are errors), and every
 # `--flag` they and deploy/Dockerfile pass to `sonosam serve` / `sonosam embed` against that
-# command's own --help (a renamed flag breaks the deployment, not only the docs).
+# command's own --help (a renamed flag breaks the deployment, not only the docs); the
+# Dockerfile with hadolint when it is installed (said when it is not).
 #
 #   scripts/validate-deploy.sh [SONOSAM_BINARY]      (default: target/debug/sonosam)
 set -euo pipefail
@@ -31,3 +32,8 @@ for cmd in serve embed; do
   echo "deploy: sonosam $cmd flags in deploy/ exist: $(echo $flags | tr '\n' ' ')"
 done
 echo "deploy: manifests valid (kubernetes-validate --strict)"
+if command -v hadolint >/dev/null; then
+  hadolint deploy/Dockerfile && echo "deploy: Dockerfile passes hadolint"
+else
+  echo "deploy: hadolint is not installed (not in Debian or on PyPI as a binary): the Dockerfile is not linted"
+fi

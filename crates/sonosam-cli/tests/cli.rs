@@ -223,9 +223,9 @@ fn eval_reports_and_writes_json() {
     fails_with(&["eval", "--data", &s(&busi()), "--split", "nope"], &["no images"]);
 }
 
-/// `embed` fills the embeddings cache that `eval` reads: two shards encode disjoint halves, a
-/// run over the whole split then encodes nothing (resumable), and `eval` finds every embedding
-/// cached.
+/// `embed` fills the embeddings cache that `eval` reads: two shards run at once encode disjoint
+/// halves, a run over the whole split then encodes nothing (resumable), and `eval` finds every
+/// embedding cached.
 #[test]
 fn embed_shards_fill_the_cache_eval_reads() {
     let dir = scratch("embed");
@@ -242,8 +242,14 @@ fn embed_shards_fill_the_cache_eval_reads() {
         args.extend_from_slice(extra);
         counts(&ok(&args))
     };
-    let (c0, e0) = embed(&["--shard", "0/2"]);
-    let (c1, e1) = embed(&["--shard", "1/2"]);
+    // The two shards at once, as two machines would run them.
+    let shard = |i: &str| {
+        let mut args: Vec<String> = ["embed", "--data", &data, "--split", "val", "--limit", "6", "--cache", &cache, "--shard", i].iter().map(|s| s.to_string()).collect();
+        args.shrink_to_fit();
+        std::thread::spawn(move || ok(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    let (s0, s1) = (shard("0/2"), shard("1/2"));
+    let ((c0, e0), (c1, e1)) = (counts(&s0.join().unwrap()), counts(&s1.join().unwrap()));
     assert_eq!((c0, c1), (0, 0), "a fresh cache");
     assert!(e0 > 0 && e1 > 0, "each shard encodes its own images: {e0}, {e1}");
     assert_eq!(embed(&[]), (e0 + e1, 0), "the whole split is in the cache");

@@ -102,6 +102,8 @@ fn replicas_share_embeddings_through_redis() {
     assert_eq!(from_c, from_a);
     assert_eq!(metric(c.port, "sonosam_shared_cache_corrupt_total"), 1.0);
     assert_eq!(metric(c.port, "sonosam_encodings_total"), 1.0);
+    let replaced: usize = redis.cli(&["STRLEN", &key]).parse().unwrap();
+    assert!(replaced > 4 * 256 * 64 * 64, "the garbage was replaced by the embedding ({replaced} bytes)");
 
     // A replica with the other encoder mode (the default, not reference-compat) shares the
     // Redis but not its embeddings: it encodes the image itself.
@@ -117,11 +119,25 @@ fn replicas_share_embeddings_through_redis() {
     assert_ne!(from_d, from_a, "the other encoder's embedding");
     assert_eq!(metric(d.port, "sonosam_encodings_total"), 1.0);
 
-    // Redis goes away: a new image still gets its embedding, the state shows; back, used again.
+    // Redis killed while requests are in flight: every answer is a 200 (or a 503 of a full
+    // queue), the state shows; restarted, it is used again.
     let port = redis.port;
+    let load: Vec<_> = ["benign_3.png", "normal_38.png", "malignant_90.png", "malignant_181.png"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let (img, port) = (sample(n), ports[i % 2]);
+            std::thread::spawn(move || request(port, "POST", "/api/v1/embeddings", &img).0)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(150));
     drop(redis);
+    let statuses: Vec<u16> = load.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(statuses.iter().all(|s| [200, 503].contains(s)) && statuses.contains(&200), "{statuses:?}");
     let (status, _, _) = request(a.port, "POST", "/api/v1/embeddings", &sample("benign_3.png"));
     assert_eq!(status, 200, "answers without Redis");
+    let (status, _, _) = request(a.port, "POST", "/api/v1/embeddings", &sample("malignant_12.png"));
+    assert_eq!(status, 200);
     assert_eq!(metric(a.port, "sonosam_shared_cache_up"), 0.0);
     let redis = Redis::start(Some(port));
     let (status, _, _) = request(b.port, "POST", "/api/v1/embeddings", &sample("benign_189.png"));
