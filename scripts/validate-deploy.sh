@@ -35,5 +35,5 @@ echo "deploy: manifests valid (kubernetes-validate --strict)"
 if command -v hadolint >/dev/null; then
   hadolint deploy/Dockerfile && echo "deploy: Dockerfile passes hadolint"
 else
-  echo "deploy: hadolint is not installed (not in Debian or on PyPI as a binary): the Dockerfile is not linted"
+  echo "deploy: hadolint is not installed (no Debian package; its releases come from GitHub, which CI cannot reach): the Dockerfile is not linted"
 fi

@@ -1,6 +1,7 @@
-//! `sonosam loadtest`: N concurrent clients post BUSI images to a running `sonosam serve`,
-//! bounded in requests and time; reports throughput, latency percentiles, status counts, the
-//! server's cache hit ratio and peak memory (from its /metrics).
+//! `sonosam loadtest`: N concurrent clients post BUSI images to a running `sonosam serve` — or
+//! to several replicas in turn (`--url` repeated) — bounded in requests and time; reports
+//! throughput, latency percentiles, status counts, and from the servers' /metrics the cache
+//! hit ratio, the images each replica encoded, the shared-cache hits and peak memory.
 
 use anyhow::{Context, anyhow, bail};
 use std::io::{Read, Write};
@@ -16,9 +17,10 @@ use crate::CliResult;
 
 #[derive(Args, Debug)]
 pub struct LoadtestArgs {
-    /// The server, e.g. http://127.0.0.1:8080 (plain HTTP).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// The server, e.g. http://127.0.0.1:8080 (plain HTTP); repeat it for several replicas
+    /// (requests go to each in turn).
+    #[arg(long = "url", default_value = "http://127.0.0.1:8080")]
+    pub urls: Vec<String>,
     /// Folder of images to post (PNG/JPEG/BMP; `*_mask*` files are skipped).
     #[arg(long, default_value = "www/samples")]
     pub images: PathBuf,
@@ -70,7 +72,7 @@ fn metric(text: &str, name: &str) -> f64 {
 }
 
 pub fn run(args: LoadtestArgs) -> CliResult<()> {
-    let (host, port) = host_port(&args.url)?;
+    let targets = args.urls.iter().map(|u| host_port(u)).collect::<CliResult<Vec<_>>>()?;
     let mut images = Vec::new();
     for e in std::fs::read_dir(&args.images).with_context(|| format!("{}", args.images.display()))? {
         let p = e?.path();
@@ -82,8 +84,13 @@ pub fn run(args: LoadtestArgs) -> CliResult<()> {
     if images.is_empty() {
         bail!("no images in {}", args.images.display());
     }
-    let metrics_text = |h: &str| post(h, port, "/metrics", b"").map(|(_, b)| String::from_utf8_lossy(&b).to_string());
-    let before = metrics_text(&host).with_context(|| format!("cannot reach {}", args.url))?;
+    let metrics_text = |(h, p): &(String, u16)| post(h, *p, "/metrics", b"").map(|(_, b)| String::from_utf8_lossy(&b).to_string());
+    let before = targets
+        .iter()
+        .zip(&args.urls)
+        .map(|(t, u)| metrics_text(t).with_context(|| format!("cannot reach {u}")))
+        .collect::<CliResult<Vec<_>>>()?;
+    let targets = Arc::new(targets);
     let images = Arc::new(images);
     let next = Arc::new(Mutex::new(0usize));
     let results = Arc::new(Mutex::new(Vec::<(u16, f64)>::new()));
@@ -91,7 +98,7 @@ pub fn run(args: LoadtestArgs) -> CliResult<()> {
     let t0 = Instant::now();
     let handles: Vec<_> = (0..args.clients.max(1))
         .map(|_| {
-            let (images, next, results, host) = (images.clone(), next.clone(), results.clone(), host.clone());
+            let (images, next, results, targets) = (images.clone(), next.clone(), results.clone(), targets.clone());
             let total = args.requests;
             std::thread::spawn(move || loop {
                 let i = {
@@ -103,7 +110,8 @@ pub fn run(args: LoadtestArgs) -> CliResult<()> {
                     *n - 1
                 };
                 let t = Instant::now();
-                let status = post(&host, port, "/api/v1/embeddings", &images[i % images.len()]).map(|r| r.0).unwrap_or(0);
+                let (host, port) = &targets[i % targets.len()];
+                let status = post(host, *port, "/api/v1/embeddings", &images[i % images.len()]).map(|r| r.0).unwrap_or(0);
                 results.lock().unwrap().push((status, t.elapsed().as_secs_f64() * 1e3));
             })
         })
@@ -112,14 +120,24 @@ pub fn run(args: LoadtestArgs) -> CliResult<()> {
         let _ = h.join();
     }
     let wall = t0.elapsed().as_secs_f64();
-    let after = metrics_text(&host).unwrap_or_default();
+    let after: Vec<String> = targets.iter().map(|t| metrics_text(t).unwrap_or_default()).collect();
+    // A counter's increase during the run, per replica.
+    let delta = |name: &str| -> Vec<f64> { before.iter().zip(&after).map(|(b, a)| metric(a, name) - metric(b, name)).collect() };
     let results = results.lock().unwrap().clone();
     let mut ok: Vec<f64> = results.iter().filter(|r| r.0 == 200).map(|r| r.1).collect();
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
     results.iter().for_each(|r| *statuses.entry(r.0).or_default() += 1);
-    let hits = metric(&after, "sonosam_cache_hits_total") - metric(&before, "sonosam_cache_hits_total");
-    let misses = metric(&after, "sonosam_cache_misses_total") - metric(&before, "sonosam_cache_misses_total");
-    println!("loadtest: {} requests by {} clients in {wall:.1} s ({} distinct images)", results.len(), args.clients, images.len());
+    let hits: f64 = delta("sonosam_cache_hits_total").iter().sum();
+    let misses: f64 = delta("sonosam_cache_misses_total").iter().sum();
+    let encodings = delta("sonosam_encodings_total");
+    let shared_hits: f64 = delta("sonosam_shared_cache_hits_total").iter().sum();
+    println!(
+        "loadtest: {} requests by {} clients to {} replica(s) in {wall:.1} s ({} distinct images)",
+        results.len(),
+        args.clients,
+        targets.len(),
+        images.len()
+    );
     println!("  throughput   {:.2} requests/s ({:.2} answered 200/s)", results.len() as f64 / wall, ok.len() as f64 / wall);
     if !ok.is_empty() {
         println!(
@@ -131,8 +149,13 @@ pub fn run(args: LoadtestArgs) -> CliResult<()> {
     }
     ok.clear();
     println!("  statuses     {statuses:?} (0 = connection error)");
-    println!("  cache        {hits} hits, {misses} misses (hit ratio {:.2})", hits / (hits + misses).max(1.0));
-    let peak = metric(&after, "sonosam_process_peak_resident_bytes");
+    println!("  cache        {hits} hits, {misses} misses (hit ratio {:.2}) in the replicas' memory/disk", hits / (hits + misses).max(1.0));
+    println!(
+        "  encodings    {} in all ({}); shared-cache hits {shared_hits}",
+        encodings.iter().sum::<f64>(),
+        encodings.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(" + ")
+    );
+    let peak = after.iter().map(|a| metric(a, "sonosam_process_peak_resident_bytes")).fold(0.0, f64::max);
     if peak > 0.0 {
         println!("  server peak resident memory {:.0} MB", peak / 1e6);
     }
