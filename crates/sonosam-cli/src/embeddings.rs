@@ -10,6 +10,10 @@ use sonosam_model::wire::{self, EmbeddingHeader};
 
 use crate::model_io::LoadedModel;
 
+/// How long an embedding stays in the replicas' Redis by default (a week): `serve
+/// --cache-ttl-hours` and the data commands' `--cache-url`.
+pub const SHARED_TTL_HOURS: u64 = 168;
+
 /// An embedding (f32 values) and where its image sits in the model frame.
 pub type Entry = (Arc<Vec<f32>>, Geometry);
 

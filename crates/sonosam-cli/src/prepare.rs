@@ -98,17 +98,10 @@ impl Study {
         let bar = progress::items(used.len(), "images", what);
         for entry in used {
             bar.inc(1);
-            let bytes = match std::fs::read(self.data.path(&entry.image)) {
-                Ok(b) => b,
-                Err(e) => {
-                    summary.unreadable.push(format!("{}: unreadable ({e})", entry.image));
-                    continue;
-                }
-            };
-            let image = match InputImage::from_bytes(&bytes, Path::new(&entry.image), None) {
-                Ok(i) => i.rgb,
-                Err(e) => {
-                    summary.unreadable.push(format!("{}: {e:#}", entry.image));
+            let (bytes, image) = match read_image(&self.data, entry) {
+                Ok(v) => v,
+                Err(why) => {
+                    summary.unreadable.push(why);
                     continue;
                 }
             };
@@ -142,6 +135,14 @@ pub struct EmbedSummary {
     pub encoded: usize,
     pub encode_seconds: f64,
     pub unreadable: Vec<String>,
+}
+
+/// An entry's image file and its pixels (an image file, or the first frame of a DICOM file);
+/// `Err`: why it cannot be used, naming it.
+fn read_image(data: &Dataset, entry: &ImageEntry) -> Result<(Vec<u8>, image::RgbImage), String> {
+    let bytes = std::fs::read(data.path(&entry.image)).map_err(|e| format!("{}: unreadable ({e})", entry.image))?;
+    let rgb = InputImage::from_bytes(&bytes, Path::new(&entry.image), None).map_err(|e| format!("{}: {e:#}", entry.image))?.rgb;
+    Ok((bytes, rgb))
 }
 
 /// Whether `eval` and `finetune` use an image: it has a lesion (normal images and images
@@ -190,8 +191,6 @@ struct RedisTier {
 
 /// Longest wait for one Redis call.
 const REDIS_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
-/// How long embeddings stay in Redis (as `serve --cache-ttl-hours`'s default).
-const REDIS_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
 impl RedisTier {
     fn new(url: &str, identity: Identity) -> redis::RedisResult<Self> {
@@ -232,7 +231,7 @@ impl RedisTier {
     fn put(&self, image_sha256: &str, embedding: &[f32], geometry: Geometry) {
         let header = self.identity.header(image_sha256, "f32", geometry);
         let Ok(bytes) = sonosam_model::wire::encode(&header, embedding) else { return };
-        let _: Option<()> = self.call(redis::cmd("SET").arg(self.identity.key(image_sha256)).arg(bytes).arg("PX").arg(REDIS_TTL_MS));
+        let _: Option<()> = self.call(redis::cmd("SET").arg(self.identity.key(image_sha256)).arg(bytes).arg("PX").arg(crate::embeddings::SHARED_TTL_HOURS * 3600 * 1000));
     }
 }
 
@@ -362,18 +361,10 @@ fn prepare(
             skipped.push(format!("{}: no lesion mask", entry.image));
             continue;
         }
-        let bytes = match std::fs::read(data.path(&entry.image)) {
-            Ok(b) => b,
-            Err(e) => {
-                skipped.push(format!("{}: unreadable ({e})", entry.image));
-                continue;
-            }
-        };
-        // An image file, or the first frame of a DICOM file.
-        let img = match InputImage::from_bytes(&bytes, Path::new(&entry.image), None) {
-            Ok(i) => i.rgb,
-            Err(e) => {
-                skipped.push(format!("{}: {e:#}", entry.image));
+        let (bytes, img) = match read_image(data, entry) {
+            Ok(v) => v,
+            Err(why) => {
+                skipped.push(why);
                 continue;
             }
         };

@@ -78,7 +78,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub cache_url: Option<String>,
     /// Hours an embedding stays in the shared cache.
-    #[arg(long, default_value_t = 168)]
+    #[arg(long, default_value_t = crate::embeddings::SHARED_TTL_HOURS)]
     pub cache_ttl_hours: u64,
     /// Origins allowed to call the API from other pages (CORS; default: none).
     #[arg(long = "cors-origin")]

@@ -95,12 +95,24 @@ impl SharedTier {
         }
     }
 
-    /// The image's embedding from Redis, when it holds a valid one.
+    /// The image's embedding from Redis, when it holds a valid one (a miss is counted).
     pub async fn get(&self, identity: &Identity, image_sha256: &str) -> Option<Entry> {
+        self.lookup(identity, image_sha256, true).await
+    }
+
+    /// `get` without counting a miss (a follower's polls, the leader's second look).
+    pub async fn peek(&self, identity: &Identity, image_sha256: &str) -> Option<Entry> {
+        self.lookup(identity, image_sha256, false).await
+    }
+
+    /// A valid stored embedding; a foreign or damaged value is counted, deleted and not used.
+    async fn lookup(&self, identity: &Identity, image_sha256: &str, count_miss: bool) -> Option<Entry> {
         let key = identity.key(image_sha256);
         let bytes: Option<Vec<u8>> = self.call(redis::cmd("GET").arg(&key)).await.flatten();
         let Some(bytes) = bytes else {
-            self.metrics.shared_misses.fetch_add(1, Ordering::Relaxed);
+            if count_miss {
+                self.metrics.shared_misses.fetch_add(1, Ordering::Relaxed);
+            }
             return None;
         };
         match validate(&bytes, image_sha256, identity) {
@@ -159,14 +171,5 @@ impl SharedTier {
             }
         }
         None
-    }
-
-    /// `get` without counting a miss (a follower's polls, the leader's second look).
-    pub async fn peek(&self, identity: &Identity, image_sha256: &str) -> Option<Entry> {
-        let key = identity.key(image_sha256);
-        let bytes: Vec<u8> = self.call::<Option<Vec<u8>>>(redis::cmd("GET").arg(&key)).await.flatten()?;
-        let entry = validate(&bytes, image_sha256, identity).ok()?;
-        self.metrics.shared_hits.fetch_add(1, Ordering::Relaxed);
-        Some(entry)
     }
 }
