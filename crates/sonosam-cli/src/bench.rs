@@ -165,7 +165,7 @@ fn train_steps(args: &BenchArgs) -> CliResult<()> {
                 Prompt::from_box([x as f32, y as f32, (x + w) as f32, (y + h) as f32])
             })
             .collect();
-        let batch = Batch { embeddings, prompts, targets };
+        let batch = Batch::new(embeddings, prompts, targets);
         let mut trainer = DecoderTrainer::new(config, &loaded.base_decoder, &device, Adam::new(AdamConfig::default()))?
             .with_shards(args.shards.unwrap_or_else(|| default_shards(backend)));
         let step = time(runs, || Ok(trainer.step(&batch, LossKind::Dice, 1e-5)?))?;

@@ -37,7 +37,7 @@ pub struct EvalArgs {
     #[arg(long = "prompt", value_delimiter = ',')]
     pub prompts: Vec<crate::protocols::Protocol>,
     /// Seed of the box jitter.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = crate::scoring::PROMPT_SEED)]
     pub seed: u64,
     /// Per-instance CSV [default: eval_<split>.csv].
     #[arg(long)]

@@ -1,7 +1,7 @@
 //! Prompt protocols of `eval` — how people actually prompt: the tight box, boxes pushed out by
 //! up to N px per side, one positive click at the lesion's most interior point, and
 //! click-based correction (from the tight box or from that click, one click at a time at the
-//! centre of the largest error region — [`sonosam_model::clicker`]) with Dice after 1…5 clicks
+//! centre of the largest error region — [`sonosam_model::interactive`]) with Dice after 1…5 clicks
 //! and NoC@85 / NoC@90 (clicks to reach that Dice, capped at 20, with the failure rate).
 //! Deterministic for a seed; the same simulated clicker for every decoder.
 
@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use sonosam_model::box_prompts::jitter_box;
-use sonosam_model::clicker::{clicks_to_reach, first_click, next_click};
+use sonosam_model::clicker::{clicks_to_reach, first_click};
+use sonosam_model::interactive::Session;
 use sonosam_model::preprocess::Geometry;
 use sonosam_model::rng::Rng;
-use sonosam_model::predictor::RawPrediction;
 use sonosam_model::{Mask, Predictor, Prompt};
 
 use crate::CliResult;
@@ -54,6 +54,15 @@ impl std::str::FromStr for Protocol {
 }
 
 impl Protocol {
+    /// Its name on the command line (what `FromStr` reads).
+    pub fn name(self) -> String {
+        match self {
+            Protocol::CorrectFromBox => "correct-box".into(),
+            Protocol::CorrectFromClick => "correct-click".into(),
+            p => p.key(),
+        }
+    }
+
     /// The JSON key and column name.
     pub fn key(self) -> String {
         match self {
@@ -63,6 +72,18 @@ impl Protocol {
             Protocol::CorrectFromBox => "from_box".into(),
             Protocol::CorrectFromClick => "from_click".into(),
         }
+    }
+}
+
+impl Serialize for Protocol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Protocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -84,63 +105,50 @@ pub fn run(predictor: &Predictor<'_>, g: &Geometry, truth: &Mask, tight: [f32; 4
     for &p in protocols {
         match p {
             Protocol::Tight => {
-                let mask = decode(predictor, &Prompt::from_box(tight), None)?.0;
+                let mask = decode(predictor, truth, Prompt::from_box(tight))?;
                 out.dice.insert(p.key(), mask.dice(truth)?);
             }
             Protocol::Jitter(n) => {
                 // Its own stream per level: the same boxes whatever else is asked.
                 let mut rng = Rng::derive(seed ^ u64::from(n.to_bits()).rotate_left(32), stream);
-                let mask = decode(predictor, &Prompt::from_box(jitter_box(tight, n, g, &mut rng)), None)?.0;
+                let mask = decode(predictor, truth, Prompt::from_box(jitter_box(tight, n, g, &mut rng)))?;
                 out.dice.insert(p.key(), mask.dice(truth)?);
             }
             Protocol::Click => {
-                let mask = decode(predictor, &one_click, None)?.0;
+                let mask = decode(predictor, truth, one_click.clone())?;
                 out.dice.insert(p.key(), mask.dice(truth)?);
             }
             Protocol::CorrectFromBox => {
-                out.runs.insert(p.key(), correct(predictor, g, truth, Prompt::from_box(tight))?);
+                out.runs.insert(p.key(), correct(predictor, truth, Prompt::from_box(tight))?);
             }
             Protocol::CorrectFromClick => {
-                out.runs.insert(p.key(), correct(predictor, g, truth, one_click.clone())?);
+                out.runs.insert(p.key(), correct(predictor, truth, one_click.clone())?);
             }
         }
     }
     Ok(out)
 }
 
-/// Decode `prompt` (model frame): the mask at the image's size with the best predicted IoU —
-/// of three for a single click (ambiguous, as SAM is evaluated), else of one — and its
-/// low-res logits.
-fn decode(predictor: &Predictor<'_>, prompt: &Prompt, previous: Option<&[f32]>) -> CliResult<(Mask, Vec<f32>)> {
-    let single_click = prompt.bbox.is_none() && prompt.points.len() == 1;
-    let mask_prompt = previous.map(|m| predictor.mask_prompt(m)).transpose()?;
-    let out = predictor.decode_frame(std::slice::from_ref(prompt), mask_prompt, single_click)?;
-    let seg = predictor.segmentation(&RawPrediction::read(out, predictor.low_res_size())?);
-    let best = seg.best();
-    Ok((seg.masks[best].clone(), seg.low_res[best].clone()))
+/// The kept mask for `prompt` (model frame) alone: see [`Session::answer`].
+fn decode(predictor: &Predictor<'_>, truth: &Mask, prompt: Prompt) -> CliResult<Mask> {
+    Ok(Session::new(predictor, truth, prompt).answer()?.mask)
 }
 
 /// A correction run from `start`: Dice after each prompt, adding one click per step at the
 /// largest error (the previous low-res logits fed back as the mask prompt), until Dice 0.90
 /// is reached with at least [`REPORTED_CLICKS`] clicks made, the prediction is exact, or
 /// [`MAX_CLICKS`] clicks.
-fn correct(predictor: &Predictor<'_>, g: &Geometry, truth: &Mask, start: Prompt) -> CliResult<Vec<f64>> {
-    let mut prompt = start;
-    let mut previous: Option<Vec<f32>> = None;
+fn correct(predictor: &Predictor<'_>, truth: &Mask, start: Prompt) -> CliResult<Vec<f64>> {
+    let mut session = Session::new(predictor, truth, start);
     let mut dice = Vec::new();
     loop {
-        let (mask, logits) = decode(predictor, &prompt, previous.as_deref())?;
-        dice.push(mask.dice(truth)?);
-        let clicks = prompt.points.len();
+        let answer = session.answer()?;
+        dice.push(answer.mask.dice(truth)?);
+        let clicks = session.prompt().points.len();
         let reached = dice.iter().any(|&d| d >= 0.90);
-        if clicks >= MAX_CLICKS || (reached && clicks >= REPORTED_CLICKS) {
-            break;
+        if clicks >= MAX_CLICKS || (reached && clicks >= REPORTED_CLICKS) || !session.correct(answer)? {
+            break; // (exact: every later click would change nothing)
         }
-        let Some(click) = next_click(truth, &mask) else {
-            break; // exact: every later click would change nothing
-        };
-        prompt.points.push(g.point_to_frame(click.x, click.y, click.label)?);
-        previous = Some(logits);
     }
     Ok(dice)
 }

@@ -443,10 +443,16 @@ impl Scoring<'_> {
     }
 }
 
-/// Scores of `decoder` on `prepared` with tight boxes and the plain strategy — how
-/// fine-tuning validates.
-pub fn validate(decoder: &SamDecoder, prepared: &Prepared, split: &str, threads: usize) -> CliResult<ClassSummary> {
-    let job = Scoring { decoder, prepared, jitter: &[0.0], seed: 0, strategy: &Strategy::default(), protocols: &[], describe: false };
+/// The seed of validation's and `eval`'s random prompts (jittered boxes) unless told: one
+/// fixed set of boxes, whatever the training seed.
+pub const PROMPT_SEED: u64 = 0;
+
+/// Scores of `decoder` on `prepared` with tight boxes and the plain strategy, and the prompt
+/// `protocols` — how fine-tuning validates.
+pub fn validate(decoder: &SamDecoder, prepared: &Prepared, split: &str, protocols: &[Protocol], threads: usize) -> CliResult<Summary> {
+    // The tight box is always scored (`dice_mean`).
+    let asked: Vec<Protocol> = protocols.iter().copied().filter(|p| *p != Protocol::Tight).collect();
+    let job = Scoring { decoder, prepared, jitter: &[0.0], seed: PROMPT_SEED, strategy: &Strategy::default(), protocols: &asked, describe: false };
     let scores = score(&job, "validate", threads)?;
-    Ok(summarise("", split, prepared, &scores, &[0.0]).overall)
+    Ok(summarise("", split, prepared, &scores, &[0.0]))
 }

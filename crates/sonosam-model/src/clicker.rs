@@ -7,20 +7,18 @@
 
 use crate::mask::Mask;
 use crate::prompt::{Point, PointLabel};
+use crate::rng::Rng;
 
 /// The most interior point of `region` (the maximum of its distance to the nearest pixel
 /// outside it; the image's border counts as outside), as a pixel centre; `None` when empty.
 /// Where several pixels share the maximum (a plateau, as in a rectangle), the one nearest
 /// their mean, then the first in raster order.
 pub fn interior_point(region: &Mask) -> Option<(usize, usize)> {
-    let (w, h) = (region.width, region.height);
-    let outside: Vec<(usize, usize)> = (0..w * h).filter(|&i| region.data[i] == 0).map(|i| (i % w, i / w)).collect();
-    let inside = crate::mask::distance_to(&outside, w, h);
-    let border = |x: usize, y: usize| (x.min(w - 1 - x).min(y).min(h - 1 - y) + 1) as f64;
-    let depth = |i: usize| inside[i].min(border(i % w, i / w));
-    let members = || (0..w * h).filter(|&i| region.data[i] != 0);
-    let deepest = members().map(depth).fold(f64::NEG_INFINITY, f64::max);
-    let plateau: Vec<usize> = members().filter(|&i| depth(i) >= deepest - 1e-9).collect();
+    let w = region.width;
+    let depth = depth(region);
+    let members = || (0..depth.len()).filter(|&i| region.data[i] != 0);
+    let deepest = members().map(|i| depth[i]).fold(f64::NEG_INFINITY, f64::max);
+    let plateau: Vec<usize> = members().filter(|&i| depth[i] >= deepest - 1e-9).collect();
     // Distances to the mean, scaled by the count: exact in integers.
     let n = plateau.len() as i128;
     let (sx, sy) = plateau.iter().fold((0i128, 0i128), |(x, y), &i| (x + (i % w) as i128, y + (i / w) as i128));
@@ -30,6 +28,32 @@ pub fn interior_point(region: &Mask) -> Option<(usize, usize)> {
         _ => Some(i),
     })?;
     Some((best % w, best / w))
+}
+
+/// Each pixel's distance to the nearest pixel outside `region` (the image's border counts as
+/// outside; 0 outside the region).
+fn depth(region: &Mask) -> Vec<f64> {
+    let (w, h) = (region.width, region.height);
+    let outside: Vec<(usize, usize)> = (0..w * h).filter(|&i| region.data[i] == 0).map(|i| (i % w, i / w)).collect();
+    let inside = crate::mask::distance_to(&outside, w, h);
+    let border = |x: usize, y: usize| (x.min(w - 1 - x).min(y).min(h - 1 - y) + 1) as f64;
+    (0..w * h).map(|i| if region.data[i] == 0 { 0.0 } else { inside[i].min(border(i % w, i / w)) }).collect()
+}
+
+/// A click where a person might put it on `region` when asked to click the lesion: uniform
+/// over the region's core — its pixels at least `core` × the deepest pixel's depth from the
+/// edge (0: anywhere in it; 1: only the most interior points) — with `label`. How training
+/// samples click prompts; `None` when the region is empty.
+pub fn random_click(region: &Mask, core: f64, label: PointLabel, rng: &mut Rng) -> Option<Point> {
+    let w = region.width;
+    let depth = depth(region);
+    let deepest = depth.iter().copied().fold(0.0, f64::max);
+    if deepest <= 0.0 {
+        return None;
+    }
+    let candidates: Vec<usize> = (0..depth.len()).filter(|&i| depth[i] > 0.0 && depth[i] >= core * deepest).collect();
+    let i = candidates[rng.below(candidates.len())];
+    Some(Point { x: (i % w) as f32, y: (i / w) as f32, label })
 }
 
 /// The first click on a lesion: positive, at its most interior point.
@@ -100,6 +124,30 @@ mod tests {
         assert!(next_click(&truth, &truth).is_none());
         // Deterministic.
         assert_eq!(next_click(&truth, &pred), next_click(&truth, &pred));
+    }
+
+    #[test]
+    fn random_clicks_fall_in_the_core_and_repeat_for_a_seed() {
+        let disc = Mask::disc(80, 60, 40.0, 30.0, 20.0);
+        let clicks = |seed| {
+            let mut rng = Rng::new(seed);
+            (0..50).map(|_| random_click(&disc, 0.5, PointLabel::Positive, &mut rng).unwrap()).collect::<Vec<_>>()
+        };
+        let a = clicks(7);
+        assert_eq!(a, clicks(7));
+        assert_ne!(a, clicks(8));
+        for p in &a {
+            // Depth ≥ half of the disc's 20 px radius: within ≈ 10 px of the centre.
+            let r = ((p.x - 40.0).powi(2) + (p.y - 30.0).powi(2)).sqrt();
+            assert!(r <= 11.0 && p.label == PointLabel::Positive, "{p:?} at {r}");
+        }
+        // Spread over the core, not one point.
+        assert!(a.iter().map(|p| (p.x as i32, p.y as i32)).collect::<std::collections::BTreeSet<_>>().len() > 20);
+        let mut rng = Rng::new(1);
+        let anywhere: Vec<Point> = (0..200).map(|_| random_click(&disc, 0.0, PointLabel::Negative, &mut rng).unwrap()).collect();
+        assert!(anywhere.iter().all(|p| disc.get(p.x as usize, p.y as usize)));
+        assert!(anywhere.iter().any(|p| ((p.x - 40.0).powi(2) + (p.y - 30.0).powi(2)).sqrt() > 15.0));
+        assert!(random_click(&Mask::new(10, 10), 0.0, PointLabel::Positive, &mut rng).is_none());
     }
 
     #[test]

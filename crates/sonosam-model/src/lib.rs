@@ -51,6 +51,9 @@ pub mod segmentation;
 // The predictor: one image, prompts in its pixels, masks at its size.
 #[cfg(feature = "burn")]
 pub mod predictor;
+// The interactive setup: decode, click the largest error, feed the logits back.
+#[cfg(all(feature = "burn", not(target_family = "wasm")))]
+pub mod interactive;
 
 // Masks and what is made of them: measurements, overlays, exports, reports, box prompts.
 pub mod box_prompts;

@@ -46,6 +46,13 @@ impl Prompt {
         self.points.len() + pad + if self.bbox.is_some() { 2 } else { 0 }
     }
 
+    /// A single click and nothing else: SAM's ambiguous prompt, answered with three masks
+    /// (whole, part, subpart) of which the best by predicted IoU is taken — and trained on
+    /// the best of the three.
+    pub fn is_ambiguous(&self) -> bool {
+        self.bbox.is_none() && self.points.len() == 1
+    }
+
     pub fn is_empty(&self) -> bool {
         self.points.is_empty() && self.bbox.is_none()
     }

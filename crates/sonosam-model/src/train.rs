@@ -50,20 +50,44 @@ impl std::str::FromStr for LossKind {
 /// `mean_b [1 − (2 Σ p·t + 1e-5) / (Σ p + Σ t + 1e-5)]`, `p = sigmoid(logits)`;
 /// `logits`, `target`: `[B, 1, H, W]` → `[1]`.
 pub fn dice_loss(logits: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
-    let [b, c, h, w] = logits.dims();
-    let p = sigmoid(logits).reshape([b, c * h * w]);
-    let t = target.reshape([b, c * h * w]);
-    let inter = (p.clone() * t.clone()).sum_dim(1);
-    let denom = p.sum_dim(1) + t.sum_dim(1);
-    let dice = (inter * 2.0 + 1e-5) / (denom + 1e-5);
-    (dice.neg() + 1.0).mean()
+    dice_loss_per_mask(logits, target).mean()
 }
 
 /// Mean binary cross-entropy with logits (numerically stable form) → `[1]`.
 pub fn bce_with_logits(logits: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
+    bce_per_mask(logits, target).mean()
+}
+
+/// The soft Dice loss of each mask: `logits [B, M, H, W]` against `target [B, 1, H, W]` →
+/// `[B, M]`.
+pub fn dice_loss_per_mask(logits: Tensor<4>, target: Tensor<4>) -> Tensor<2> {
+    let [b, m, h, w] = logits.dims();
+    let p = sigmoid(logits).reshape([b, m, h * w]);
+    let t = target.reshape([b, 1, h * w]);
+    let inter = (p.clone() * t.clone()).sum_dim(2);
+    let denom = p.sum_dim(2) + t.sum_dim(2);
+    let dice = (inter * 2.0 + 1e-5) / (denom + 1e-5);
+    (dice.neg() + 1.0).reshape([b, m])
+}
+
+/// The mean binary cross-entropy of each mask (as [`dice_loss_per_mask`]) → `[B, M]`.
+pub fn bce_per_mask(logits: Tensor<4>, target: Tensor<4>) -> Tensor<2> {
+    let [b, m, h, w] = logits.dims();
+    let logits = logits.reshape([b, m, h * w]);
     let relu = logits.clone().clamp_min(0.0);
     let log_term = (logits.clone().abs().neg().exp() + 1.0).log();
-    (relu - logits * target + log_term).mean()
+    (relu - logits * target.reshape([b, 1, h * w]) + log_term).mean_dim(2).reshape([b, m])
+}
+
+/// The real IoU of each mask (logits above 0) with the target, without gradient:
+/// `[B, M, H, W]`, `[B, 1, H, W]` → `[B, M]` — what the IoU head learns to predict.
+pub fn real_iou(logits: Tensor<4>, target: Tensor<4>) -> Tensor<2> {
+    let [b, m, h, w] = logits.dims();
+    let pred = logits.detach().greater_elem(0.0).float().reshape([b, m, h * w]);
+    let t = target.detach().reshape([b, 1, h * w]);
+    let inter = (pred.clone() * t.clone()).sum_dim(2);
+    let union = pred.sum_dim(2) + t.sum_dim(2) - inter.clone();
+    (inter / union.clamp_min(1.0)).reshape([b, m])
 }
 
 /// The ground truth as a training target: nearest-neighbour resize to the resized extent
@@ -94,12 +118,39 @@ pub fn target_low_res(mask: &Mask, g: &Geometry, lr: usize) -> Result<Vec<f32>> 
     Ok(out)
 }
 
-/// One training batch: embeddings `[B, 256, 64, 64]`, one box prompt each (model frame),
-/// targets `[B, 1, lr, lr]`.
+/// One training batch: embeddings `[B, 256, 64, 64]`, one prompt each (model frame: a box,
+/// clicks, or both), optional mask prompts, targets `[B, 1, lr, lr]`. Prompts may differ in
+/// kind and number of clicks: samples decoded alike are run together (see
+/// [`DecoderTrainer::loss_and_grads`]).
 pub struct Batch {
     pub embeddings: Vec<f32>,
     pub prompts: Vec<Prompt>,
+    /// Per sample, the low-res logits (`lr × lr`) of an earlier answer given as its mask
+    /// prompt — a correction round — or `None`. Empty: no sample has one.
+    pub mask_inputs: Vec<Option<Vec<f32>>>,
     pub targets: Vec<f32>,
+}
+
+impl Batch {
+    /// A batch without mask prompts.
+    pub fn new(embeddings: Vec<f32>, prompts: Vec<Prompt>, targets: Vec<f32>) -> Self {
+        Self { embeddings, prompts, mask_inputs: Vec::new(), targets }
+    }
+
+    fn mask_input(&self, i: usize) -> Option<&[f32]> {
+        self.mask_inputs.get(i).and_then(|m| m.as_deref())
+    }
+}
+
+/// How a sample is decoded: samples of one kind run through the decoder together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SampleKind {
+    /// Sparse prompt tokens.
+    tokens: usize,
+    /// Three masks, trained on the best (an ambiguous prompt: a single click, no mask).
+    multimask: bool,
+    /// A mask prompt (dense embedding from earlier logits) rather than `no_mask`.
+    mask_prompt: bool,
 }
 
 /// Adam hyper-parameters.
@@ -262,6 +313,8 @@ pub struct DecoderTrainer {
     shards: usize,
     /// The frozen prompt encoder's prompt-independent outputs, read once.
     dense_inputs: DenseInputs,
+    /// Weight of the IoU head's loss (0: the head is not trained).
+    iou_weight: f64,
 }
 
 /// Outputs of the frozen prompt encoder that do not depend on the prompts, `[1, C, E, E]` each.
@@ -270,16 +323,21 @@ struct DenseInputs {
     no_mask: Vec<f32>,
 }
 
-/// A contiguous part of a batch.
-struct ShardInput<'a> {
+/// A part of a batch: samples of one [`SampleKind`], as data.
+struct ShardInput {
     b: usize,
-    /// `b / batch size`: the loss is scaled by it so that the shards' gradients add up.
+    /// `b / batch size`: the loss is scaled by it so that the parts' gradients add up.
     weight: f64,
-    embeddings: &'a [f32],
+    /// `[b, C, E, E]`.
+    embeddings: Vec<f32>,
     /// `[b, tokens, C]` sparse prompt embeddings.
-    sparse: &'a [f32],
+    sparse: Vec<f32>,
     tokens: usize,
-    targets: &'a [f32],
+    /// `[b, C, E, E]` dense embeddings of the mask prompts; `None`: `no_mask` for all.
+    dense: Option<Vec<f32>>,
+    /// `[b, 1, lr, lr]`.
+    targets: Vec<f32>,
+    multimask: bool,
 }
 
 /// What a shard's thread needs of the trainer (the trainer itself is not `Sync`).
@@ -288,6 +346,7 @@ struct ShardTrainer<'a> {
     device: Device,
     precision: Option<FloatDType>,
     dense_inputs: &'a DenseInputs,
+    iou_weight: f64,
 }
 
 impl<'a> ShardTrainer<'a> {
@@ -297,11 +356,12 @@ impl<'a> ShardTrainer<'a> {
             device: t.device.clone(),
             precision: t.precision,
             dense_inputs: &t.dense_inputs,
+            iou_weight: t.iou_weight,
         }
     }
 
-    /// Forward and backward of one shard on a fresh decoder built from `params`.
-    fn run(&self, params: &TensorMap, x: ShardInput<'_>, loss: LossKind) -> Result<StepOutput> {
+    /// Forward and backward of one part on a fresh decoder built from `params`.
+    fn run(&self, params: &TensorMap, x: ShardInput, loss: LossKind) -> Result<StepOutput> {
         let b = x.b;
         let lr = self.config.low_res_size();
         let e = self.config.decoder.embedding_size;
@@ -319,19 +379,37 @@ impl<'a> ShardTrainer<'a> {
                 None => t,
             }
         };
-        let emb = tensor(x.embeddings, [b, d, e, e]);
-        let target = tensor(x.targets, [b, 1, lr, lr]);
-        let sparse = tensor(x.sparse, [1, b, x.tokens, d]).reshape([b, x.tokens, d]);
+        let emb = tensor(&x.embeddings, [b, d, e, e]);
+        let target = tensor(&x.targets, [b, 1, lr, lr]);
+        let sparse = tensor(&x.sparse, [1, b, x.tokens, d]).reshape([b, x.tokens, d]);
         let dense_pe = tensor(&self.dense_inputs.dense_pe, [1, d, e, e]);
-        let dense = tensor(&self.dense_inputs.no_mask, [1, d, e, e]).expand([b, d, e, e]);
-        let out = decoder.forward(emb, dense_pe, sparse, dense, false)?;
-        let logits = out.low_res_logits;
-        let value = match loss {
-            LossKind::Dice => dice_loss(logits.clone(), target),
+        let dense = match &x.dense {
+            Some(dense) => tensor(dense, [b, d, e, e]),
+            None => tensor(&self.dense_inputs.no_mask, [1, d, e, e]).expand([b, d, e, e]),
+        };
+        let out = decoder.forward(emb, dense_pe, sparse, dense, x.multimask)?;
+        let logits = out.low_res_logits; // [b, M, lr, lr]
+        let m = logits.dims()[1];
+        let per_mask = match loss {
+            LossKind::Dice => dice_loss_per_mask(logits.clone(), target.clone()),
             LossKind::DiceBce => {
-                dice_loss(logits.clone(), target.clone()) + bce_with_logits(logits.clone(), target)
+                dice_loss_per_mask(logits.clone(), target.clone()) + bce_per_mask(logits.clone(), target.clone())
             }
         };
+        // Of several masks (an ambiguous prompt), only the best is trained: SAM's rule.
+        let kept = best_per_sample(&read_f32(per_mask.clone().inner())?, m);
+        let mut value = if m == 1 {
+            per_mask.mean()
+        } else {
+            let one_hot: Vec<f32> = kept.iter().flat_map(|&k| (0..m).map(move |j| f32::from(u8::from(j == k)))).collect();
+            let one_hot = tensor(&one_hot, [b, m, 1, 1]).reshape([b, m]);
+            (per_mask * one_hot).sum_dim(1).mean()
+        };
+        if self.iou_weight > 0.0 {
+            // The IoU head learns the real IoU of every mask it scores (mean squared error).
+            let real = real_iou(logits.clone(), target);
+            value = value + (out.iou - real).square().mean() * self.iou_weight;
+        }
         let value = if x.weight == 1.0 { value } else { value * x.weight };
         let grads = value.backward();
         let mut by_key = BTreeMap::new();
@@ -340,15 +418,37 @@ impl<'a> ShardTrainer<'a> {
                 by_key.insert(t.key, read_f32(g)?);
             }
         }
-        Ok(StepOutput {
-            loss: read_f32(value.inner())?[0],
-            grads: by_key,
-            logits: read_f32(logits.inner())?,
-        })
+        // The kept mask's logits of each sample.
+        let all = read_f32(logits.inner())?;
+        let logits = kept.iter().enumerate().flat_map(|(i, &k)| all[(i * m + k) * lr * lr..(i * m + k + 1) * lr * lr].iter().copied()).collect();
+        Ok(StepOutput { loss: read_f32(value.inner())?[0], grads: by_key, logits })
     }
 }
 
-/// Loss value, gradients by key, and the batch's low-res logits.
+/// The batch's samples grouped by [`SampleKind`], groups in order of first appearance,
+/// samples in batch order.
+fn group_by_kind(batch: &Batch) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(SampleKind, Vec<usize>)> = Vec::new();
+    for (i, p) in batch.prompts.iter().enumerate() {
+        let kind = SampleKind { tokens: p.num_tokens(), multimask: p.is_ambiguous(), mask_prompt: batch.mask_input(i).is_some() };
+        match groups.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, samples)) => samples.push(i),
+            None => groups.push((kind, vec![i])),
+        }
+    }
+    groups.into_iter().map(|(_, samples)| samples).collect()
+}
+
+/// Index of the smallest of each row of `m` values.
+fn best_per_sample(losses: &[f32], m: usize) -> Vec<usize> {
+    losses
+        .chunks_exact(m)
+        .map(|row| (0..m).min_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0))
+        .collect()
+}
+
+/// Loss value, gradients by key, and the batch's low-res logits (`[B, lr, lr]`: each
+/// sample's kept mask).
 pub struct StepOutput {
     pub loss: f32,
     pub grads: BTreeMap<String, Vec<f32>>,
@@ -392,6 +492,7 @@ impl DecoderTrainer {
             precision: None,
             shards: 1,
             dense_inputs,
+            iou_weight: 0.0,
         })
     }
 
@@ -412,60 +513,67 @@ impl DecoderTrainer {
         self
     }
 
-    /// Loss and gradients of one batch (no update).
+    /// Also train the IoU head: `weight` × the mean squared error between each predicted IoU
+    /// and the real IoU of its mask (logits above 0 against the target, at the low-res
+    /// frame), so that the predicted IoU can be trusted and multimask choice works. Default 0
+    /// (MedSAM's recipe: the head is left as it is).
+    pub fn with_iou_loss(mut self, weight: f64) -> Self {
+        self.iou_weight = weight.max(0.0);
+        self
+    }
+
+    /// Loss and gradients of one batch (no update). The samples are grouped by how they are
+    /// decoded (number of prompt tokens, one or three masks, with or without a mask prompt),
+    /// each group split into parts of at most ⌈B / shards⌉, each part run forward and
+    /// backward on its own thread (on this one when unsplit); the losses are means over
+    /// samples, so the batch's gradient is the size-weighted sum of the parts' gradients,
+    /// summed in a fixed order (deterministic).
     pub fn loss_and_grads(&self, batch: &Batch, loss: LossKind) -> Result<StepOutput> {
         let b = batch.prompts.len();
         let lr = self.config.low_res_size();
-        let e = self.config.decoder.embedding_size;
-        let d = self.config.decoder.embed_dim;
-        if b == 0 || batch.embeddings.len() != b * d * e * e || batch.targets.len() != b * lr * lr {
+        if b == 0 || batch.embeddings.len() != b * self.embedding_len() || batch.targets.len() != b * lr * lr {
             return Err(SamError::Invalid("batch sizes do not match".into()));
         }
-        // The frozen prompt encoder runs here, once; the shards get its outputs as data.
-        let sparse = read_f32(self.prompt_encoder.embed_sparse(&batch.prompts, &self.device)?)?;
-        let tokens = sparse.len() / (b * d);
-        let shards = self.shards.min(b);
-        let mut ranges = Vec::with_capacity(shards);
-        let mut start = 0;
-        for i in 0..shards {
-            let len = b / shards + usize::from(i < b % shards);
-            ranges.push(start..start + len);
-            start += len;
+        if !(batch.mask_inputs.is_empty() || batch.mask_inputs.len() == b)
+            || (0..b).any(|i| batch.mask_input(i).is_some_and(|m| m.len() != lr * lr))
+        {
+            return Err(SamError::Invalid(format!("mask prompts: one per sample (or none), of {lr} × {lr} logits")));
         }
-        let shard = |r: &std::ops::Range<usize>| ShardInput {
-            b: r.len(),
-            weight: r.len() as f64 / b as f64,
-            embeddings: &batch.embeddings[r.start * d * e * e..r.end * d * e * e],
-            sparse: &sparse[r.start * tokens * d..r.end * tokens * d],
-            tokens,
-            targets: &batch.targets[r.start * lr * lr..r.end * lr * lr],
+        let per_part = b.div_ceil(self.shards.min(b));
+        let parts: Vec<Vec<usize>> = group_by_kind(batch)
+            .into_iter()
+            .flat_map(|samples| samples.chunks(per_part).map(<[usize]>::to_vec).collect::<Vec<_>>())
+            .collect();
+        // The frozen prompt encoder runs here; the parts get its outputs as data.
+        let inputs = parts.iter().map(|p| self.part_input(batch, p)).collect::<Result<Vec<_>>>()?;
+        let outputs: Vec<Result<StepOutput>> = if self.shards == 1 {
+            inputs.into_iter().map(|x| ShardTrainer::of(self).run(&self.params, x, loss)).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let mut inputs = inputs.into_iter();
+                let first = inputs.next().expect("a batch has samples");
+                let handles: Vec<_> = inputs
+                    .map(|input| {
+                        // A map per thread: it records the parameters it builds.
+                        let params = self.params.subset(&[TRAINABLE_PREFIX], "mask decoder");
+                        let trainer = ShardTrainer::of(self);
+                        scope.spawn(move || trainer.run(&params, input, loss))
+                    })
+                    .collect();
+                let mut outputs = vec![ShardTrainer::of(self).run(&self.params, first, loss)];
+                outputs.extend(handles.into_iter().map(|h| {
+                    h.join().unwrap_or_else(|_| Err(SamError::Invalid("a training thread panicked".into())))
+                }));
+                outputs
+            })
         };
-        // The first shard runs on this thread, the others on their own (none when unsplit).
-        let outputs: Vec<Result<StepOutput>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = ranges[1..]
-                .iter()
-                .map(|r| {
-                    // A map per thread: it records the parameters it builds.
-                    let params = self.params.subset(&[TRAINABLE_PREFIX], "mask decoder");
-                    let (input, trainer) = (shard(r), ShardTrainer::of(self));
-                    scope.spawn(move || trainer.run(&params, input, loss))
-                })
-                .collect();
-            let mut outputs = vec![ShardTrainer::of(self).run(&self.params, shard(&ranges[0]), loss)];
-            outputs.extend(handles.into_iter().map(|h| {
-                h.join().unwrap_or_else(|_| Err(SamError::Invalid("a training thread panicked".into())))
-            }));
-            outputs
-        });
-        let mut total = StepOutput {
-            loss: 0.0,
-            grads: BTreeMap::new(),
-            logits: Vec::with_capacity(b * lr * lr),
-        };
-        for out in outputs {
+        let mut total = StepOutput { loss: 0.0, grads: BTreeMap::new(), logits: vec![0.0; b * lr * lr] };
+        for (part, out) in parts.iter().zip(outputs) {
             let out = out?;
             total.loss += out.loss;
-            total.logits.extend(out.logits);
+            for (k, &i) in part.iter().enumerate() {
+                total.logits[i * lr * lr..(i + 1) * lr * lr].copy_from_slice(&out.logits[k * lr * lr..(k + 1) * lr * lr]);
+            }
             for (key, g) in out.grads {
                 match total.grads.get_mut(&key) {
                     Some(sum) => sum.iter_mut().zip(&g).for_each(|(s, v): (&mut f32, &f32)| *s += v),
@@ -476,6 +584,38 @@ impl DecoderTrainer {
             }
         }
         Ok(total)
+    }
+
+    /// Values in one sample's embedding (`C × E × E`).
+    fn embedding_len(&self) -> usize {
+        let (e, d) = (self.config.decoder.embedding_size, self.config.decoder.embed_dim);
+        d * e * e
+    }
+
+    /// The data of the part of `batch` made of `samples` (one kind), with the frozen prompt
+    /// encoder's outputs for them.
+    fn part_input(&self, batch: &Batch, samples: &[usize]) -> Result<ShardInput> {
+        let (n, lr, len) = (samples.len(), self.config.low_res_size(), self.embedding_len());
+        let gather = |data: &[f32], size: usize| samples.iter().flat_map(|&i| data[i * size..(i + 1) * size].iter().copied()).collect::<Vec<f32>>();
+        let prompts: Vec<Prompt> = samples.iter().map(|&i| batch.prompts[i].clone()).collect();
+        let sparse = read_f32(self.prompt_encoder.embed_sparse(&prompts, &self.device)?)?;
+        let dense = if batch.mask_input(samples[0]).is_some() {
+            let masks: Vec<f32> = samples.iter().flat_map(|&i| batch.mask_input(i).expect("one kind").iter().copied()).collect();
+            let masks = Tensor::<4>::from_data(TensorData::new(masks, [n, 1, lr, lr]), &self.device);
+            Some(read_f32(self.prompt_encoder.embed_dense(Some(masks), n))?)
+        } else {
+            None
+        };
+        Ok(ShardInput {
+            b: n,
+            weight: n as f64 / batch.prompts.len() as f64,
+            embeddings: gather(&batch.embeddings, len),
+            tokens: sparse.len() / (n * self.config.decoder.embed_dim),
+            sparse,
+            dense,
+            targets: gather(&batch.targets, lr * lr),
+            multimask: prompts[0].is_ambiguous(),
+        })
     }
 
     /// One optimisation step; returns the loss before the update.

@@ -50,13 +50,11 @@ fn one_training_step_matches_reference() {
         .unwrap()
         .with_precision(precision);
     let boxes = g.f32("boxes256");
-    let batch = Batch {
-        embeddings: g.f32("embeddings"),
-        prompts: (0..2)
-            .map(|i| Prompt::from_box(boxes[4 * i..4 * i + 4].try_into().unwrap()))
-            .collect(),
-        targets: g.f32("gt_low_res"),
-    };
+    let batch = Batch::new(
+        g.f32("embeddings"),
+        (0..2).map(|i| Prompt::from_box(boxes[4 * i..4 * i + 4].try_into().unwrap())).collect(),
+        g.f32("gt_low_res"),
+    );
     // One sample per thread (the CPU default) and the whole batch in one graph: the same
     // loss and gradients, up to summation order.
     let whole = trainer.loss_and_grads(&batch, LossKind::Dice).unwrap();

@@ -2,8 +2,12 @@
 //! encoders), with validation every epoch, atomic best/last checkpoints, resume, and export to
 //! the browser's weight format.
 
+mod batches;
+mod records;
+
 use anyhow::{Context, bail};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
@@ -12,19 +16,20 @@ use sonosam_data::Dataset;
 use sonosam_model::backend::{BackendKind, host_threads};
 use sonosam_model::rng::Rng;
 use sonosam_model::sam::{DECODER_PREFIXES, MASK_LOGIT_BIAS_KEY};
-use sonosam_model::box_prompts::{jitter_box, tight_box};
-use sonosam_model::train::{
-    Adam, AdamConfig, Batch, DecoderTrainer, LossKind, TrainerCheckpoint, default_shards, target_low_res,
-};
+use sonosam_model::burn::tensor::Device;
+use sonosam_model::train::{Adam, AdamConfig, DecoderTrainer, LossKind, default_shards, target_low_res};
 use sonosam_model::weights::sha256_hex;
-use sonosam_model::{Prompt, SamDecoder, StoreDType, TensorMap};
+use sonosam_model::{SamDecoder, StoreDType, TensorMap};
 
 use crate::CliResult;
-use crate::files::{write_atomic, write_folder_atomic};
-use crate::model_io::{self, LoadedModel, ModelArgs, decoder_weights};
+use crate::files::write_atomic;
+use crate::model_io::{ModelArgs, decoder_weights};
 use crate::prepare::{Prepared, Study, split_entries};
 use crate::progress;
+use crate::protocols::Protocol;
 use crate::scoring::{fit_mask_logit_bias, validate};
+use batches::{PromptMix, make_batch};
+use records::{EpochMetrics, State, ValScores, plot, read_checkpoint, read_metrics, save_checkpoint, write_metrics};
 
 #[derive(Args, Clone, Serialize, Deserialize)]
 pub struct FinetuneArgs {
@@ -50,9 +55,18 @@ pub struct FinetuneArgs {
     /// `dice` or `dice+bce`.
     #[arg(long, default_value = "dice", value_parser = parse_loss)]
     pub loss: LossKind,
-    /// Box jitter: each side pushed out by U[0, J) px at the model frame.
-    #[arg(long, default_value_t = 20.0)]
-    pub jitter: f32,
+    /// How samples are prompted: boxes with jitter, clicks, correction rounds.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub prompts: PromptMix,
+    /// Also train the IoU head: this weight × the squared error of each predicted IoU
+    /// against its mask's real IoU (0: the head is left as it is).
+    #[arg(long, default_value_t = 0.0)]
+    pub iou_weight: f64,
+    /// What validation scores and the best epoch is chosen by: the mean Dice over these
+    /// prompt protocols (tight, jitterN, click) on the validation split.
+    #[arg(long, value_delimiter = ',', default_value = "tight,jitter10,jitter20,click", value_parser = parse_objective)]
+    pub objective: Vec<Protocol>,
     /// Adam (L2) weight decay.
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
@@ -91,31 +105,6 @@ pub struct FinetuneArgs {
     pub calibrate: bool,
 }
 
-/// What `last/state.json` and `best/state.json` record.
-#[derive(Serialize, Deserialize, Clone)]
-struct State {
-    /// Epochs completed.
-    epoch: usize,
-    best_epoch: usize,
-    best_val_dice: f64,
-    /// Validation Dice of the starting decoder.
-    base_val_dice: f64,
-    /// SHA-256 of the checkpoint's decoder and optimiser files.
-    decoder_sha256: String,
-    adam_sha256: String,
-}
-
-/// One row of metrics.csv.
-#[derive(Clone)]
-struct EpochMetrics {
-    epoch: usize,
-    train_loss: f64,
-    val_dice: f64,
-    val_iou: f64,
-    lr: f64,
-    seconds: f64,
-}
-
 fn lr_at(args: &FinetuneArgs, epoch: usize) -> f64 {
     if args.cosine && args.epochs > 1 {
         args.lr * 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / args.epochs as f64).cos())
@@ -128,104 +117,14 @@ fn parse_loss(s: &str) -> Result<LossKind, String> {
     s.parse()
 }
 
-/// Save the trainer's checkpoint with `state` in the folder `dir` (atomically), recording the
-/// files' hashes in `state`.
-fn save_checkpoint(dir: &Path, trainer: &DecoderTrainer, state: &mut State) -> CliResult<()> {
-    let TrainerCheckpoint { decoder, adam } = trainer.checkpoint();
-    let decoder = decoder.to_safetensors(StoreDType::F32)?;
-    let adam = adam.to_safetensors(StoreDType::F32)?;
-    state.decoder_sha256 = sha256_hex(&decoder);
-    state.adam_sha256 = sha256_hex(&adam);
-    let json = serde_json::to_vec_pretty(state)?;
-    write_folder_atomic(dir, &[("decoder.safetensors", decoder), ("adam.safetensors", adam), ("state.json", json)])
-}
-
-/// Load `dir` (a checkpoint), verifying the recorded hashes.
-fn read_checkpoint(dir: &Path) -> CliResult<(State, TrainerCheckpoint)> {
-    let read = || -> CliResult<(State, TrainerCheckpoint)> {
-        let state: State = serde_json::from_slice(&model_io::read(&dir.join("state.json"))?).context("state.json unreadable")?;
-        let dec_bytes = model_io::read(&dir.join("decoder.safetensors"))?;
-        let adam_bytes = model_io::read(&dir.join("adam.safetensors"))?;
-        if sha256_hex(&dec_bytes) != state.decoder_sha256 || sha256_hex(&adam_bytes) != state.adam_sha256 {
-            bail!("files do not match the hashes in state.json (corrupt or partial)");
+/// A single-prompt protocol (the objective averages Dice over them).
+fn parse_objective(s: &str) -> Result<Protocol, String> {
+    match s.parse::<Protocol>()? {
+        Protocol::CorrectFromBox | Protocol::CorrectFromClick => {
+            Err(format!("`{s}` is a correction run: the objective takes tight, jitterN and click"))
         }
-        let decoder = TensorMap::from_safetensors(&dec_bytes, dir.join("decoder.safetensors").display().to_string())?;
-        let adam = TensorMap::from_safetensors(&adam_bytes, "adam.safetensors")?;
-        Adam::from_map(&adam)?;
-        Ok((state, TrainerCheckpoint { decoder, adam }))
-    };
-    read().with_context(|| format!("checkpoint {}: cannot resume from it", dir.display()))
-}
-
-fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> CliResult<()> {
-    let mut s = String::from("epoch,train_loss,val_dice,val_iou,lr,seconds\n");
-    for r in rows {
-        s.push_str(&format!(
-            "{},{:.6},{:.6},{:.6},{:e},{:.1}\n",
-            r.epoch, r.train_loss, r.val_dice, r.val_iou, r.lr, r.seconds
-        ));
+        p => Ok(p),
     }
-    write_atomic(path, s.as_bytes())
-}
-
-fn read_metrics(path: &Path, up_to: usize) -> Vec<EpochMetrics> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            Some(EpochMetrics {
-                epoch: f.first()?.parse().ok()?,
-                train_loss: f.get(1)?.parse().ok()?,
-                val_dice: f.get(2)?.parse().ok()?,
-                val_iou: f.get(3)?.parse().ok()?,
-                lr: f.get(4)?.parse().ok()?,
-                seconds: f.get(5)?.parse().ok()?,
-            })
-        })
-        .filter(|m| m.epoch <= up_to)
-        .collect()
-}
-
-/// Loss and validation Dice per epoch, as an SVG chart.
-fn plot(path: &Path, rows: &[EpochMetrics], base_dice: f64) -> CliResult<()> {
-    use plotters::prelude::*;
-    let n = rows.len().max(1) as f64;
-    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (top, bottom) = root.split_vertically(210);
-    let loss_max = rows.iter().map(|r| r.train_loss).fold(0.0, f64::max) * 1.1 + 1e-6;
-    let mut c = ChartBuilder::on(&top)
-        .caption("training loss", ("sans-serif", 16))
-        .margin(8)
-        .x_label_area_size(24)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0.0..n, 0.0..loss_max)?;
-    c.configure_mesh().x_desc("epoch").draw()?;
-    c.draw_series(LineSeries::new(
-        rows.iter().map(|r| (r.epoch as f64, r.train_loss)),
-        &RED,
-    ))?;
-    let lo = rows.iter().map(|r| r.val_dice).fold(base_dice, f64::min) - 0.02;
-    let hi = rows.iter().map(|r| r.val_dice).fold(base_dice, f64::max) + 0.02;
-    let mut c = ChartBuilder::on(&bottom)
-        .caption("validation Dice (dashed: before fine-tuning)", ("sans-serif", 16))
-        .margin(8)
-        .x_label_area_size(24)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0.0..n, lo..hi)?;
-    c.configure_mesh().x_desc("epoch").draw()?;
-    c.draw_series(LineSeries::new(
-        std::iter::once((0.0, base_dice)).chain(rows.iter().map(|r| (r.epoch as f64, r.val_dice))),
-        &BLUE,
-    ))?;
-    c.draw_series(DashedLineSeries::new(
-        vec![(0.0, base_dice), (n, base_dice)],
-        5,
-        5,
-        BLACK.into(),
-    ))?;
-    Ok(root.present()?)
 }
 
 /// The data of a run: the prepared training and validation splits, and the training targets.
@@ -249,11 +148,11 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
     let data = prepare_data(&args, &study)?;
     let mut run = start_or_resume(&args, &study, &data)?;
     for epoch in run.state.epoch + 1..=args.epochs {
-        let (train_loss, lr, seconds) = train_epoch(&args, &mut run.trainer, &data, epoch)?;
+        let (train_loss, lr, seconds) = train_epoch(&args, &study.device, &mut run.trainer, &data, epoch)?;
         end_epoch(&args, &study, &data, &mut run, epoch, train_loss, lr, seconds)?;
     }
-    let calibration = if args.calibrate { Some(calibrate(&args, &study, &data, &run.state)?) } else { None };
-    export(&args, &study.model, &run.state, &run.rows, run.state.base_val_dice, calibration.as_ref())
+    let calibration = if args.calibrate { Some(calibrate(&args, &study, &data)?) } else { None };
+    export(&args, &study, &data, &run, calibration.as_ref())
 }
 
 /// Refuse what cannot be a sensible run before any work.
@@ -264,7 +163,10 @@ fn check_args(args: &FinetuneArgs) -> CliResult<()> {
     if args.batch_size == 0 || (args.epochs == 0 && !args.calibrate) {
         bail!("--batch-size and --epochs must be positive (--epochs 0 only with --calibrate)");
     }
-    Ok(())
+    if !(args.iou_weight >= 0.0 && args.iou_weight.is_finite()) || args.objective.is_empty() {
+        bail!("--iou-weight must be 0 or more, and --objective name at least one protocol");
+    }
+    args.prompts.check()
 }
 
 /// The data set (both splits must have images) and the model, and the run folder.
@@ -302,10 +204,17 @@ fn start_or_resume(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliRes
     let progress = if args.resume {
         let from = if last_dir.exists() { last_dir.clone() } else { last_dir.with_extension("old") };
         let (state, checkpoint) = read_checkpoint(&from)?;
+        if state.objective != objective_names(args) {
+            bail!(
+                "the run in {} chose its best epoch by {}: resume it with --objective {0}",
+                args.out.display(),
+                state.objective.join(",")
+            );
+        }
         let trainer = DecoderTrainer::from_checkpoint(config, &checkpoint, device)?;
         println!("resuming {} after epoch {}", args.out.display(), state.epoch);
         let rows = read_metrics(&args.out.join("metrics.csv"), state.epoch);
-        Progress { trainer: trainer.with_shards(default_shards(args.backend)), state, rows }
+        Progress { trainer: configure(args, trainer), state, rows }
     } else {
         let (_, mut init) = decoder_weights(&args.init, &study.model.id, &study.model.base_decoder)?;
         // Training works on raw logits: a calibrated starting decoder leaves its bias behind
@@ -322,35 +231,64 @@ fn start_or_resume(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliRes
         let state = State {
             epoch: 0,
             best_epoch: 0,
-            best_val_dice: f64::NEG_INFINITY,
-            base_val_dice: f64::NAN,
+            best_val_score: f64::NEG_INFINITY,
+            base_val_score: f64::NAN,
+            objective: objective_names(args),
             decoder_sha256: String::new(),
             adam_sha256: String::new(),
         };
-        Progress { trainer: trainer.with_shards(default_shards(args.backend)), state, rows: Vec::new() }
+        Progress { trainer: configure(args, trainer), state, rows: Vec::new() }
     };
     write_atomic(&args.out.join("config.json"), &serde_json::to_vec_pretty(args)?)?;
     let mut progress = progress;
     if progress.state.epoch == 0 {
-        let base_dice = validate_trainer(args, study, data, &progress.trainer)?.0;
-        progress.state.best_val_dice = base_dice;
-        progress.state.base_val_dice = base_dice;
-        println!("validation Dice before fine-tuning: {base_dice:.4}");
+        let base = validate_trainer(args, study, data, &progress.trainer)?;
+        progress.state.best_val_score = base.score;
+        progress.state.base_val_score = base.score;
+        println!("validation before fine-tuning: {}", describe(&base));
         save_checkpoint(&args.out.join("best"), &progress.trainer, &mut progress.state)?;
     }
     Ok(progress)
 }
 
-/// Mean Dice and IoU on the validation split of the trainer's current decoder.
-fn validate_trainer(args: &FinetuneArgs, study: &Study, data: &RunData, trainer: &DecoderTrainer) -> CliResult<(f64, f64)> {
+/// The trainer as the run asks: threads for the backend, the IoU head's loss.
+fn configure(args: &FinetuneArgs, trainer: DecoderTrainer) -> DecoderTrainer {
+    trainer.with_shards(default_shards(args.backend)).with_iou_loss(args.iou_weight)
+}
+
+/// The objective's protocols by name, as the run's state records them.
+fn objective_names(args: &FinetuneArgs) -> Vec<String> {
+    args.objective.iter().map(|p| p.name()).collect()
+}
+
+/// The trainer's current decoder on the validation split.
+fn validate_trainer(args: &FinetuneArgs, study: &Study, data: &RunData, trainer: &DecoderTrainer) -> CliResult<ValScores> {
     let decoder = SamDecoder::load(&trainer.config, &trainer.decoder_weights(), &study.device)?;
-    let s = validate(&decoder, &data.val, &args.val_split, host_threads(args.backend))?;
-    Ok((s.dice_mean, s.iou_mean))
+    validate_decoder(args, data, &decoder)
+}
+
+/// `decoder`'s objective score on the validation split: the mean over the objective's
+/// protocols of their mean Dice, with the tight box's Dice and IoU.
+fn validate_decoder(args: &FinetuneArgs, data: &RunData, decoder: &SamDecoder) -> CliResult<ValScores> {
+    let s = validate(decoder, &data.val, &args.val_split, &args.objective, host_threads(args.backend))?;
+    let prompts: BTreeMap<String, f64> = args
+        .objective
+        .iter()
+        .map(|p| (p.key(), if *p == Protocol::Tight { s.overall.dice_mean } else { s.prompts.as_ref().map_or(f64::NAN, |m| m[&p.key()].dice_mean) }))
+        .collect();
+    let score = prompts.values().sum::<f64>() / prompts.len().max(1) as f64;
+    Ok(ValScores { score, dice: s.overall.dice_mean, iou: s.overall.iou_mean, prompts })
+}
+
+/// "score 0.9012 (tight 0.93, …)".
+fn describe(v: &ValScores) -> String {
+    let parts: Vec<String> = v.prompts.iter().map(|(k, d)| format!("{k} {d:.4}")).collect();
+    format!("score {:.4} ({}), tight-box IoU {:.4}", v.score, parts.join(", "), v.iou)
 }
 
 /// One epoch over the shuffled training instances: the mean training loss, the learning rate
 /// and the seconds it took.
-fn train_epoch(args: &FinetuneArgs, trainer: &mut DecoderTrainer, data: &RunData, epoch: usize) -> CliResult<(f64, f64, f64)> {
+fn train_epoch(args: &FinetuneArgs, device: &Device, trainer: &mut DecoderTrainer, data: &RunData, epoch: usize) -> CliResult<(f64, f64, f64)> {
     let lr = lr_at(args, epoch - 1);
     let t0 = Instant::now();
     let train = &data.train;
@@ -361,27 +299,14 @@ fn train_epoch(args: &FinetuneArgs, trainer: &mut DecoderTrainer, data: &RunData
     let mut loss_sum = 0.0;
     for (step, chunk) in order.chunks(args.batch_size).enumerate() {
         let mut rng = Rng::derive(args.seed, ((epoch as u64) << 32) | step as u64);
-        let batch = make_batch(args, data, chunk, &mut rng)?;
+        let current = || Ok(SamDecoder::load(&trainer.config, &trainer.decoder_weights(), device)?);
+        let batch = make_batch(&args.prompts, &data.train, &data.targets, chunk, current, &mut rng)?;
         loss_sum += f64::from(trainer.step(&batch, args.loss, lr)?);
         bar.set_message(format!("{:.4}", loss_sum / (step + 1) as f64));
         bar.inc(1);
     }
     bar.finish_and_clear();
     Ok((loss_sum / steps as f64, lr, t0.elapsed().as_secs_f64()))
-}
-
-/// The training batch of instances `chunk`: their embeddings, jittered tight boxes, targets.
-fn make_batch(args: &FinetuneArgs, data: &RunData, chunk: &[usize], rng: &mut Rng) -> CliResult<Batch> {
-    let mut batch = Batch { embeddings: Vec::new(), prompts: Vec::with_capacity(chunk.len()), targets: Vec::new() };
-    for &i in chunk {
-        let inst = &data.train.instances[i];
-        let img = &data.train.images[inst.image];
-        let tight = img.geometry.box_to_frame(tight_box(&inst.mask).expect("non-empty"))?;
-        batch.embeddings.extend_from_slice(&img.embedding);
-        batch.prompts.push(Prompt::from_box(jitter_box(tight, args.jitter, &img.geometry, rng)));
-        batch.targets.extend_from_slice(&data.targets[i]);
-    }
-    Ok(batch)
 }
 
 /// After an epoch: validate, report, keep the checkpoint (as best too when it beats the best),
@@ -398,73 +323,77 @@ fn end_epoch(
     seconds_training: f64,
 ) -> CliResult<()> {
     let t0 = Instant::now();
-    let (val_dice, val_iou) = validate_trainer(args, study, data, &run.trainer)?;
+    let val = validate_trainer(args, study, data, &run.trainer)?;
     let seconds = seconds_training + t0.elapsed().as_secs_f64();
-    println!(
-        "epoch {epoch}/{}: train loss {train_loss:.4}, val Dice {val_dice:.4}, val IoU {val_iou:.4}, lr {lr:.2e}, {seconds:.0} s",
-        args.epochs
-    );
-    run.rows.push(EpochMetrics { epoch, train_loss, val_dice, val_iou, lr, seconds });
+    println!("epoch {epoch}/{}: train loss {train_loss:.4}, val {}, lr {lr:.2e}, {seconds:.0} s", args.epochs, describe(&val));
+    let score = val.score;
+    run.rows.push(EpochMetrics { epoch, train_loss, val, lr, seconds });
     run.state.epoch = epoch;
-    if val_dice > run.state.best_val_dice {
-        run.state.best_val_dice = val_dice;
+    if score > run.state.best_val_score {
+        run.state.best_val_score = score;
         run.state.best_epoch = epoch;
         save_checkpoint(&args.out.join("best"), &run.trainer, &mut run.state)?;
     }
     save_checkpoint(&args.out.join("last"), &run.trainer, &mut run.state)?;
     write_metrics(&args.out.join("metrics.csv"), &run.rows)?;
-    plot(&args.out.join("curves.svg"), &run.rows, run.state.base_val_dice)
+    plot(&args.out.join("curves.svg"), &run.rows, run.state.base_val_score)
 }
 
 /// Fit the best decoder's mask-logit bias on the training split and validate it.
-fn calibrate(args: &FinetuneArgs, study: &Study, data: &RunData, state: &State) -> CliResult<Calibration> {
+fn calibrate(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliResult<Calibration> {
     let (_, best) = read_checkpoint(&args.out.join("best"))?;
     let config = &study.model.sam.config;
     let mut weights = best.decoder;
     let decoder = SamDecoder::load(config, &weights, &study.device)?;
+    let val_before = validate_decoder(args, data, &decoder)?;
     let (bias, before, after) = fit_mask_logit_bias(&decoder, &data.train)?;
     weights.set_metadata(MASK_LOGIT_BIAS_KEY, bias.to_string());
     let decoder = SamDecoder::load(config, &weights, &study.device)?;
-    let val_dice = validate(&decoder, &data.val, &args.val_split, host_threads(args.backend))?.dice_mean;
+    let val_after = validate_decoder(args, data, &decoder)?;
     println!(
-        "calibration on {}: mask-logit bias {bias:+.2} (train Dice {before:.4} → {after:.4}); \
-         val Dice {:.4} → {val_dice:.4}",
-        args.train_split, state.best_val_dice
+        "calibration on {}: mask-logit bias {bias:+.2} (train tight-box Dice {before:.4} → {after:.4}); \
+         val {} → {}",
+        args.train_split,
+        describe(&val_before),
+        describe(&val_after)
     );
-    Ok(Calibration {
-        bias,
-        train_dice_before: before,
-        train_dice_after: after,
-        val_dice_before: state.best_val_dice,
-        val_dice_after: val_dice,
-    })
+    Ok(Calibration { bias, train_dice_before: before, train_dice_after: after, val_before, val_after })
 }
 
-/// The fitted mask-logit bias and what it did.
+/// The fitted mask-logit bias and what it did (train: tight boxes; validation: the
+/// objective).
 #[derive(Serialize)]
 struct Calibration {
     bias: f32,
     train_dice_before: f64,
     train_dice_after: f64,
-    val_dice_before: f64,
-    val_dice_after: f64,
+    val_before: ValScores,
+    val_after: ValScores,
 }
 
-/// The best decoder in the browser's weight format (f32, f16) and a model card.
-fn export(
-    args: &FinetuneArgs,
-    loaded: &LoadedModel,
-    state: &State,
-    rows: &[EpochMetrics],
-    base_dice: f64,
-    calibration: Option<&Calibration>,
-) -> CliResult<()> {
+/// Every prompt protocol of `eval` on the validation split, for the run card: per-protocol
+/// Dice, NoC from a box and from a click, and the predicted IoU's correlation with the real.
+fn card_validation(args: &FinetuneArgs, study: &Study, data: &RunData, weights: &TensorMap) -> CliResult<serde_json::Value> {
+    let decoder = SamDecoder::load(&study.model.sam.config, weights, &study.device)?;
+    let all = ["tight", "jitter10", "jitter20", "click", "correct-box", "correct-click"].map(|p| p.parse::<Protocol>().expect("known"));
+    let s = validate(&decoder, &data.val, &args.val_split, &all, host_threads(args.backend))?;
+    let mut prompts = serde_json::to_value(&s.prompts)?;
+    prompts["tight"] = serde_json::json!({ "dice_mean": s.overall.dice_mean, "dice_median": s.overall.dice_median, "n": s.overall.n });
+    Ok(serde_json::json!({ "prompts": prompts, "noc": s.noc, "predicted_iou_r": s.predicted_iou_r }))
+}
+
+/// The best decoder (by the objective; the starting one when no epoch beat it) in the
+/// browser's weight format (f32, f16) and a model card with every prompt protocol's
+/// validation scores for the starting and the exported decoder.
+fn export(args: &FinetuneArgs, study: &Study, data: &RunData, run: &Progress, calibration: Option<&Calibration>) -> CliResult<()> {
+    let (loaded, state, rows) = (&study.model, &run.state, &run.rows);
     let (_, best) = read_checkpoint(&args.out.join("best"))?;
     let decoder = best.decoder;
     if state.best_epoch == 0 && state.epoch > 0 {
         println!("no epoch beat the starting decoder on validation: exporting the starting decoder");
     }
     let mut files = Vec::new();
+    let mut exported = None;
     for dtype in [StoreDType::F32, StoreDType::F16] {
         let mut map = decoder.subset(&DECODER_PREFIXES, "fine-tuned decoder");
         map.set_metadata("model", format!("{}-finetuned", loaded.id));
@@ -479,7 +408,15 @@ fn export(
             "bytes": bytes.len(), "sha256": sha256_hex(&bytes),
         }));
         write_atomic(&args.out.join(&name), &bytes)?;
+        exported.get_or_insert(map);
     }
+    println!("validating the starting and the exported decoder with every prompt protocol");
+    let (_, start) = decoder_weights(&args.init, &loaded.id, &loaded.base_decoder)?;
+    let validation = serde_json::json!({
+        "split": args.val_split,
+        "start": card_validation(args, study, data, &start)?,
+        "exported": card_validation(args, study, data, &exported.expect("two files"))?,
+    });
     let card = serde_json::json!({
         "model": format!("{}-finetuned", loaded.id),
         "base_model": loaded.id,
@@ -492,27 +429,31 @@ fn export(
             "frozen": ["image_encoder", "prompt_encoder"],
             "loss": args.loss, "optimizer": "Adam", "lr": args.lr, "cosine": args.cosine,
             "weight_decay": args.weight_decay, "batch_size": args.batch_size,
-            "box_jitter_px": args.jitter, "seed": args.seed, "init": args.init,
+            "prompts": args.prompts, "iou_loss_weight": args.iou_weight,
+            "seed": args.seed, "init": args.init,
             "reference_compat": args.model.reference_compat,
         },
+        "objective": state.objective,
         "epochs": state.epoch,
         "calibration": calibration,
         "metrics": {
-            "val_dice_before": base_dice,
+            "val_score_before": state.base_val_score,
             "best_epoch": state.best_epoch,
-            "best_val_dice": state.best_val_dice,
+            "best_val_score": state.best_val_score,
             "per_epoch": rows.iter().map(|r| serde_json::json!({
-                "epoch": r.epoch, "train_loss": r.train_loss, "val_dice": r.val_dice, "val_iou": r.val_iou,
+                "epoch": r.epoch, "train_loss": r.train_loss, "val_score": r.val.score,
+                "val_dice": r.val.dice, "val_iou": r.val.iou, "val_prompts": r.val.prompts,
             })).collect::<Vec<_>>(),
         },
+        "validation": validation,
         "files": files,
     });
     write_atomic(&args.out.join("model.json"), &serde_json::to_vec_pretty(&card)?)?;
     println!(
-        "best epoch {} (val Dice {:.4}, before {:.4}); exported {}/decoder.{{f32,f16}}.safetensors and model.json",
+        "best epoch {} (val score {:.4}, before {:.4}); exported {}/decoder.{{f32,f16}}.safetensors and model.json",
         state.best_epoch,
-        state.best_val_dice,
-        base_dice,
+        state.best_val_score,
+        state.base_val_score,
         args.out.display()
     );
     Ok(())

@@ -1,0 +1,233 @@
+//! Fine-tuning with prompts as people give them: a batch mixing a box, a single click (three
+//! masks, the best one trained), clicks with a mask prompt (a correction round) and a box with
+//! a click; the IoU head's loss; and the interactive setup that makes the correction rounds.
+//! Checked against the inference decoder and hand computation, on real BUSI embeddings
+//! (`../shared/golden/train_step`: benign (93), malignant (12)).
+
+mod common;
+
+use common::*;
+use sonosam_model::burn::tensor::{Device, Tensor, TensorData};
+use sonosam_model::clicker::{first_click, next_click};
+use sonosam_model::interactive::Session;
+use sonosam_model::manifest::Component;
+use sonosam_model::train::{Adam, AdamConfig, Batch, DecoderTrainer, LossKind, StepOutput};
+use sonosam_model::{Geometry, Mask, Point, PointLabel, Predictor, Prompt, SamDecoder, StoreDType};
+
+const LR: usize = 256;
+const EMB: usize = 256 * 64 * 64;
+
+struct Case {
+    decoder: SamDecoder,
+    embeddings: Vec<f32>,
+    targets: Vec<f32>,
+    boxes: Vec<f32>,
+}
+
+fn case() -> Case {
+    let g = golden("train_step");
+    Case { decoder: load_decoder(&Device::flex()), embeddings: g.f32("embeddings"), targets: g.f32("gt_low_res"), boxes: g.f32("boxes256") }
+}
+
+fn trainer() -> DecoderTrainer {
+    let decoder = component(Component::Decoder, StoreDType::F32);
+    DecoderTrainer::new(manifest().config, &decoder, &Device::flex(), Adam::new(AdamConfig::default())).unwrap()
+}
+
+impl Case {
+    fn embedding(&self, i: usize) -> Tensor<4> {
+        Tensor::from_data(TensorData::new(self.embeddings[i * EMB..(i + 1) * EMB].to_vec(), [1, 256, 64, 64]), &Device::flex())
+    }
+
+    fn target(&self, i: usize) -> &[f32] {
+        &self.targets[i * LR * LR..(i + 1) * LR * LR]
+    }
+
+    fn frame_box(&self, i: usize) -> [f32; 4] {
+        self.boxes[4 * i..4 * i + 4].try_into().unwrap()
+    }
+
+    /// The inference decoder's logits `[M, lr, lr]` and IoU `[M]` for one prompt.
+    fn decode(&self, image: usize, prompt: &Prompt, mask: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
+        let mask = mask.map(|m| Tensor::from_data(TensorData::new(m.to_vec(), [1, 1, LR, LR]), &Device::flex()));
+        let out = self.decoder.decode(self.embedding(image), std::slice::from_ref(prompt), mask, prompt.is_ambiguous()).unwrap();
+        (read(out.low_res_logits), read(out.iou))
+    }
+}
+
+/// The soft Dice loss of one mask's logits, by hand.
+fn dice_loss(logits: &[f32], target: &[f32]) -> f64 {
+    let (mut inter, mut sum) = (0f64, 0f64);
+    for (&l, &t) in logits.iter().zip(target) {
+        let p = 1.0 / (1.0 + (-f64::from(l)).exp());
+        inter += p * f64::from(t);
+        sum += p + f64::from(t);
+    }
+    1.0 - (2.0 * inter + 1e-5) / (sum + 1e-5)
+}
+
+/// IoU of `logits > 0` with the target, by hand.
+fn real_iou(logits: &[f32], target: &[f32]) -> f64 {
+    let (mut inter, mut union) = (0usize, 0usize);
+    for (&l, &t) in logits.iter().zip(target) {
+        let (p, t) = (l > 0.0, t > 0.5);
+        inter += usize::from(p && t);
+        union += usize::from(p || t);
+    }
+    inter as f64 / union.max(1) as f64
+}
+
+fn point(x: f32, y: f32, label: PointLabel) -> Point {
+    Point { x, y, label }
+}
+
+/// Four samples, one of each kind: (image, prompt, mask prompt).
+fn mixed(c: &Case) -> Vec<(usize, Prompt, Option<Vec<f32>>)> {
+    // Click at the most interior point of malignant (12)'s target (the low-res frame is the
+    // model frame for LiteMedSAM).
+    let truth1 = Mask::from_fn(LR, LR, |i| c.target(1)[i] > 0.5);
+    let click = first_click(&truth1).unwrap();
+    // A correction round on benign (93): its box's answer as the mask prompt, a positive click
+    // inside the lesion and a negative one outside.
+    let previous = c.decode(0, &Prompt::from_box(c.frame_box(0)), None).0;
+    let b = c.frame_box(0);
+    let inside = point((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, PointLabel::Positive);
+    let outside = point((b[0] - 10.0).max(1.0), (b[1] - 10.0).max(1.0), PointLabel::Negative);
+    vec![
+        (0, Prompt::from_box(c.frame_box(0)), None),
+        (1, Prompt { points: vec![click], bbox: None }, None),
+        (0, Prompt { points: vec![inside, outside], bbox: None }, Some(previous)),
+        (1, Prompt { points: vec![click], bbox: Some(c.frame_box(1)) }, None),
+    ]
+}
+
+fn batch(c: &Case, samples: &[(usize, Prompt, Option<Vec<f32>>)]) -> Batch {
+    Batch {
+        embeddings: samples.iter().flat_map(|s| c.embeddings[s.0 * EMB..(s.0 + 1) * EMB].iter().copied()).collect(),
+        prompts: samples.iter().map(|s| s.1.clone()).collect(),
+        mask_inputs: samples.iter().map(|s| s.2.clone()).collect(),
+        targets: samples.iter().flat_map(|s| c.target(s.0).iter().copied()).collect(),
+    }
+}
+
+fn assert_same_step(what: &str, a: &StepOutput, b: &StepOutput) {
+    assert!((a.loss - b.loss).abs() <= 1e-6, "{what}: loss {} vs {}", a.loss, b.loss);
+    assert_close(&format!("{what}: logits"), &a.logits, &b.logits, 1e-4, 1e-6);
+    assert_eq!(a.grads.keys().collect::<Vec<_>>(), b.grads.keys().collect::<Vec<_>>(), "{what}");
+    for (key, g) in &a.grads {
+        let scale = g.iter().fold(1e-9f32, |m, v| m.max(v.abs()));
+        let (max, _) = diff(&b.grads[key], g);
+        assert!(max <= 1e-4 * scale, "{what}: {key} differs by {max} (max |g| {scale})");
+    }
+}
+
+#[test]
+fn a_mixed_batch_trains_each_sample_on_its_kept_mask() {
+    let c = case();
+    let samples = mixed(&c);
+    let batch = batch(&c, &samples);
+    let trainer = trainer();
+    let out = trainer.loss_and_grads(&batch, LossKind::Dice).unwrap();
+    assert_eq!(out.logits.len(), samples.len() * LR * LR, "one kept mask per sample");
+
+    // By hand: each sample's Dice loss from the inference decoder's logits — for the single
+    // click the smallest of its three masks' — averaged over the batch.
+    let mut want = 0.0;
+    let mut kept_click_mask = 0;
+    for (k, (image, prompt, mask)) in samples.iter().enumerate() {
+        let (logits, iou) = c.decode(*image, prompt, mask.as_deref());
+        assert_eq!(iou.len(), if k == 1 { 3 } else { 1 }, "sample {k}: masks");
+        let losses: Vec<f64> = logits.chunks_exact(LR * LR).map(|l| dice_loss(l, c.target(*image))).collect();
+        let best = (0..losses.len()).min_by(|&a, &b| losses[a].total_cmp(&losses[b])).unwrap();
+        eprintln!("sample {k}: Dice loss of its masks {losses:.4?}, kept {best}");
+        want += losses[best] / samples.len() as f64;
+        assert_close(&format!("sample {k}: kept logits"), &out.logits[k * LR * LR..(k + 1) * LR * LR], &logits[best * LR * LR..(best + 1) * LR * LR], 2e-3, 1e-4);
+        if k == 1 {
+            kept_click_mask = best;
+        }
+    }
+    eprintln!("batch loss {} (by hand {want})", out.loss);
+    assert!((f64::from(out.loss) - want).abs() <= 1e-4, "loss {} vs {want} by hand", out.loss);
+
+    // The single click trains only its kept mask's hypernetwork (1 + index among the three);
+    // the IoU head is not trained without its loss.
+    for m in 1..4 {
+        let moved = out.grads.iter().any(|(k, g)| k.contains(&format!("output_hypernetworks_mlps.{m}.")) && g.iter().any(|v| *v != 0.0));
+        assert_eq!(moved, m == 1 + kept_click_mask, "hypernetwork {m}");
+    }
+    assert!(!out.grads.keys().any(|k| k.contains("iou_prediction_head")));
+
+    // One part per sample on its own thread, or mixed kinds in one: the same step.
+    let sharded = trainer.with_shards(4).loss_and_grads(&batch, LossKind::Dice).unwrap();
+    assert_same_step("sharded", &sharded, &out);
+}
+
+#[test]
+fn the_iou_loss_is_the_squared_error_to_the_real_iou_and_training_lowers_it() {
+    let c = case();
+    let samples = mixed(&c);
+    let batch = batch(&c, &samples);
+    let plain = trainer().loss_and_grads(&batch, LossKind::Dice).unwrap();
+    let mut trainer = trainer().with_iou_loss(1.0);
+    let with_iou = trainer.loss_and_grads(&batch, LossKind::Dice).unwrap();
+    // By hand: per sample, the mean over its masks of (predicted − real IoU)², then the mean.
+    let want = mse_of(&c, &samples);
+    eprintln!("IoU loss {} (by hand {want})", with_iou.loss - plain.loss);
+    assert!((f64::from(with_iou.loss - plain.loss) - want).abs() <= 1e-4, "IoU term {} vs {want}", with_iou.loss - plain.loss);
+    assert!(with_iou.grads.keys().any(|k| k.contains("iou_prediction_head")), "the head is trained");
+    // A few Adam steps on this batch bring the predicted IoU closer to the real one.
+    for _ in 0..4 {
+        trainer.step(&batch, LossKind::Dice, 1e-4).unwrap();
+    }
+    let after = SamDecoder::load(&manifest().config, &trainer.decoder_weights(), &Device::flex()).unwrap();
+    let later = mse_of(&Case { decoder: after, ..c }, &samples);
+    eprintln!("IoU squared error {want:.5} → {later:.5} after 4 steps");
+    assert!(later < want, "{later} ≥ {want}");
+}
+
+/// Mean over samples of the mean over their masks of (predicted − real IoU)².
+fn mse_of(c: &Case, samples: &[(usize, Prompt, Option<Vec<f32>>)]) -> f64 {
+    let mut sum = 0.0;
+    for (image, prompt, mask) in samples {
+        let (logits, iou) = c.decode(*image, prompt, mask.as_deref());
+        let errors: Vec<f64> = logits.chunks_exact(LR * LR).zip(&iou).map(|(l, &p)| (f64::from(p) - real_iou(l, c.target(*image))).powi(2)).collect();
+        sum += errors.iter().sum::<f64>() / errors.len() as f64;
+    }
+    sum / samples.len() as f64
+}
+
+#[test]
+fn a_correction_round_clicks_the_largest_error_and_feeds_the_logits_back() {
+    let c = case();
+    let hw = golden("benign_93").i64("orig_hw");
+    let geometry = Geometry::new(hw[0] as usize, hw[1] as usize, 256);
+    let bytes = std::fs::read(shared().join("data/busi/benign/benign (93)_mask.png")).unwrap();
+    let truth = Mask::from_image_bytes(&bytes).unwrap();
+    let mut predictor = Predictor::with_decoder(&c.decoder);
+    predictor.set_embedding_data(c.embeddings[..EMB].to_vec(), geometry).unwrap();
+    let start = Prompt::from_box(c.frame_box(0));
+
+    let mut session = Session::new(&predictor, &truth, start.clone());
+    let first = session.answer().unwrap();
+    let (logits, iou) = c.decode(0, &start, None);
+    // (The predictor decodes a prepared image: the same up to rounding.)
+    assert_close("first answer = the box's logits", &first.logits, &logits, 1e-4, 1e-5);
+    assert!((first.predicted_iou - iou[0]).abs() <= 1e-5);
+    // The click goes to the centre of the largest error of the answer, at the image's size.
+    let click = next_click(&truth, &first.mask).unwrap();
+    let want = geometry.point_to_frame(click.x, click.y, click.label).unwrap();
+    assert!(session.correct(first.clone()).unwrap());
+    assert_eq!(session.prompt().points, vec![want]);
+    assert_eq!(session.prompt().bbox, start.bbox, "the box stays");
+    assert_eq!(session.mask_input(), Some(&first.logits[..]), "the answer's logits are the mask prompt");
+    // The next answer is the decoder's for the box, the click and that mask prompt.
+    let second = session.answer().unwrap();
+    let (logits, _) = c.decode(0, session.prompt(), Some(&first.logits));
+    assert_close("second answer", &second.logits, &logits, 1e-4, 1e-5);
+
+    // An exact answer leaves nothing to click: the session says so and adds nothing.
+    let mut exact = Session::new(&predictor, &first.mask, start.clone());
+    let answer = exact.answer().unwrap();
+    assert!(!exact.correct(answer).unwrap());
+    assert_eq!(exact.into_parts(), (start, None));
+}
