@@ -554,6 +554,20 @@ fn finetune_small_subset_learns_saves_reloads_and_resumes() {
     }
     let card: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("model.json")).unwrap()).unwrap();
     assert_eq!(card["epochs"], 2);
+    // The best epoch is chosen by the objective (mean Dice over tight, jitter 10, jitter 20 and
+    // one click on val), and the card lists every protocol for the start and the export.
+    assert_eq!(card["objective"], serde_json::json!(["tight", "jitter10", "jitter20", "click"]));
+    for which in ["start", "exported"] {
+        let v = &card["validation"][which];
+        for key in ["tight", "jitter10", "jitter20", "click"] {
+            assert!(v["prompts"][key]["dice_mean"].as_f64().is_some(), "{which} {key}: {v}");
+        }
+        for key in ["from_box", "from_click"] {
+            assert!(v["noc"][key]["noc90"].as_f64().is_some(), "{which} {key}: {v}");
+        }
+        assert!(v["predicted_iou_r"].is_number());
+    }
+    assert!(metrics.lines().next().unwrap().starts_with("epoch,train_loss,val_score,val_dice,val_iou,lr,seconds,val_click,val_jitter10,val_jitter20,val_tight"), "{metrics}");
     // Deterministic for a seed and backend: a fresh run repeats epoch 1 exactly.
     let run2 = dir.join("run2");
     let mut args2: Vec<&str> = base.to_vec();
@@ -603,10 +617,15 @@ fn finetune_small_subset_learns_saves_reloads_and_resumes() {
     let bias = card["calibration"]["bias"].as_f64().expect("a bias in the card") as f32;
     assert!((-2.0..=3.0).contains(&bias));
     assert!(card["calibration"]["train_dice_after"].as_f64().unwrap() >= card["calibration"]["train_dice_before"].as_f64().unwrap());
+    // A second bias for clicks alone, fitted on one click per training lesion.
+    let click_bias = card["calibration"]["click_bias"].as_f64().expect("a click bias in the card") as f32;
+    assert!(card["calibration"]["click_train_dice_after"].as_f64().unwrap() >= card["calibration"]["click_train_dice_before"].as_f64().unwrap());
     for f in ["decoder.f32.safetensors", "decoder.f16.safetensors"] {
         let map = sonosam_model::TensorMap::from_safetensors(&std::fs::read(run3.join(f)).unwrap(), f).unwrap();
         let v: f32 = map.metadata()["mask_logit_bias"].parse().unwrap();
         assert_eq!(v, bias, "{f}");
+        let v: f32 = map.metadata()["mask_logit_bias_clicks"].parse().unwrap();
+        assert_eq!(v, click_bias, "{f}");
     }
     let area = |decoder: &str, name: &str| {
         let p = dir.join(name);
@@ -618,6 +637,31 @@ fn finetune_small_subset_learns_saves_reloads_and_resumes() {
     assert!(if bias >= 0.0 { calibrated >= plain } else { calibrated <= plain }, "bias {bias}: {plain} → {calibrated} px");
     eprintln!("calibrated bias {bias}: mask {plain} → {calibrated} px");
     fails_with(&["finetune", "--data", &s(&data), "--splits", &s(&splits), "--out", &s(&dir.join("run4")), "--epochs", "0"], &["--epochs 0 only with --calibrate"]);
+
+    // Mixed prompts: clicks, correction rounds answered by the decoder being trained, the IoU
+    // head's loss — a run that trains and exports, with the recipe in its card.
+    let run5 = dir.join("run5");
+    let run5_s = s(&run5);
+    let mut args5: Vec<&str> = base.to_vec();
+    args5[6] = &run5_s;
+    args5.extend(["--epochs", "1", "--click-share", "0.5", "--corrections", "2", "--iou-weight", "1", "--objective", "tight,click"]);
+    ok(&args5);
+    let card: serde_json::Value = serde_json::from_slice(&std::fs::read(run5.join("model.json")).unwrap()).unwrap();
+    assert_eq!(card["recipe"]["prompts"]["click_share"], 0.5);
+    assert_eq!(card["recipe"]["prompts"]["corrections"], 2);
+    assert_eq!(card["recipe"]["iou_loss_weight"], 1.0);
+    assert_eq!(card["objective"], serde_json::json!(["tight", "click"]));
+    let loss = card["metrics"]["per_epoch"][0]["train_loss"].as_f64().unwrap();
+    assert!(loss.is_finite() && loss > 0.0, "{loss}");
+    // Resuming with another objective is refused (the best epoch was chosen by this one).
+    let mut args = args5.clone();
+    args.truncate(args.len() - 2);
+    args.extend(["--resume"]);
+    let epochs = args.iter().position(|a| *a == "1").unwrap();
+    args[epochs] = "2";
+    fails_with(&args, &["chose its best epoch by tight,click"]);
+    fails_with(&[&base[..], &["--click-share", "1.5"]].concat(), &["--click-share"]);
+    fails_with(&[&base[..], &["--objective", "correct-box"]].concat(), &["correction run"]);
 }
 
 /// Official-layout SAM checkpoints: a tiny ViT with random weights (`../shared/golden`) runs

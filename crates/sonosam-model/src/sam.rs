@@ -26,14 +26,27 @@ pub const DECODER_PREFIXES: [&str; 2] = [PROMPT_ENCODER_PREFIX, MASK_DECODER_PRE
 pub struct SamDecoder {
     pub prompt_encoder: PromptEncoder,
     pub mask_decoder: MaskDecoder,
-    /// Added to every mask logit: a calibration fitted on training data by `sonosam finetune
-    /// --calibrate` (0 for the model's own decoder). Stored in the decoder file's safetensors
-    /// metadata under [`MASK_LOGIT_BIAS_KEY`].
+    /// Added to every mask logit of a prompt with a box: a calibration fitted on training
+    /// data by `sonosam finetune --calibrate` (0 for the model's own decoder). Stored in the
+    /// decoder file's safetensors metadata under [`MASK_LOGIT_BIAS_KEY`].
     pub mask_logit_bias: f32,
+    /// The same for prompts of clicks alone (metadata [`CLICK_MASK_LOGIT_BIAS_KEY`]; where a
+    /// file has none, [`Self::mask_logit_bias`]).
+    pub click_mask_logit_bias: f32,
 }
 
 /// Safetensors metadata key of [`SamDecoder::mask_logit_bias`].
 pub const MASK_LOGIT_BIAS_KEY: &str = "mask_logit_bias";
+/// Safetensors metadata key of [`SamDecoder::click_mask_logit_bias`].
+pub const CLICK_MASK_LOGIT_BIAS_KEY: &str = "mask_logit_bias_clicks";
+
+/// A calibration bias from a decoder file's metadata, if it has one.
+fn bias(w: &TensorMap, key: &str) -> Result<Option<f32>> {
+    w.metadata()
+        .get(key)
+        .map(|v| v.trim().parse::<f32>().ok().filter(|b| b.is_finite()).ok_or_else(|| SamError::Invalid(format!("{key} = {v:?} is not a number"))))
+        .transpose()
+}
 
 impl SamDecoder {
     pub fn load(config: &SamConfig, w: &TensorMap, device: &Device) -> Result<Self> {
@@ -46,11 +59,10 @@ impl SamDecoder {
                 device,
             )?,
             mask_decoder: MaskDecoder::load(w, "mask_decoder", &config.decoder, device)?,
-            mask_logit_bias: match w.metadata().get(MASK_LOGIT_BIAS_KEY) {
-                None => 0.0,
-                Some(v) => v.trim().parse::<f32>().ok().filter(|b| b.is_finite()).ok_or_else(|| {
-                    SamError::Invalid(format!("{MASK_LOGIT_BIAS_KEY} = {v:?} is not a number"))
-                })?,
+            mask_logit_bias: bias(w, MASK_LOGIT_BIAS_KEY)?.unwrap_or(0.0),
+            click_mask_logit_bias: match bias(w, CLICK_MASK_LOGIT_BIAS_KEY)? {
+                Some(b) => b,
+                None => bias(w, MASK_LOGIT_BIAS_KEY)?.unwrap_or(0.0),
             },
         };
         for p in DECODER_PREFIXES {
@@ -96,7 +108,7 @@ impl SamDecoder {
             dense,
             multimask,
         )?;
-        Ok(self.calibrated(out))
+        Ok(self.calibrated(out, prompts))
     }
 
     /// The per-image part of decoding, done once for an embedding `[1, 256, 64, 64]`; then
@@ -117,14 +129,27 @@ impl SamDecoder {
         let device = self.prompt_encoder.dense_pe().device();
         let sparse = self.prompt_encoder.embed_sparse(prompts, &device)?;
         let out = self.mask_decoder.forward_prepared(image, sparse, multimask)?;
-        Ok(self.calibrated(out))
+        Ok(self.calibrated(out, prompts))
     }
 
-    /// Apply the calibration bias.
-    fn calibrated(&self, mut out: DecoderOutput) -> DecoderOutput {
-        if self.mask_logit_bias != 0.0 {
-            out.low_res_logits = out.low_res_logits.add_scalar(self.mask_logit_bias);
+    /// The calibration bias for `prompt`: the click bias for clicks alone, else the box one.
+    pub fn mask_logit_bias_for(&self, prompt: &Prompt) -> f32 {
+        if prompt.bbox.is_none() && !prompt.points.is_empty() { self.click_mask_logit_bias } else { self.mask_logit_bias }
+    }
+
+    /// Apply each prompt's calibration bias to its masks.
+    fn calibrated(&self, mut out: DecoderOutput, prompts: &[Prompt]) -> DecoderOutput {
+        let biases: Vec<f32> = prompts.iter().map(|p| self.mask_logit_bias_for(p)).collect();
+        if biases.iter().all(|b| *b == 0.0) {
+            return out;
         }
+        let logits = out.low_res_logits;
+        out.low_res_logits = if biases.iter().all(|b| *b == biases[0]) {
+            logits.add_scalar(biases[0])
+        } else {
+            let n = biases.len();
+            logits.clone() + Tensor::from_data(TensorData::new(biases, [n, 1, 1, 1]), &logits.device())
+        };
         out
     }
 }

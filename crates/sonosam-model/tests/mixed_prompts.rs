@@ -231,3 +231,34 @@ fn a_correction_round_clicks_the_largest_error_and_feeds_the_logits_back() {
     assert!(!exact.correct(answer).unwrap());
     assert_eq!(exact.into_parts(), (start, None));
 }
+
+#[test]
+fn each_prompt_gets_its_kinds_calibration_bias() {
+    let c = case();
+    let mut weights = component(Component::Decoder, StoreDType::F32);
+    weights.set_metadata("mask_logit_bias", "1.0");
+    weights.set_metadata("mask_logit_bias_clicks", "-0.5");
+    let calibrated = SamDecoder::load(&manifest().config, &weights, &Device::flex()).unwrap();
+    assert_eq!((calibrated.mask_logit_bias, calibrated.click_mask_logit_bias), (1.0, -0.5));
+    let b = c.frame_box(0);
+    let click = point((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, PointLabel::Positive);
+    let boxed = Prompt::from_box(b);
+    let box_and_click = Prompt { points: vec![click], bbox: Some(b) };
+    let two_clicks = Prompt { points: vec![click, point(b[0], b[1], PointLabel::Negative)], bbox: None };
+    for (prompt, bias) in [(&boxed, 1.0f32), (&box_and_click, 1.0), (&two_clicks, -0.5)] {
+        let plain = c.decode(0, prompt, None).0;
+        let out = calibrated.decode(c.embedding(0), std::slice::from_ref(prompt), None, false).unwrap();
+        let shifted: Vec<f32> = plain.iter().map(|v| v + bias).collect();
+        assert_close(&format!("{prompt:?}: bias {bias}"), &read(out.low_res_logits), &shifted, 1e-4, 1e-6);
+    }
+    // A batch of both kinds (a box and one click: two tokens each): each row its own bias.
+    let prompts = [boxed.clone(), Prompt { points: vec![click], bbox: None }];
+    let rows = read(calibrated.decode(c.embedding(0), &prompts, None, false).unwrap().low_res_logits);
+    let plain = read(c.decoder.decode(c.embedding(0), &prompts, None, false).unwrap().low_res_logits);
+    let want: Vec<f32> = plain.iter().enumerate().map(|(i, v)| v + if i < LR * LR { 1.0 } else { -0.5 }).collect();
+    assert_close("a batch of a box and a click", &rows, &want, 1e-4, 1e-6);
+    // A file with only the box bias (older exports) applies it to clicks too.
+    weights.remove_metadata("mask_logit_bias_clicks");
+    let old = SamDecoder::load(&manifest().config, &weights, &Device::flex()).unwrap();
+    assert_eq!(old.click_mask_logit_bias, 1.0);
+}

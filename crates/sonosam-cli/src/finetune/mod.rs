@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sonosam_data::Dataset;
 use sonosam_model::backend::{BackendKind, host_threads};
 use sonosam_model::rng::Rng;
-use sonosam_model::sam::{DECODER_PREFIXES, MASK_LOGIT_BIAS_KEY};
+use sonosam_model::sam::{CLICK_MASK_LOGIT_BIAS_KEY, DECODER_PREFIXES, MASK_LOGIT_BIAS_KEY};
 use sonosam_model::burn::tensor::Device;
 use sonosam_model::train::{Adam, AdamConfig, DecoderTrainer, LossKind, default_shards, target_low_res};
 use sonosam_model::weights::sha256_hex;
@@ -219,6 +219,7 @@ fn start_or_resume(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliRes
         let (_, mut init) = decoder_weights(&args.init, &study.model.id, &study.model.base_decoder)?;
         // Training works on raw logits: a calibrated starting decoder leaves its bias behind
         // (validation and export would otherwise apply a bias the training never saw).
+        init.remove_metadata(CLICK_MASK_LOGIT_BIAS_KEY);
         if let Some(bias) = init.remove_metadata(MASK_LOGIT_BIAS_KEY) {
             println!(
                 "note: {} is calibrated (mask-logit bias {bias}): training starts from its weights \
@@ -339,34 +340,55 @@ fn end_epoch(
     plot(&args.out.join("curves.svg"), &run.rows, run.state.base_val_score)
 }
 
-/// Fit the best decoder's mask-logit bias on the training split and validate it.
+/// Fit the best decoder's mask-logit biases — one for boxes, one for clicks alone — on the
+/// training split, and validate the result.
 fn calibrate(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliResult<Calibration> {
     let (_, best) = read_checkpoint(&args.out.join("best"))?;
     let config = &study.model.sam.config;
     let mut weights = best.decoder;
     let decoder = SamDecoder::load(config, &weights, &study.device)?;
     let val_before = validate_decoder(args, data, &decoder)?;
-    let (bias, before, after) = fit_mask_logit_bias(&decoder, &data.train)?;
-    weights.set_metadata(MASK_LOGIT_BIAS_KEY, bias.to_string());
+    let boxes = fit_mask_logit_bias(&decoder, &data.train, false)?;
+    let clicks = fit_mask_logit_bias(&decoder, &data.train, true)?;
+    weights.set_metadata(MASK_LOGIT_BIAS_KEY, boxes.0.to_string());
+    weights.set_metadata(CLICK_MASK_LOGIT_BIAS_KEY, clicks.0.to_string());
     let decoder = SamDecoder::load(config, &weights, &study.device)?;
     let val_after = validate_decoder(args, data, &decoder)?;
     println!(
-        "calibration on {}: mask-logit bias {bias:+.2} (train tight-box Dice {before:.4} → {after:.4}); \
-         val {} → {}",
+        "calibration on {}: mask-logit bias {:+.2} for boxes (train tight-box Dice {:.4} → {:.4}), \
+         {:+.2} for clicks (train one-click Dice {:.4} → {:.4}); val {} → {}",
         args.train_split,
+        boxes.0,
+        boxes.1,
+        boxes.2,
+        clicks.0,
+        clicks.1,
+        clicks.2,
         describe(&val_before),
         describe(&val_after)
     );
-    Ok(Calibration { bias, train_dice_before: before, train_dice_after: after, val_before, val_after })
+    Ok(Calibration {
+        bias: boxes.0,
+        train_dice_before: boxes.1,
+        train_dice_after: boxes.2,
+        click_bias: clicks.0,
+        click_train_dice_before: clicks.1,
+        click_train_dice_after: clicks.2,
+        val_before,
+        val_after,
+    })
 }
 
-/// The fitted mask-logit bias and what it did (train: tight boxes; validation: the
-/// objective).
+/// The fitted mask-logit biases and what they did (train: tight boxes, one click;
+/// validation: the objective).
 #[derive(Serialize)]
 struct Calibration {
     bias: f32,
     train_dice_before: f64,
     train_dice_after: f64,
+    click_bias: f32,
+    click_train_dice_before: f64,
+    click_train_dice_after: f64,
     val_before: ValScores,
     val_after: ValScores,
 }
@@ -400,6 +422,7 @@ fn export(args: &FinetuneArgs, study: &Study, data: &RunData, run: &Progress, ca
         map.set_metadata("component", "decoder");
         if let Some(c) = calibration {
             map.set_metadata(MASK_LOGIT_BIAS_KEY, c.bias.to_string());
+            map.set_metadata(CLICK_MASK_LOGIT_BIAS_KEY, c.click_bias.to_string());
         }
         let bytes = map.to_safetensors(dtype)?;
         let name = format!("decoder.{}.safetensors", dtype.suffix());
