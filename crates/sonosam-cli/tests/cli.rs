@@ -612,7 +612,7 @@ fn finetune_small_subset_learns_saves_reloads_and_resumes() {
     args3[6] = &run3_s;
     args3.extend(["--epochs", "0", "--calibrate"]);
     let out = ok(&args3);
-    assert!(out.contains("calibration on train: mask-logit bias"), "{out}");
+    assert!(out.contains("fitted on train: mask-logit bias") && out.contains("calibration kept:"), "{out}");
     let card: serde_json::Value = serde_json::from_slice(&std::fs::read(run3.join("model.json")).unwrap()).unwrap();
     let bias = card["calibration"]["bias"].as_f64().expect("a bias in the card") as f32;
     assert!((-2.0..=3.0).contains(&bias));

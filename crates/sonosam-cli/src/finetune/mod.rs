@@ -341,37 +341,46 @@ fn end_epoch(
 }
 
 /// Fit the best decoder's mask-logit biases — one for boxes, one for clicks alone — on the
-/// training split, and validate the result.
+/// training split; then keep those that help: of no bias, either, or both, the choice with
+/// the best validation objective (ties to fewer). A box bias fitted on tight boxes also moves
+/// jittered boxes, which it can hurt: the objective weighs both.
 fn calibrate(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliResult<Calibration> {
     let (_, best) = read_checkpoint(&args.out.join("best"))?;
     let config = &study.model.sam.config;
-    let mut weights = best.decoder;
+    let weights = best.decoder;
     let decoder = SamDecoder::load(config, &weights, &study.device)?;
-    let val_before = validate_decoder(args, data, &decoder)?;
     let boxes = fit_mask_logit_bias(&decoder, &data.train, false)?;
     let clicks = fit_mask_logit_bias(&decoder, &data.train, true)?;
-    weights.set_metadata(MASK_LOGIT_BIAS_KEY, boxes.0.to_string());
-    weights.set_metadata(CLICK_MASK_LOGIT_BIAS_KEY, clicks.0.to_string());
-    let decoder = SamDecoder::load(config, &weights, &study.device)?;
-    let val_after = validate_decoder(args, data, &decoder)?;
     println!(
-        "calibration on {}: mask-logit bias {:+.2} for boxes (train tight-box Dice {:.4} → {:.4}), \
-         {:+.2} for clicks (train one-click Dice {:.4} → {:.4}); val {} → {}",
-        args.train_split,
-        boxes.0,
-        boxes.1,
-        boxes.2,
-        clicks.0,
-        clicks.1,
-        clicks.2,
-        describe(&val_before),
-        describe(&val_after)
+        "fitted on {}: mask-logit bias {:+.2} for boxes (train tight-box Dice {:.4} → {:.4}), {:+.2} for clicks \
+         (train one-click Dice {:.4} → {:.4})",
+        args.train_split, boxes.0, boxes.1, boxes.2, clicks.0, clicks.1, clicks.2
     );
+    let mut choices: Vec<(f32, f32, ValScores)> = Vec::new();
+    for (b, c) in [(0.0, 0.0), (boxes.0, 0.0), (0.0, clicks.0), (boxes.0, clicks.0)] {
+        if choices.iter().any(|x| (x.0, x.1) == (b, c)) {
+            continue;
+        }
+        let mut w = weights.subset(&DECODER_PREFIXES, "calibrated decoder");
+        w.set_metadata(MASK_LOGIT_BIAS_KEY, b.to_string());
+        w.set_metadata(CLICK_MASK_LOGIT_BIAS_KEY, c.to_string());
+        let val = validate_decoder(args, data, &SamDecoder::load(config, &w, &study.device)?)?;
+        println!("  boxes {b:+.2}, clicks {c:+.2}: val {}", describe(&val));
+        choices.push((b, c, val));
+    }
+    let val_before = choices[0].2.clone();
+    let (bias, click_bias, val_after) = choices.into_iter().fold(None, |best: Option<(f32, f32, ValScores)>, x| match best {
+        Some(b) if b.2.score >= x.2.score => Some(b),
+        _ => Some(x),
+    }).expect("at least no bias");
+    println!("calibration kept: boxes {bias:+.2}, clicks {click_bias:+.2} (val score {:.4} → {:.4})", val_before.score, val_after.score);
     Ok(Calibration {
-        bias: boxes.0,
+        bias,
+        click_bias,
+        fitted_bias: boxes.0,
         train_dice_before: boxes.1,
         train_dice_after: boxes.2,
-        click_bias: clicks.0,
+        fitted_click_bias: clicks.0,
         click_train_dice_before: clicks.1,
         click_train_dice_after: clicks.2,
         val_before,
@@ -379,14 +388,17 @@ fn calibrate(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliResult<Ca
     })
 }
 
-/// The fitted mask-logit biases and what they did (train: tight boxes, one click;
-/// validation: the objective).
+/// The mask-logit biases kept (`bias`: boxes, `click_bias`: clicks alone; 0 where fitting did
+/// not help on validation), those fitted on the training split and what they did there
+/// (tight boxes, one click), and the validation objective without and with the kept ones.
 #[derive(Serialize)]
 struct Calibration {
     bias: f32,
+    click_bias: f32,
+    fitted_bias: f32,
     train_dice_before: f64,
     train_dice_after: f64,
-    click_bias: f32,
+    fitted_click_bias: f32,
     click_train_dice_before: f64,
     click_train_dice_after: f64,
     val_before: ValScores,
