@@ -1,5 +1,7 @@
-//! Fine-tuning the mask decoder with frozen image and prompt encoders: targets, box jitter,
-//! Dice (+BCE) loss, gradients by PyTorch parameter name, and Adam with PyTorch's update rule.
+//! Fine-tuning the mask decoder with frozen image and prompt encoders: targets, Dice (+BCE)
+//! loss, batches of mixed prompts (boxes, clicks, clicks with a mask prompt from a correction
+//! round; a single click trained on the best of its three masks), the IoU head's loss,
+//! gradients by PyTorch parameter name, and Adam with PyTorch's update rule.
 //!
 //! Parameters live on the host as a [`TensorMap`] in PyTorch layout; each step builds the mask
 //! decoder from them on an autodiff device, runs forward and backward, reads the gradients back
