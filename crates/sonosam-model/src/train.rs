@@ -149,7 +149,7 @@ impl Batch {
 struct SampleKind {
     /// Sparse prompt tokens.
     tokens: usize,
-    /// Three masks, trained on the best (an ambiguous prompt: a single click, no mask).
+    /// Three masks, trained on the best (an ambiguous prompt: a single click).
     multimask: bool,
     /// A mask prompt (dense embedding from earlier logits) rather than `no_mask`.
     mask_prompt: bool,
