@@ -456,11 +456,17 @@ impl Scoring<'_> {
 pub const PROMPT_SEED: u64 = 0;
 
 /// Scores of `decoder` on `prepared` with tight boxes and the plain strategy, and the prompt
-/// `protocols` — how fine-tuning validates.
+/// `protocols` — how fine-tuning validates. Every asked protocol has its entry in `prompts`
+/// or `noc` (`tight` is the tight-box score every instance gets anyway, not decoded twice).
 pub fn validate(decoder: &SamDecoder, prepared: &Prepared, split: &str, protocols: &[Protocol], threads: usize) -> CliResult<Summary> {
-    // The tight box is always scored (`dice_mean`).
     let asked: Vec<Protocol> = protocols.iter().copied().filter(|p| *p != Protocol::Tight).collect();
     let job = Scoring { decoder, prepared, jitter: &[0.0], seed: PROMPT_SEED, strategy: &Strategy::default(), protocols: &asked, describe: false };
     let scores = score(&job, "validate", threads)?;
-    Ok(summarise("", split, prepared, &scores, &[0.0]))
+    let mut summary = summarise("", split, prepared, &scores, &[0.0]);
+    if protocols.contains(&Protocol::Tight) {
+        let o = &summary.overall;
+        let tight = ProtocolSummary { dice_mean: o.dice_mean, dice_median: o.dice_median, n: o.n };
+        summary.prompts.get_or_insert_with(BTreeMap::new).insert(Protocol::Tight.key(), tight);
+    }
+    Ok(summary)
 }

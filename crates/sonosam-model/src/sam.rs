@@ -147,8 +147,8 @@ impl SamDecoder {
         out.low_res_logits = if biases.iter().all(|b| *b == biases[0]) {
             logits.add_scalar(biases[0])
         } else {
-            let n = biases.len();
-            logits.clone() + Tensor::from_data(TensorData::new(biases, [n, 1, 1, 1]), &logits.device())
+            let (n, device) = (biases.len(), logits.device());
+            logits + Tensor::from_data(TensorData::new(biases, [n, 1, 1, 1]), &device)
         };
         out
     }

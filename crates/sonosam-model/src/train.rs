@@ -399,7 +399,7 @@ impl<'a> ShardTrainer<'a> {
             }
         };
         // Of several masks (an ambiguous prompt), only the best is trained: SAM's rule.
-        let kept = best_per_sample(&read_f32(per_mask.clone().inner())?, m);
+        let kept = if m == 1 { vec![0; b] } else { best_per_sample(&read_f32(per_mask.clone().inner())?, m) };
         let mut value = if m == 1 {
             per_mask.mean()
         } else {

@@ -99,8 +99,9 @@ pub struct FinetuneArgs {
     /// Also read and write embeddings in this Redis, as `serve --cache-url` and `embed` do.
     #[arg(long)]
     pub cache_url: Option<String>,
-    /// After training, fit a bias added to the mask logits (the decision threshold) on the
-    /// training split, and export it with the decoder. With `--epochs 0` only that is fitted.
+    /// After training, fit biases added to the mask logits (the decision threshold) — one for
+    /// boxes, one for clicks alone — on the training split, and export those that raise the
+    /// validation objective. With `--epochs 0` only that is done.
     #[arg(long)]
     pub calibrate: bool,
 }
@@ -272,11 +273,7 @@ fn validate_trainer(args: &FinetuneArgs, study: &Study, data: &RunData, trainer:
 /// protocols of their mean Dice, with the tight box's Dice and IoU.
 fn validate_decoder(args: &FinetuneArgs, data: &RunData, decoder: &SamDecoder) -> CliResult<ValScores> {
     let s = validate(decoder, &data.val, &args.val_split, &args.objective, host_threads(args.backend))?;
-    let prompts: BTreeMap<String, f64> = args
-        .objective
-        .iter()
-        .map(|p| (p.key(), if *p == Protocol::Tight { s.overall.dice_mean } else { s.prompts.as_ref().map_or(f64::NAN, |m| m[&p.key()].dice_mean) }))
-        .collect();
+    let prompts: BTreeMap<String, f64> = s.prompts.iter().flatten().map(|(k, p)| (k.clone(), p.dice_mean)).collect();
     let score = prompts.values().sum::<f64>() / prompts.len().max(1) as f64;
     Ok(ValScores { score, dice: s.overall.dice_mean, iou: s.overall.iou_mean, prompts })
 }
@@ -411,9 +408,7 @@ fn card_validation(args: &FinetuneArgs, study: &Study, data: &RunData, weights: 
     let decoder = SamDecoder::load(&study.model.sam.config, weights, &study.device)?;
     let all = ["tight", "jitter10", "jitter20", "click", "correct-box", "correct-click"].map(|p| p.parse::<Protocol>().expect("known"));
     let s = validate(&decoder, &data.val, &args.val_split, &all, host_threads(args.backend))?;
-    let mut prompts = serde_json::to_value(&s.prompts)?;
-    prompts["tight"] = serde_json::json!({ "dice_mean": s.overall.dice_mean, "dice_median": s.overall.dice_median, "n": s.overall.n });
-    Ok(serde_json::json!({ "prompts": prompts, "noc": s.noc, "predicted_iou_r": s.predicted_iou_r }))
+    Ok(serde_json::json!({ "prompts": s.prompts, "noc": s.noc, "predicted_iou_r": s.predicted_iou_r }))
 }
 
 /// The best decoder (by the objective; the starting one when no epoch beat it) in the
