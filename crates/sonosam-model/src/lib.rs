@@ -70,8 +70,6 @@ pub mod wire;
 // Backends and the kernels the crate adds to burn's.
 #[cfg(feature = "burn")]
 pub mod activation;
-#[cfg(all(feature = "flex", target_arch = "x86_64"))]
-pub mod avx512;
 pub mod backend;
 #[cfg(feature = "burn")]
 mod common;

@@ -390,14 +390,6 @@ fn gemm_product(a: View, b: View, c: &mut [f32], epilogue: &Epilogue, threads: b
         return;
     }
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    #[cfg(target_arch = "x86_64")]
-    if m * n * k >= AVX512_MIN && n >= 48 && crate::avx512::available() {
-        let (b_rs, b_cs) = if b.transposed { (1, b.stride) } else { (b.stride, 1) };
-        let ops = crate::avx512::Operands { a: a.data, lda: a.stride, b: b.data, b_rs, b_cs, m, k, n };
-        let finish = |i: usize, j0: usize, row: &mut [f32]| finish_row(row, i, j0, epilogue);
-        crate::avx512::product(ops, c, threads, &finish);
-        return;
-    }
     #[cfg(feature = "threads")]
     if threads && m * n * k >= GEMM_PARALLEL_MIN {
         // SAFETY: `C` is `m × n`, `A` and `B` hold their rows of their strides (`check`).
@@ -436,12 +428,6 @@ unsafe fn gemm_call(a: View, b: View, c: &mut [f32], parallelism: gemm::Parallel
     }
 }
 
-/// Products at least this large (`m · n · k`, and at least 48 columns) run on this crate's
-/// AVX-512 kernel where the CPU has it ([`crate::avx512`]: twice `gemm`'s rate on the encoder's
-/// shapes); smaller ones (TinyViT's per-window attention) stay `gemm`'s.
-#[cfg(all(feature = "flex", target_arch = "x86_64"))]
-const AVX512_MIN: usize = 64 * 64 * 64;
-
 /// Products smaller than this (`m · n · k`) stay on one thread natively (burn-flex's choice).
 #[cfg(all(feature = "threads", feature = "flex", not(target_arch = "wasm32")))]
 const GEMM_PARALLEL_MIN: usize = 192 * 192 * 192;
@@ -458,16 +444,6 @@ multiversion! {
         }
         for (r, row) in c.chunks_exact_mut(n).enumerate() {
             epilogue.apply(i0 + r, 0, row);
-        }
-    }
-}
-
-multiversion! {
-    /// The epilogue on `row`, columns `j0 ..` of row `i` of `C`.
-    #[cfg(all(feature = "flex", target_arch = "x86_64"))]
-    fn finish_row(row: &mut [f32], i: usize, j0: usize, epilogue: &Epilogue) {
-        if !epilogue.is_identity() {
-            epilogue.apply(i, j0, row);
         }
     }
 }
@@ -799,9 +775,7 @@ mod tests {
     #[test]
     fn products_match_the_definition_at_every_edge_of_the_blocking() {
         // Sizes below, at and past the tile (3 × 12), the row block (48) and the depth block
-        // (256), with strided inputs. Natively on AVX-512 the last four run on `avx512`'s
-        // kernel (6 × 64 tiles, 256-deep and 256-wide blocks): on one thread, on bands of rows
-        // shared by the threads, and (with few cores) on groups of columns.
+        // (256), with strided inputs.
         for &(m, k, n) in &[
             (1, 1, 1),
             (2, 3, 5),
@@ -810,9 +784,6 @@ mod tests {
             (49, 32, 49),
             (50, 513, 25),
             (100, 64, 300),
-            (13, 600, 70),
-            (200, 300, 130),
-            (20, 80, 4500),
         ] {
             let (lda, ldb, ldbt) = (k + 3, n + 5, k + 2);
             let a = values(m * lda, 1.0);
