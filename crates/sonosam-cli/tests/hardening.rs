@@ -208,7 +208,7 @@ fn cancelled_and_timed_out_encodings_are_kept() {
     drop(server);
 
     // With a time limit shorter than an encoding: 504, and the retry succeeds from the cache.
-    let server = start(&["--timeout", "1"]);
+    let server = start(&["--timeout", "0.05"]);
     let port = server.port;
     let answer = request(port, "POST", EMBED, &image);
     assert_eq!(answer.0, 504, "{}", answer.1);

@@ -63,9 +63,9 @@ pub struct ServeArgs {
     /// Most images encoded together in one batch.
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
-    /// Per-request time limit in seconds (exceeded: 504).
-    #[arg(long, default_value_t = 120)]
-    pub timeout: u64,
+    /// Per-request time limit in seconds, fractions allowed (exceeded: 504).
+    #[arg(long, default_value_t = 120.0, value_parser = positive_seconds)]
+    pub timeout: f64,
     /// Embeddings kept in memory (≈ 4 MB each).
     #[arg(long, default_value_t = 64)]
     pub cache_entries: usize,
@@ -105,6 +105,15 @@ pub struct ServeArgs {
     pub shutdown_grace: u64,
 }
 
+/// A time limit in seconds: finite and above zero (so that `Duration` can hold it).
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        Ok(_) => Err(format!("{s}: a time limit must be above 0 and at most 86400 seconds")),
+        Err(e) => Err(format!("{s}: {e}")),
+    }
+}
+
 pub fn run(args: ServeArgs) -> CliResult<()> {
     if !args.dist.join("index.html").is_file() {
         eprintln!(
@@ -121,7 +130,7 @@ pub fn run(args: ServeArgs) -> CliResult<()> {
         jobs: args.queue,
         bytes: args.queue_memory.saturating_mul(1 << 20),
         batch: args.batch,
-        timeout: Duration::from_secs(args.timeout.max(1)),
+        timeout: Duration::from_secs_f64(args.timeout),
     };
     let encoder = encoder::Encoder::start(loaded.sam, limits, cache.clone(), metrics.clone())
         .context("cannot start the encoder thread")?;
