@@ -650,6 +650,7 @@ fn finetune_small_subset_learns_saves_reloads_and_resumes() {
     assert_eq!(card["recipe"]["prompts"]["click_share"], 0.5);
     assert_eq!(card["recipe"]["prompts"]["corrections"], 2);
     assert_eq!(card["recipe"]["iou_loss_weight"], 1.0);
+    assert_eq!(card["recipe"]["prompts"]["box_multimask"], false);
     assert_eq!(card["objective"], serde_json::json!(["tight", "click"]));
     let loss = card["metrics"]["per_epoch"][0]["train_loss"].as_f64().unwrap();
     assert!(loss.is_finite() && loss > 0.0, "{loss}");
@@ -661,6 +662,8 @@ fn finetune_small_subset_learns_saves_reloads_and_resumes() {
     args[epochs] = "2";
     fails_with(&args, &["chose its best epoch by tight,click"]);
     fails_with(&[&base[..], &["--click-share", "1.5"]].concat(), &["--click-share"]);
+    // Boxes as ambiguous prompts need the IoU head trained: it picks their mask.
+    fails_with(&[&base[..], &["--box-multimask"]].concat(), &["--box-multimask needs --iou-weight"]);
     fails_with(&[&base[..], &["--objective", "correct-box"]].concat(), &["correction run"]);
 }
 

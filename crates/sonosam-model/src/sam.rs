@@ -33,12 +33,29 @@ pub struct SamDecoder {
     /// The same for prompts of clicks alone (metadata [`CLICK_MASK_LOGIT_BIAS_KEY`]; where a
     /// file has none, [`Self::mask_logit_bias`]).
     pub click_mask_logit_bias: f32,
+    /// Whether a prompt with a box, asked for one mask, is answered with the best of the
+    /// three multimask outputs by predicted IoU rather than the single-mask output: a decoder
+    /// fine-tuned with `sonosam finetune --box-multimask`, whose three masks for a box are
+    /// hypotheses about how tightly it was drawn. Metadata [`BOX_MULTIMASK_KEY`] (`true`);
+    /// `false` for SAM's own decoders.
+    pub box_multimask: bool,
 }
 
 /// Safetensors metadata key of [`SamDecoder::mask_logit_bias`].
 pub const MASK_LOGIT_BIAS_KEY: &str = "mask_logit_bias";
 /// Safetensors metadata key of [`SamDecoder::click_mask_logit_bias`].
 pub const CLICK_MASK_LOGIT_BIAS_KEY: &str = "mask_logit_bias_clicks";
+/// Safetensors metadata key of [`SamDecoder::box_multimask`].
+pub const BOX_MULTIMASK_KEY: &str = "box_multimask";
+
+/// Whether a decoder file answers boxes with the best of three masks (its metadata).
+pub fn box_multimask(w: &TensorMap) -> Result<bool> {
+    match w.metadata().get(BOX_MULTIMASK_KEY).map(|v| v.trim()) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(v) => Err(SamError::Invalid(format!("{BOX_MULTIMASK_KEY} = {v:?} is not true or false"))),
+    }
+}
 
 /// A calibration bias from a decoder file's metadata, if it has one.
 fn bias(w: &TensorMap, key: &str) -> Result<Option<f32>> {
@@ -64,6 +81,7 @@ impl SamDecoder {
                 Some(b) => b,
                 None => bias(w, MASK_LOGIT_BIAS_KEY)?.unwrap_or(0.0),
             },
+            box_multimask: box_multimask(w)?,
         };
         for p in DECODER_PREFIXES {
             w.check_all_used(p)?;
@@ -101,14 +119,9 @@ impl SamDecoder {
         }
         let sparse = self.prompt_encoder.embed_sparse(prompts, &device)?;
         let dense = self.prompt_encoder.embed_dense(mask_input, b);
-        let out = self.mask_decoder.forward(
-            embedding,
-            self.prompt_encoder.dense_pe(),
-            sparse,
-            dense,
-            multimask,
-        )?;
-        Ok(self.calibrated(out, prompts))
+        self.answer(prompts, multimask, |multimask| {
+            self.mask_decoder.forward(embedding.clone(), self.prompt_encoder.dense_pe(), sparse.clone(), dense.clone(), multimask)
+        })
     }
 
     /// The per-image part of decoding, done once for an embedding `[1, 256, 64, 64]`; then
@@ -128,7 +141,20 @@ impl SamDecoder {
         }
         let device = self.prompt_encoder.dense_pe().device();
         let sparse = self.prompt_encoder.embed_sparse(prompts, &device)?;
-        let out = self.mask_decoder.forward_prepared(image, sparse, multimask)?;
+        self.answer(prompts, multimask, |multimask| self.mask_decoder.forward_prepared(image, sparse.clone(), multimask))
+    }
+
+    /// The answer to `prompts` of `decode` (`decode(multimask)` runs the mask decoder):
+    /// calibrated, and, for a [`box_multimask`](Self::box_multimask) decoder asked for one
+    /// mask, the best of three by predicted IoU for each prompt with a box (`[B, 1, …]` and
+    /// `[B, 1]` either way).
+    fn answer(&self, prompts: &[Prompt], multimask: bool, decode: impl Fn(bool) -> Result<DecoderOutput>) -> Result<DecoderOutput> {
+        let boxed: Vec<bool> = prompts.iter().map(|p| p.bbox.is_some()).collect();
+        if multimask || !self.box_multimask || !boxed.contains(&true) {
+            return Ok(self.calibrated(decode(multimask)?, prompts));
+        }
+        let chosen = best_by_predicted_iou(decode(true)?);
+        let out = if boxed.iter().all(|b| *b) { chosen } else { rows_where(&boxed, chosen, decode(false)?) };
         Ok(self.calibrated(out, prompts))
     }
 
@@ -151,6 +177,27 @@ impl SamDecoder {
             logits + Tensor::from_data(TensorData::new(biases, [n, 1, 1, 1]), &device)
         };
         out
+    }
+}
+
+/// Of each row's masks `[B, M, H, W]`, the one with the highest predicted IoU: `[B, 1, H, W]`
+/// and its IoU `[B, 1]`.
+fn best_by_predicted_iou(out: DecoderOutput) -> DecoderOutput {
+    let [b, _, h, w] = out.low_res_logits.dims();
+    let (iou, index) = out.iou.max_dim_with_indices(1);
+    let low_res_logits = out.low_res_logits.gather(1, index.reshape([b, 1, 1, 1]).expand([b, 1, h, w]));
+    DecoderOutput { low_res_logits, iou }
+}
+
+/// Row `i` of `yes` where `pick[i]`, else of `no` (one mask per row each).
+fn rows_where(pick: &[bool], yes: DecoderOutput, no: DecoderOutput) -> DecoderOutput {
+    let (n, device) = (pick.len(), yes.iou.device());
+    let weight: Vec<f32> = pick.iter().map(|&p| f32::from(u8::from(p))).collect();
+    let weight = Tensor::<1>::from_data(TensorData::new(weight, [n]), &device);
+    let (w4, w2) = (weight.clone().reshape([n, 1, 1, 1]), weight.reshape([n, 1]));
+    DecoderOutput {
+        low_res_logits: yes.low_res_logits * w4.clone() + no.low_res_logits * (w4.neg() + 1.0),
+        iou: yes.iou * w2.clone() + no.iou * (w2.neg() + 1.0),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::mask::Mask;
 use crate::mask_decoder::MaskDecoder;
 use crate::preprocess::Geometry;
 use crate::prompt_encoder::{Prompt, PromptEncoder};
-use crate::sam::{MASK_DECODER_PREFIX, PROMPT_ENCODER_PREFIX};
+use crate::sam::{BOX_MULTIMASK_KEY, MASK_DECODER_PREFIX, PROMPT_ENCODER_PREFIX, box_multimask};
 use crate::segmentation::read_f32;
 use crate::weights::{RawTensor, TensorMap};
 
@@ -149,7 +149,8 @@ impl Batch {
 struct SampleKind {
     /// Sparse prompt tokens.
     tokens: usize,
-    /// Three masks, trained on the best (an ambiguous prompt: a single click).
+    /// Three masks, trained on the best (an ambiguous prompt: a single click; a box when
+    /// boxes are trained as multimask, see [`DecoderTrainer::with_box_multimask`]).
     multimask: bool,
     /// A mask prompt (dense embedding from earlier logits) rather than `no_mask`.
     mask_prompt: bool,
@@ -317,6 +318,8 @@ pub struct DecoderTrainer {
     dense_inputs: DenseInputs,
     /// Weight of the IoU head's loss (0: the head is not trained).
     iou_weight: f64,
+    /// Prompts with a box are decoded as three masks, the best trained.
+    box_multimask: bool,
 }
 
 /// Outputs of the frozen prompt encoder that do not depend on the prompts, `[1, C, E, E]` each.
@@ -429,16 +432,22 @@ impl<'a> ShardTrainer<'a> {
 
 /// The batch's samples grouped by [`SampleKind`], groups in order of first appearance,
 /// samples in batch order.
-fn group_by_kind(batch: &Batch) -> Vec<Vec<usize>> {
+fn group_by_kind(batch: &Batch, box_multimask: bool) -> Vec<Vec<usize>> {
     let mut groups: Vec<(SampleKind, Vec<usize>)> = Vec::new();
     for (i, p) in batch.prompts.iter().enumerate() {
-        let kind = SampleKind { tokens: p.num_tokens(), multimask: p.is_ambiguous(), mask_prompt: batch.mask_input(i).is_some() };
+        let kind = SampleKind { tokens: p.num_tokens(), multimask: trains_multimask(p, box_multimask), mask_prompt: batch.mask_input(i).is_some() };
         match groups.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, samples)) => samples.push(i),
             None => groups.push((kind, vec![i])),
         }
     }
     groups.into_iter().map(|(_, samples)| samples).collect()
+}
+
+/// Whether `prompt` is decoded as three masks of which the best is trained: a single click
+/// (SAM's ambiguous prompt), or any prompt with a box when `box_multimask`.
+fn trains_multimask(prompt: &Prompt, box_multimask: bool) -> bool {
+    prompt.is_ambiguous() || (box_multimask && prompt.bbox.is_some())
 }
 
 /// Index of the smallest of each row of `m` values.
@@ -495,6 +504,7 @@ impl DecoderTrainer {
             shards: 1,
             dense_inputs,
             iou_weight: 0.0,
+            box_multimask: box_multimask(decoder_weights)?,
         })
     }
 
@@ -524,6 +534,22 @@ impl DecoderTrainer {
         self
     }
 
+    /// Train prompts with a box as ambiguous: decoded as three masks, the one nearest the
+    /// target trained (with the IoU head's loss, the head learns to pick it), as SAM trains a
+    /// single click. A box drawn tight on a lesion and one drawn loosely look alike to the
+    /// decoder; three hypotheses and a learned choice can serve both. The weights then say so
+    /// (metadata [`BOX_MULTIMASK_KEY`]), and [`crate::SamDecoder`] answers a box with the
+    /// best of its three masks. Default: as the starting weights say (SAM's: off).
+    pub fn with_box_multimask(mut self, on: bool) -> Self {
+        self.box_multimask = on;
+        if on {
+            self.frozen.set_metadata(BOX_MULTIMASK_KEY, "true");
+        } else {
+            self.frozen.remove_metadata(BOX_MULTIMASK_KEY);
+        }
+        self
+    }
+
     /// Loss and gradients of one batch (no update). The samples are grouped by how they are
     /// decoded (number of prompt tokens, one or three masks, with or without a mask prompt),
     /// each group split into parts of at most ⌈B / shards⌉, each part run forward and
@@ -542,7 +568,7 @@ impl DecoderTrainer {
             return Err(SamError::Invalid(format!("mask prompts: one per sample (or none), of {lr} × {lr} logits")));
         }
         let per_part = b.div_ceil(self.shards.min(b));
-        let parts: Vec<Vec<usize>> = group_by_kind(batch)
+        let parts: Vec<Vec<usize>> = group_by_kind(batch, self.box_multimask)
             .into_iter()
             .flat_map(|samples| samples.chunks(per_part).map(<[usize]>::to_vec).collect::<Vec<_>>())
             .collect();
@@ -616,7 +642,7 @@ impl DecoderTrainer {
             sparse,
             dense,
             targets: gather(&batch.targets, lr * lr),
-            multimask: prompts[0].is_ambiguous(),
+            multimask: trains_multimask(&prompts[0], self.box_multimask),
         })
     }
 

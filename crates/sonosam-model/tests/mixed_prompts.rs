@@ -262,3 +262,81 @@ fn each_prompt_gets_its_kinds_calibration_bias() {
     let old = SamDecoder::load(&manifest().config, &weights, &Device::flex()).unwrap();
     assert_eq!(old.click_mask_logit_bias, 1.0);
 }
+
+#[test]
+fn a_box_multimask_decoder_answers_a_box_with_the_best_of_its_three_masks() {
+    let c = case();
+    let mut weights = component(Component::Decoder, StoreDType::F32);
+    weights.set_metadata("box_multimask", "true");
+    let chooser = SamDecoder::load(&manifest().config, &weights, &Device::flex()).unwrap();
+    assert!(chooser.box_multimask && !c.decoder.box_multimask);
+    let b = c.frame_box(0);
+    let boxed = Prompt::from_box(b);
+    let click = Prompt { points: vec![point((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, PointLabel::Positive)], bbox: None };
+    // The plain decoder's three masks for the box, and its single mask for the click.
+    let three = c.decoder.decode(c.embedding(0), std::slice::from_ref(&boxed), None, true).unwrap();
+    let (three_logits, three_iou) = (read(three.low_res_logits), read(three.iou));
+    let best = (0..3).max_by(|&a, &b| three_iou[a].total_cmp(&three_iou[b])).unwrap();
+    eprintln!("predicted IoU of the box's three masks {three_iou:?}: mask {best}");
+    let want = &three_logits[best * LR * LR..(best + 1) * LR * LR];
+    let one = chooser.decode(c.embedding(0), std::slice::from_ref(&boxed), None, false).unwrap();
+    assert_eq!(one.low_res_logits.dims(), [1, 1, LR, LR]);
+    assert_close("the box's answer", &read(one.low_res_logits), want, 1e-5, 1e-6);
+    assert_eq!(read(one.iou), vec![three_iou[best]]);
+    // Asked for three masks, it gives the three.
+    let asked = chooser.decode(c.embedding(0), std::slice::from_ref(&boxed), None, true).unwrap();
+    assert_close("three masks when asked", &read(asked.low_res_logits), &three_logits, 1e-5, 1e-6);
+    // The predictor's prepared path answers alike.
+    let hw = golden("benign_93").i64("orig_hw");
+    let mut predictor = Predictor::with_decoder(&chooser);
+    predictor.set_embedding_data(c.embeddings[..EMB].to_vec(), Geometry::new(hw[0] as usize, hw[1] as usize, 256)).unwrap();
+    let prepared = predictor.decode_frame(std::slice::from_ref(&boxed), None, false).unwrap();
+    assert_close("prepared path", &read(prepared.low_res_logits), want, 1e-4, 1e-5);
+    // A batch of a box and a click (two tokens each): the click keeps its single mask.
+    let rows = chooser.decode(c.embedding(0), &[boxed.clone(), click.clone()], None, false).unwrap();
+    let single_click = read(c.decoder.decode(c.embedding(0), std::slice::from_ref(&click), None, false).unwrap().low_res_logits);
+    let rows = read(rows.low_res_logits);
+    assert_close("batch row 0: the box's best", &rows[..LR * LR], want, 1e-4, 1e-5);
+    assert_close("batch row 1: the click's mask", &rows[LR * LR..], &single_click, 1e-4, 1e-5);
+    // A file that says something else is refused.
+    weights.set_metadata("box_multimask", "yes");
+    assert!(SamDecoder::load(&manifest().config, &weights, &Device::flex()).is_err());
+}
+
+#[test]
+fn boxes_trained_as_ambiguous_train_the_mask_nearest_the_truth_and_say_so() {
+    let c = case();
+    let samples = vec![(0, Prompt::from_box(c.frame_box(0)), None), (1, Prompt::from_box(c.frame_box(1)), None)];
+    let trainer = trainer().with_box_multimask(true).with_iou_loss(1.0);
+    let out = trainer.loss_and_grads(&batch(&c, &samples), LossKind::Dice).unwrap();
+    let mut kept = Vec::new();
+    let mut want = 0.0;
+    for (k, (image, prompt, _)) in samples.iter().enumerate() {
+        let three = c.decoder.decode(c.embedding(*image), std::slice::from_ref(prompt), None, true).unwrap();
+        let (logits, iou) = (read(three.low_res_logits), read(three.iou));
+        let losses: Vec<f64> = logits.chunks_exact(LR * LR).map(|l| dice_loss(l, c.target(*image))).collect();
+        let best = (0..3).min_by(|&a, &b| losses[a].total_cmp(&losses[b])).unwrap();
+        eprintln!("box {k}: Dice loss of its three masks {losses:.4?}, kept {best}");
+        assert_close(&format!("box {k}: kept logits"), &out.logits[k * LR * LR..(k + 1) * LR * LR], &logits[best * LR * LR..(best + 1) * LR * LR], 2e-3, 1e-4);
+        // The IoU head's loss: over all three masks.
+        let mse = logits.chunks_exact(LR * LR).zip(&iou).map(|(l, &p)| (f64::from(p) - real_iou(l, c.target(*image))).powi(2)).sum::<f64>() / 3.0;
+        want += (losses[best] + mse) / 2.0;
+        kept.push(best);
+    }
+    assert!((f64::from(out.loss) - want).abs() <= 1e-4, "loss {} vs {want} by hand", out.loss);
+    // The single-mask token's hypernetwork is not trained for boxes; the kept ones are.
+    for m in 0..4 {
+        let moved = out.grads.iter().any(|(k, g)| k.contains(&format!("output_hypernetworks_mlps.{m}.")) && g.iter().any(|v| *v != 0.0));
+        assert_eq!(moved, m > 0 && kept.contains(&(m - 1)), "hypernetwork {m}");
+    }
+    // The weights say how they were trained, and a decoder built from them answers so.
+    assert_eq!(trainer.decoder_weights().metadata().get("box_multimask").map(String::as_str), Some("true"));
+    assert!(three_mask_decoder(&trainer).box_multimask);
+    let off = trainer.with_box_multimask(false);
+    assert!(!off.decoder_weights().metadata().contains_key("box_multimask"));
+}
+
+/// The trainer's decoder, built as inference builds it.
+fn three_mask_decoder(trainer: &DecoderTrainer) -> SamDecoder {
+    SamDecoder::load(&manifest().config, &trainer.decoder_weights(), &Device::flex()).unwrap()
+}

@@ -33,6 +33,12 @@ pub struct PromptMix {
     /// answers, a click goes to its largest error, its logits become the mask prompt.
     #[arg(long, default_value_t = 0)]
     pub corrections: usize,
+    /// Train boxes as ambiguous prompts: three masks, the one nearest the truth trained and
+    /// the IoU head taught to pick it (use with --iou-weight); the exported decoder answers a
+    /// box with the best of its three by predicted IoU (its file says so).
+    #[arg(long)]
+    #[serde(default)]
+    pub box_multimask: bool,
 }
 
 impl PromptMix {

@@ -167,6 +167,9 @@ fn check_args(args: &FinetuneArgs) -> CliResult<()> {
     if !(args.iou_weight >= 0.0 && args.iou_weight.is_finite()) || args.objective.is_empty() {
         bail!("--iou-weight must be 0 or more, and --objective name at least one protocol");
     }
+    if args.prompts.box_multimask && args.iou_weight == 0.0 {
+        bail!("--box-multimask needs --iou-weight above 0: the IoU head picks a box's mask");
+    }
     args.prompts.check()
 }
 
@@ -250,7 +253,9 @@ fn start_or_resume(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliRes
         println!("validation before fine-tuning: {}", describe(&base));
         save_checkpoint(&args.out.join("best"), &progress.trainer, &mut progress.state)?;
     }
-    Ok(progress)
+    // Only now: the starting decoder is validated (and kept as the best so far) as it is.
+    let Progress { trainer, state, rows } = progress;
+    Ok(Progress { trainer: trainer.with_box_multimask(args.prompts.box_multimask), state, rows })
 }
 
 /// The trainer as the run asks: threads for the backend, the IoU head's loss.
