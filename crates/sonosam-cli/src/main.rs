@@ -84,7 +84,7 @@ enum Command {
     /// Encode a labelled data set into the embeddings cache of `eval` and `finetune` (resumable;
     /// `--shard I/N` splits it across machines sharing the cache folder).
     Embed(embed::EmbedArgs),
-    /// Fine-tune the mask decoder on labelled data (frozen encoders, Dice loss, Adam).
+    /// Fine-tune the mask decoder on labelled data (frozen image encoder, Dice loss, Adam).
     Finetune(finetune::FinetuneArgs),
     /// Serve the browser app and an embeddings API (GPU encoder for browsers).
     Serve(serve::ServeArgs),

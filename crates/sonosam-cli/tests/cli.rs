@@ -644,9 +644,16 @@ fn finetune_small_subset_learns_saves_reloads_and_resumes() {
     let run5_s = s(&run5);
     let mut args5: Vec<&str> = base.to_vec();
     args5[6] = &run5_s;
-    args5.extend(["--epochs", "1", "--click-share", "0.5", "--corrections", "2", "--iou-weight", "1", "--objective", "tight,click"]);
+    args5.extend(["--epochs", "1", "--click-share", "0.5", "--corrections", "2", "--iou-weight", "1", "--train-prompt-encoder", "--objective", "tight,click"]);
     ok(&args5);
     let card: serde_json::Value = serde_json::from_slice(&std::fs::read(run5.join("model.json")).unwrap()).unwrap();
+    // The prompt encoder trained too: its click embedding moved, and the card says so.
+    assert_eq!(card["recipe"]["frozen"], serde_json::json!(["image_encoder"]));
+    let click_embedding = |p: &Path| {
+        let map = sonosam_model::TensorMap::from_safetensors(&std::fs::read(p).unwrap(), "decoder").unwrap();
+        map.raw("prompt_encoder.point_embeddings.1.weight").unwrap().data.clone()
+    };
+    assert_ne!(click_embedding(&run5.join("last/decoder.safetensors")), click_embedding(&repo().join("weights/litemedsam.decoder.f32.safetensors")));
     assert_eq!(card["recipe"]["prompts"]["click_share"], 0.5);
     assert_eq!(card["recipe"]["prompts"]["corrections"], 2);
     assert_eq!(card["recipe"]["iou_loss_weight"], 1.0);

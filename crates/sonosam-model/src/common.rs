@@ -90,10 +90,13 @@ impl ConvSpec {
         ]
     }
     pub fn build(&self, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Conv2d {
+        self.build_params(param(weight), bias.map(param))
+    }
+    fn build_params(&self, weight: Param<Tensor<4>>, bias: Option<Param<Tensor<1>>>) -> Conv2d {
         let p = self.padding;
         Conv2d {
-            weight: param(weight),
-            bias: bias.map(param),
+            weight,
+            bias,
             stride: [self.stride; 2],
             kernel_size: [self.kernel; 2],
             dilation: [1, 1],
@@ -111,13 +114,14 @@ pub fn conv2d(
     bias: bool,
     device: &Device,
 ) -> Result<Conv2d> {
-    let weight = w.tensor(&join(prefix, "weight"), spec.weight_shape(), device)?;
+    // Parameters built through the map: trainable (and tracked) where the map tracks them.
+    let weight = w.param(&join(prefix, "weight"), spec.weight_shape(), device)?;
     let bias = if bias {
-        Some(w.tensor(&join(prefix, "bias"), [spec.out_chans], device)?)
+        Some(w.param(&join(prefix, "bias"), [spec.out_chans], device)?)
     } else {
         None
     };
-    Ok(spec.build(weight, bias))
+    Ok(spec.build_params(weight, bias))
 }
 
 /// TinyViT's `Conv2d_BN` (`{prefix}.c` + `{prefix}.bn`), with the BatchNorm folded into the

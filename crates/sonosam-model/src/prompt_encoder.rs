@@ -49,8 +49,9 @@ impl FourierFeatures {
 /// Encodes prompts into token embeddings.
 #[derive(Module, Debug)]
 pub struct PromptEncoder {
-    /// `[5, C]`: not-a-point, negative, positive, box corner 1, box corner 2.
-    tokens: Param<Tensor<2>>,
+    /// `[1, C]` each: not-a-point, negative, positive, box corner 1, box corner 2 (rows of
+    /// the token table, each its own parameter so that each can be trained).
+    tokens: Vec<Param<Tensor<2>>>,
     /// `[1, C]`: dense embedding used when there is no mask prompt.
     no_mask_embed: Param<Tensor<2>>,
     /// `[1, C, E, E]`: positional encoding of the embedding grid.
@@ -86,13 +87,9 @@ impl PromptEncoder {
             )?
             .data
             .clone();
-        let mut table = Vec::with_capacity(5 * d);
-        table.extend_from_slice(&w.get(&format!("{prefix}.not_a_point_embed.weight"), &[1, d])?.data);
+        let mut tokens = vec![w.param(&format!("{prefix}.not_a_point_embed.weight"), [1, d], device)?];
         for i in 0..4 {
-            table.extend_from_slice(
-                &w.get(&format!("{prefix}.point_embeddings.{i}.weight"), &[1, d])?
-                    .data,
-            );
+            tokens.push(w.param(&format!("{prefix}.point_embeddings.{i}.weight"), [1, d], device)?);
         }
         let ff = FourierFeatures {
             gaussian: gaussian.clone(),
@@ -113,12 +110,8 @@ impl PromptEncoder {
         }
         let mic = c.mask_in_chans;
         Ok(Self {
-            tokens: Param::from_tensor(Tensor::from_data(TensorData::new(table, [5, d]), device)),
-            no_mask_embed: Param::from_tensor(w.tensor(
-                &format!("{prefix}.no_mask_embed.weight"),
-                [1, d],
-                device,
-            )?),
+            tokens,
+            no_mask_embed: w.param(&format!("{prefix}.no_mask_embed.weight"), [1, d], device)?,
             dense_pe: Param::from_tensor(Tensor::from_data(
                 TensorData::new(chw, [1, d, e, e]),
                 device,
@@ -237,9 +230,17 @@ impl PromptEncoder {
         if n == 0 {
             return Ok(Tensor::zeros([b, 0, d], device));
         }
-        let pe = Tensor::<2>::from_data(TensorData::new(pe, [b * n, d]), device);
-        let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [b * n, 5]), device);
-        Ok((pe + onehot.matmul(self.tokens.val())).reshape([b, n, d]))
+        // The host data in the table's precision (f64 when training at reference grade).
+        let table = self.token_table();
+        let dtype = table.dtype();
+        let pe = Tensor::<2>::from_data(TensorData::new(pe, [b * n, d]), device).cast(dtype);
+        let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [b * n, 5]), device).cast(dtype);
+        Ok((pe + onehot.matmul(table)).reshape([b, n, d]))
+    }
+
+    /// The learned token table `[5, C]`: not-a-point, negative, positive, box corners.
+    fn token_table(&self) -> Tensor<2> {
+        Tensor::cat(self.tokens.iter().map(Param::val).collect(), 0)
     }
 
     /// Dense embedding: from a mask prompt `[B, 1, 4E, 4E]` (low-res logits), or the learned

@@ -1,4 +1,5 @@
-//! Fine-tuning the mask decoder with frozen image and prompt encoders: targets, Dice (+BCE)
+//! Fine-tuning the mask decoder with a frozen image encoder (the prompt encoder frozen too, or
+//! its learned embeddings and mask-prompt convolutions trained with it): targets, Dice (+BCE)
 //! loss, batches of mixed prompts (boxes, clicks, clicks with a mask prompt from a correction
 //! round; a single click trained on the best of its three masks), the IoU head's loss,
 //! gradients by PyTorch parameter name, and Adam with PyTorch's update rule.
@@ -289,6 +290,17 @@ impl Adam {
     }
 }
 
+/// The frozen prompt encoder built from `weights` (`prompt_encoder.*`), and its outputs that
+/// do not depend on the prompts.
+fn frozen_prompt_encoder(config: &SamConfig, weights: &TensorMap, device: &Device) -> Result<(PromptEncoder, DenseInputs)> {
+    let encoder = PromptEncoder::load(weights, "prompt_encoder", &config.decoder, config.img_size(), device)?.no_grad();
+    let dense = DenseInputs {
+        dense_pe: read_f32(encoder.dense_pe().inner())?,
+        no_mask: read_f32(encoder.embed_dense(None, 1).inner())?,
+    };
+    Ok((encoder, dense))
+}
+
 /// Default number of batch shards (see [`DecoderTrainer::with_shards`]) for a backend: on
 /// the CPU backend, whose element-wise kernels use one core each, two per core (so that one
 /// shard's single-threaded kernels overlap another's; in practice one sample per shard, as
@@ -305,8 +317,10 @@ pub struct DecoderTrainer {
     pub config: SamConfig,
     /// The trainable parameters (`mask_decoder.*`).
     pub params: TensorMap,
-    /// The frozen prompt encoder's weights (`prompt_encoder.*`).
+    /// The prompt encoder's weights (`prompt_encoder.*`) as they were when it was last
+    /// frozen, and the file's metadata. While it is trained its weights live in `params`.
     frozen: TensorMap,
+    /// The frozen prompt encoder, run on the host to give the parts their prompts as data.
     prompt_encoder: PromptEncoder,
     pub adam: Adam,
     device: Device,
@@ -320,6 +334,8 @@ pub struct DecoderTrainer {
     iou_weight: f64,
     /// Prompts with a box are decoded as three masks, the best trained.
     box_multimask: bool,
+    /// The prompt encoder is trained too (its tensors are in `params`).
+    train_prompt_encoder: bool,
 }
 
 /// Outputs of the frozen prompt encoder that do not depend on the prompts, `[1, C, E, E]` each.
@@ -335,14 +351,27 @@ struct ShardInput {
     weight: f64,
     /// `[b, C, E, E]`.
     embeddings: Vec<f32>,
-    /// `[b, tokens, C]` sparse prompt embeddings.
-    sparse: Vec<f32>,
-    tokens: usize,
-    /// `[b, C, E, E]` dense embeddings of the mask prompts; `None`: `no_mask` for all.
-    dense: Option<Vec<f32>>,
+    prompts: PromptInput,
     /// `[b, 1, lr, lr]`.
     targets: Vec<f32>,
     multimask: bool,
+}
+
+/// A part's prompts: encoded already by the frozen prompt encoder, or as given, for the
+/// prompt encoder being trained to encode in the part's graph.
+enum PromptInput {
+    Encoded {
+        /// `[b, tokens, C]` sparse prompt embeddings.
+        sparse: Vec<f32>,
+        tokens: usize,
+        /// `[b, C, E, E]` dense embeddings of the mask prompts; `None`: `no_mask` for all.
+        dense: Option<Vec<f32>>,
+    },
+    Raw {
+        prompts: Vec<Prompt>,
+        /// `[b, 1, lr, lr]` mask prompts (logits); `None`: none of the part has one.
+        masks: Option<Vec<f32>>,
+    },
 }
 
 /// What a shard's thread needs of the trainer (the trainer itself is not `Sync`).
@@ -374,9 +403,15 @@ impl<'a> ShardTrainer<'a> {
         params.set_precision(self.precision);
         params.track_params();
         let decoder = MaskDecoder::load(params, "mask_decoder", &self.config.decoder, &self.device);
+        // The prompt encoder being trained is built from the same map, so it is tracked too.
+        let prompt_encoder = match &x.prompts {
+            PromptInput::Raw { .. } => Some(PromptEncoder::load(params, "prompt_encoder", &self.config.decoder, self.config.img_size(), &self.device)),
+            PromptInput::Encoded { .. } => None,
+        };
         let tracked = params.take_tracked();
         params.set_precision(None);
         let decoder = decoder?;
+        let prompt_encoder = prompt_encoder.transpose()?;
         let tensor = |data: &[f32], shape: [usize; 4]| {
             let t = Tensor::<4>::from_data(TensorData::new(data.to_vec(), shape), &self.device);
             match self.precision {
@@ -386,11 +421,20 @@ impl<'a> ShardTrainer<'a> {
         };
         let emb = tensor(&x.embeddings, [b, d, e, e]);
         let target = tensor(&x.targets, [b, 1, lr, lr]);
-        let sparse = tensor(&x.sparse, [1, b, x.tokens, d]).reshape([b, x.tokens, d]);
         let dense_pe = tensor(&self.dense_inputs.dense_pe, [1, d, e, e]);
-        let dense = match &x.dense {
-            Some(dense) => tensor(dense, [b, d, e, e]),
-            None => tensor(&self.dense_inputs.no_mask, [1, d, e, e]).expand([b, d, e, e]),
+        let (sparse, dense) = match (&x.prompts, prompt_encoder) {
+            (PromptInput::Encoded { sparse, tokens, dense }, _) => (
+                tensor(sparse, [1, b, *tokens, d]).reshape([b, *tokens, d]),
+                match dense {
+                    Some(dense) => tensor(dense, [b, d, e, e]),
+                    None => tensor(&self.dense_inputs.no_mask, [1, d, e, e]).expand([b, d, e, e]),
+                },
+            ),
+            (PromptInput::Raw { prompts, masks }, Some(encoder)) => (
+                encoder.embed_sparse(prompts, &self.device)?,
+                encoder.embed_dense(masks.as_ref().map(|m| tensor(m, [b, 1, lr, lr])), b),
+            ),
+            (PromptInput::Raw { .. }, None) => unreachable!("built above for raw prompts"),
         };
         let out = decoder.forward(emb, dense_pe, sparse, dense, x.multimask)?;
         let logits = out.low_res_logits; // [b, M, lr, lr]
@@ -478,21 +522,10 @@ impl DecoderTrainer {
         let device = device.clone().autodiff();
         let frozen = decoder_weights.subset(&[PROMPT_ENCODER_PREFIX], "prompt encoder");
         let params = decoder_weights.subset(&[TRAINABLE_PREFIX], "mask decoder");
-        let prompt_encoder = PromptEncoder::load(
-            &frozen,
-            "prompt_encoder",
-            &config.decoder,
-            config.img_size(),
-            &device,
-        )?
-        .no_grad();
+        let (prompt_encoder, dense_inputs) = frozen_prompt_encoder(&config, &frozen, &device)?;
         // Build once to validate every key and shape before training starts.
         MaskDecoder::load(&params, "mask_decoder", &config.decoder, &device)?;
         params.check_all_used(TRAINABLE_PREFIX)?;
-        let dense_inputs = DenseInputs {
-            dense_pe: read_f32(prompt_encoder.dense_pe().inner())?,
-            no_mask: read_f32(prompt_encoder.embed_dense(None, 1).inner())?,
-        };
         Ok(Self {
             config,
             params,
@@ -505,7 +538,29 @@ impl DecoderTrainer {
             dense_inputs,
             iou_weight: 0.0,
             box_multimask: box_multimask(decoder_weights)?,
+            train_prompt_encoder: false,
         })
+    }
+
+    /// Train the prompt encoder with the decoder: its learned point, box-corner,
+    /// not-a-point and no-mask embeddings and the convolutions that embed a mask prompt (all
+    /// of `prompt_encoder.*` but the fixed random Fourier matrix). LiteMedSAM learned boxes
+    /// only: its click embeddings and mask-prompt path are SAM's and never saw a correction
+    /// round. Off again, the encoder is frozen at its current weights. Default off.
+    pub fn with_prompt_encoder_training(mut self, on: bool) -> Result<Self> {
+        if on == self.train_prompt_encoder {
+            return Ok(self);
+        }
+        if on {
+            self.params.extend(self.frozen.subset(&[PROMPT_ENCODER_PREFIX], ""));
+        } else {
+            let weights = self.decoder_weights();
+            self.frozen = weights.subset(&[PROMPT_ENCODER_PREFIX], "prompt encoder");
+            self.params = weights.subset(&[TRAINABLE_PREFIX], "mask decoder");
+            (self.prompt_encoder, self.dense_inputs) = frozen_prompt_encoder(&self.config, &self.frozen, &self.device)?;
+        }
+        self.train_prompt_encoder = on;
+        Ok(self)
     }
 
     /// Compute in f64 (CPU backend): gradients then agree with the f32 PyTorch reference to
@@ -583,7 +638,7 @@ impl DecoderTrainer {
                 let handles: Vec<_> = inputs
                     .map(|input| {
                         // A map per thread: it records the parameters it builds.
-                        let params = self.params.subset(&[TRAINABLE_PREFIX], "mask decoder");
+                        let params = self.params.subset(&self.trained_prefixes(), "trained weights");
                         let trainer = ShardTrainer::of(self);
                         scope.spawn(move || trainer.run(&params, input, loss))
                     })
@@ -626,23 +681,31 @@ impl DecoderTrainer {
         let (n, lr, len) = (samples.len(), self.config.low_res_size(), self.embedding_len());
         let gather = |data: &[f32], size: usize| samples.iter().flat_map(|&i| data[i * size..(i + 1) * size].iter().copied()).collect::<Vec<f32>>();
         let prompts: Vec<Prompt> = samples.iter().map(|&i| batch.prompts[i].clone()).collect();
-        let sparse = read_f32(self.prompt_encoder.embed_sparse(&prompts, &self.device)?)?;
-        let dense = if batch.mask_input(samples[0]).is_some() {
-            let masks: Vec<f32> = samples.iter().flat_map(|&i| batch.mask_input(i).expect("one kind").iter().copied()).collect();
-            let masks = Tensor::<4>::from_data(TensorData::new(masks, [n, 1, lr, lr]), &self.device);
-            Some(read_f32(self.prompt_encoder.embed_dense(Some(masks), n))?)
+        let masks = batch
+            .mask_input(samples[0])
+            .is_some()
+            .then(|| samples.iter().flat_map(|&i| batch.mask_input(i).expect("one kind").iter().copied()).collect::<Vec<f32>>());
+        let multimask = trains_multimask(&prompts[0], self.box_multimask);
+        let prompts = if self.train_prompt_encoder {
+            PromptInput::Raw { prompts, masks }
         } else {
-            None
+            let sparse = read_f32(self.prompt_encoder.embed_sparse(&prompts, &self.device)?)?;
+            let dense = match masks {
+                Some(masks) => {
+                    let masks = Tensor::<4>::from_data(TensorData::new(masks, [n, 1, lr, lr]), &self.device);
+                    Some(read_f32(self.prompt_encoder.embed_dense(Some(masks), n))?)
+                }
+                None => None,
+            };
+            PromptInput::Encoded { tokens: sparse.len() / (n * self.config.decoder.embed_dim), sparse, dense }
         };
         Ok(ShardInput {
             b: n,
             weight: n as f64 / batch.prompts.len() as f64,
             embeddings: gather(&batch.embeddings, len),
-            tokens: sparse.len() / (n * self.config.decoder.embed_dim),
-            sparse,
-            dense,
+            prompts,
             targets: gather(&batch.targets, lr * lr),
-            multimask: trains_multimask(&prompts[0], self.box_multimask),
+            multimask,
         })
     }
 
@@ -662,8 +725,14 @@ impl DecoderTrainer {
     /// Prompt encoder + current mask decoder weights, in the layout of a decoder file.
     pub fn decoder_weights(&self) -> TensorMap {
         let mut map = self.frozen.subset(&[PROMPT_ENCODER_PREFIX], "fine-tuned decoder");
-        map.extend(self.params.subset(&[TRAINABLE_PREFIX], ""));
+        // A prompt encoder being trained: its current weights replace the frozen ones.
+        map.extend(self.params.subset(&self.trained_prefixes(), ""));
         map
+    }
+
+    /// Key prefixes of the weights being trained.
+    fn trained_prefixes(&self) -> Vec<&'static str> {
+        if self.train_prompt_encoder { vec![TRAINABLE_PREFIX, PROMPT_ENCODER_PREFIX] } else { vec![TRAINABLE_PREFIX] }
     }
 
     /// What training needs to continue later: the decoder's weights and the optimiser's state.

@@ -340,3 +340,87 @@ fn boxes_trained_as_ambiguous_train_the_mask_nearest_the_truth_and_say_so() {
 fn three_mask_decoder(trainer: &DecoderTrainer) -> SamDecoder {
     SamDecoder::load(&manifest().config, &trainer.decoder_weights(), &Device::flex()).unwrap()
 }
+
+/// Keys of the prompt encoder's weights a batch of `mixed` prompts reaches: the four samples'
+/// tokens (box corners, positive and negative clicks, the padding not-a-point), the no-mask
+/// embedding of the three without a mask prompt and the convolutions that embed the fourth's.
+fn reached_by_mixed(key: &str) -> bool {
+    key.starts_with("prompt_encoder.") && !key.contains("pe_layer")
+}
+
+#[test]
+fn the_prompt_encoder_trains_with_the_decoder_when_asked() {
+    let c = case();
+    let samples = mixed(&c);
+    let batch = batch(&c, &samples);
+    let frozen = trainer().loss_and_grads(&batch, LossKind::Dice).unwrap();
+    let sharded = trainer().with_prompt_encoder_training(true).unwrap().with_shards(4).loss_and_grads(&batch, LossKind::Dice).unwrap();
+    let mut trainer = trainer().with_prompt_encoder_training(true).unwrap();
+    let out = trainer.loss_and_grads(&batch, LossKind::Dice).unwrap();
+
+    // The same forward pass and the same decoder gradients: only more is trained.
+    let decoder_part = StepOutput {
+        loss: out.loss,
+        grads: out.grads.iter().filter(|(k, _)| k.starts_with("mask_decoder.")).map(|(k, g)| (k.clone(), g.clone())).collect(),
+        logits: out.logits.clone(),
+    };
+    assert_same_step("decoder with the prompt encoder trained", &decoder_part, &frozen);
+    // Every learned part of the prompt encoder the batch reaches has a gradient; the fixed
+    // random Fourier matrix has none.
+    let encoder_keys: Vec<&String> = out.grads.keys().filter(|k| k.starts_with("prompt_encoder.")).collect();
+    eprintln!("prompt encoder gradients: {encoder_keys:?}");
+    let weights = trainer.decoder_weights();
+    for key in weights.keys().filter(|k| reached_by_mixed(k)) {
+        let g = out.grads.get(key).unwrap_or_else(|| panic!("no gradient for {key}"));
+        assert!(g.iter().any(|v| *v != 0.0) && g.iter().all(|v| v.is_finite()), "{key}: {g:?}");
+    }
+    assert!(!out.grads.keys().any(|k| k.contains("pe_layer")));
+    assert_same_step("sharded", &sharded, &out);
+
+    // One step moves the embeddings, leaves the Fourier matrix, and inference built from the
+    // trained file decodes with the trained embeddings.
+    let gaussian = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix";
+    let positive = "prompt_encoder.point_embeddings.1.weight";
+    trainer.step(&batch, LossKind::Dice, 1e-3).unwrap();
+    let after = trainer.decoder_weights();
+    assert_ne!(after.raw(positive).unwrap().data, weights.raw(positive).unwrap().data);
+    assert_eq!(after.raw(gaussian).unwrap().data, weights.raw(gaussian).unwrap().data);
+    let stepped = trainer.loss_and_grads(&batch, LossKind::Dice).unwrap();
+    let decoder = three_mask_decoder(&trainer);
+    let (image, prompt, mask) = &samples[2];
+    let mask = mask.as_ref().map(|m| Tensor::from_data(TensorData::new(m.clone(), [1, 1, LR, LR]), &Device::flex()));
+    let answer = read(decoder.decode(c.embedding(*image), std::slice::from_ref(prompt), mask, false).unwrap().low_res_logits);
+    assert_close("the correction round, decoded by the trained file", &stepped.logits[2 * LR * LR..3 * LR * LR], &answer, 2e-3, 1e-4);
+
+    // Frozen again: the trained values stay, and only the decoder is trained.
+    let off = trainer.with_prompt_encoder_training(false).unwrap();
+    assert_eq!(off.decoder_weights().raw(positive).unwrap().data, after.raw(positive).unwrap().data);
+    let frozen_again = off.loss_and_grads(&batch, LossKind::Dice).unwrap();
+    assert!(frozen_again.grads.keys().all(|k| k.starts_with("mask_decoder.")));
+    assert!((frozen_again.loss - stepped.loss).abs() <= 1e-6);
+}
+
+#[test]
+fn a_click_embeddings_gradient_matches_finite_differences() {
+    // In f64: the loss along the gradient of the positive-click embedding changes at the
+    // rate of the gradient's norm.
+    let c = case();
+    let samples = vec![mixed(&c).swap_remove(1)];
+    let batch = batch(&c, &samples);
+    let key = "prompt_encoder.point_embeddings.1.weight";
+    let mut trainer = trainer().with_prompt_encoder_training(true).unwrap().with_precision(Some(sonosam_model::burn::tensor::FloatDType::F64));
+    let out = trainer.loss_and_grads(&batch, LossKind::Dice).unwrap();
+    let g: Vec<f64> = out.grads[key].iter().map(|&v| f64::from(v)).collect();
+    let norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+    assert!(norm > 0.0);
+    let base = trainer.params.raw(key).unwrap().data.clone();
+    let h = 1e-2;
+    let mut loss_at = |t: f64| {
+        let moved = base.iter().zip(&g).map(|(&w, &gi)| (f64::from(w) + t * gi / norm) as f32).collect();
+        trainer.params.set_data(key, moved).unwrap();
+        f64::from(trainer.loss_and_grads(&batch, LossKind::Dice).unwrap().loss)
+    };
+    let slope = (loss_at(h) - loss_at(-h)) / (2.0 * h);
+    eprintln!("directional derivative {slope:.6e}, gradient norm {norm:.6e}");
+    assert!((slope - norm).abs() <= 0.02 * norm, "finite difference {slope} vs gradient norm {norm}");
+}

@@ -1,6 +1,6 @@
-//! `sonosam finetune`: train the mask decoder on labelled data (frozen image and prompt
-//! encoders), with validation every epoch, atomic best/last checkpoints, resume, and export to
-//! the browser's weight format.
+//! `sonosam finetune`: train the mask decoder on labelled data (frozen image encoder; the
+//! prompt encoder frozen or trained with it), with validation every epoch, atomic best/last
+//! checkpoints, resume, and export to the browser's weight format.
 
 mod batches;
 mod records;
@@ -63,6 +63,12 @@ pub struct FinetuneArgs {
     /// against its mask's real IoU (0: the head is left as it is).
     #[arg(long, default_value_t = 0.0)]
     pub iou_weight: f64,
+    /// Train the prompt encoder too: its click, box-corner, not-a-point and no-mask
+    /// embeddings and the convolutions that embed a mask prompt (LiteMedSAM learned boxes
+    /// only; by default these stay as they are).
+    #[arg(long)]
+    #[serde(default)]
+    pub train_prompt_encoder: bool,
     /// What validation scores and the best epoch is chosen by: the mean Dice over these
     /// prompt protocols (tight, jitterN, click) on the validation split.
     #[arg(long, value_delimiter = ',', default_value = "tight,jitter10,jitter20,click", value_parser = parse_objective)]
@@ -218,7 +224,7 @@ fn start_or_resume(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliRes
         let trainer = DecoderTrainer::from_checkpoint(config, &checkpoint, device)?;
         println!("resuming {} after epoch {}", args.out.display(), state.epoch);
         let rows = read_metrics(&args.out.join("metrics.csv"), state.epoch);
-        Progress { trainer: configure(args, trainer), state, rows }
+        Progress { trainer: configure(args, trainer)?, state, rows }
     } else {
         let (_, mut init) = decoder_weights(&args.init, &study.model.id, &study.model.base_decoder)?;
         // Training works on raw logits: a calibrated starting decoder leaves its bias behind
@@ -242,7 +248,7 @@ fn start_or_resume(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliRes
             decoder_sha256: String::new(),
             adam_sha256: String::new(),
         };
-        Progress { trainer: configure(args, trainer), state, rows: Vec::new() }
+        Progress { trainer: configure(args, trainer)?, state, rows: Vec::new() }
     };
     write_atomic(&args.out.join("config.json"), &serde_json::to_vec_pretty(args)?)?;
     let mut progress = progress;
@@ -258,9 +264,10 @@ fn start_or_resume(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliRes
     Ok(Progress { trainer: trainer.with_box_multimask(args.prompts.box_multimask), state, rows })
 }
 
-/// The trainer as the run asks: threads for the backend, the IoU head's loss.
-fn configure(args: &FinetuneArgs, trainer: DecoderTrainer) -> DecoderTrainer {
-    trainer.with_shards(default_shards(args.backend)).with_iou_loss(args.iou_weight)
+/// The trainer as the run asks: threads for the backend, the IoU head's loss, what is trained.
+fn configure(args: &FinetuneArgs, trainer: DecoderTrainer) -> CliResult<DecoderTrainer> {
+    let trainer = trainer.with_shards(default_shards(args.backend)).with_iou_loss(args.iou_weight);
+    Ok(trainer.with_prompt_encoder_training(args.train_prompt_encoder)?)
 }
 
 /// The objective's protocols by name, as the run's state records them.
@@ -461,7 +468,7 @@ fn export(args: &FinetuneArgs, study: &Study, data: &RunData, run: &Progress, ca
         "data": args.data.display().to_string(),
         "splits": { "train": args.train_split, "val": args.val_split },
         "recipe": {
-            "frozen": ["image_encoder", "prompt_encoder"],
+            "frozen": if args.train_prompt_encoder { vec!["image_encoder"] } else { vec!["image_encoder", "prompt_encoder"] },
             "loss": args.loss, "optimizer": "Adam", "lr": args.lr, "cosine": args.cosine,
             "weight_decay": args.weight_decay, "batch_size": args.batch_size,
             "prompts": args.prompts, "iou_loss_weight": args.iou_weight,
