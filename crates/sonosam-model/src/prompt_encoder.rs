@@ -46,6 +46,32 @@ impl FourierFeatures {
     }
 }
 
+impl FourierFeatures {
+    /// Features of the `E × E` grid's cell centres (normalised by `E`), laid out `[C, E, E]`.
+    fn grid(&self, e: usize) -> Vec<f32> {
+        let d = 2 * self.num_feats;
+        let mut hwc = Vec::with_capacity(e * e * d);
+        for i in 0..e {
+            for j in 0..e {
+                self.encode((j as f32 + 0.5) / e as f32, (i as f32 + 0.5) / e as f32, &mut hwc);
+            }
+        }
+        let mut chw = vec![0f32; d * e * e];
+        for p in 0..e * e {
+            for ch in 0..d {
+                chw[ch * e * e + p] = hwc[p * d + ch];
+            }
+        }
+        chw
+    }
+}
+
+/// The fixed random Fourier matrix `[2, C/2]` (`{prefix}.pe_layer.…`).
+fn gaussian(w: &TensorMap, prefix: &str, c: &DecoderConfig) -> Result<Vec<f32>> {
+    let key = format!("{prefix}.pe_layer.positional_encoding_gaussian_matrix");
+    Ok(w.get(&key, &[2, c.embed_dim / 2])?.data.clone())
+}
+
 /// Encodes prompts into token embeddings.
 #[derive(Module, Debug)]
 pub struct PromptEncoder {
@@ -78,42 +104,41 @@ impl PromptEncoder {
         input_size: usize,
         device: &Device,
     ) -> Result<Self> {
+        let ff = FourierFeatures {
+            gaussian: gaussian(w, prefix, c)?,
+            num_feats: c.embed_dim / 2,
+        };
+        let dense_pe = ff.grid(c.embedding_size);
+        Self::load_with_dense_pe(w, prefix, c, input_size, dense_pe, device)
+    }
+
+    /// As [`Self::load`], with the dense positional encoding `[C, E, E]` (what
+    /// [`Self::dense_pe`] gives) computed already: it depends only on the fixed Fourier matrix,
+    /// and the trainer builds the encoder once per part and step.
+    pub fn load_with_dense_pe(
+        w: &TensorMap,
+        prefix: &str,
+        c: &DecoderConfig,
+        input_size: usize,
+        dense_pe: Vec<f32>,
+        device: &Device,
+    ) -> Result<Self> {
         let d = c.embed_dim;
         let e = c.embedding_size;
-        let gaussian = w
-            .get(
-                &format!("{prefix}.pe_layer.positional_encoding_gaussian_matrix"),
-                &[2, d / 2],
-            )?
-            .data
-            .clone();
+        if dense_pe.len() != d * e * e {
+            return Err(SamError::Invalid(format!("dense positional encoding: {} values for {d} × {e} × {e}", dense_pe.len())));
+        }
+        let gaussian = gaussian(w, prefix, c)?;
         let mut tokens = vec![w.param(&format!("{prefix}.not_a_point_embed.weight"), [1, d], device)?];
         for i in 0..4 {
             tokens.push(w.param(&format!("{prefix}.point_embeddings.{i}.weight"), [1, d], device)?);
-        }
-        let ff = FourierFeatures {
-            gaussian: gaussian.clone(),
-            num_feats: d / 2,
-        };
-        // Dense PE: grid cell centres normalised by the grid size, laid out [C, E, E].
-        let mut hwc = Vec::with_capacity(e * e * d);
-        for i in 0..e {
-            for j in 0..e {
-                ff.encode((j as f32 + 0.5) / e as f32, (i as f32 + 0.5) / e as f32, &mut hwc);
-            }
-        }
-        let mut chw = vec![0f32; d * e * e];
-        for p in 0..e * e {
-            for ch in 0..d {
-                chw[ch * e * e + p] = hwc[p * d + ch];
-            }
         }
         let mic = c.mask_in_chans;
         Ok(Self {
             tokens,
             no_mask_embed: w.param(&format!("{prefix}.no_mask_embed.weight"), [1, d], device)?,
             dense_pe: Param::from_tensor(Tensor::from_data(
-                TensorData::new(chw, [1, d, e, e]),
+                TensorData::new(dense_pe, [1, d, e, e]),
                 device,
             ))
             .set_require_grad(false),

@@ -405,7 +405,10 @@ impl<'a> ShardTrainer<'a> {
         let decoder = MaskDecoder::load(params, "mask_decoder", &self.config.decoder, &self.device);
         // The prompt encoder being trained is built from the same map, so it is tracked too.
         let prompt_encoder = match &x.prompts {
-            PromptInput::Raw { .. } => Some(PromptEncoder::load(params, "prompt_encoder", &self.config.decoder, self.config.img_size(), &self.device)),
+            PromptInput::Raw { .. } => {
+                let dense_pe = self.dense_inputs.dense_pe.clone();
+                Some(PromptEncoder::load_with_dense_pe(params, "prompt_encoder", &self.config.decoder, self.config.img_size(), dense_pe, &self.device))
+            }
             PromptInput::Encoded { .. } => None,
         };
         let tracked = params.take_tracked();
