@@ -22,7 +22,7 @@ use crate::mask::Mask;
 use crate::mask_decoder::MaskDecoder;
 use crate::preprocess::Geometry;
 use crate::prompt_encoder::{Prompt, PromptEncoder};
-use crate::sam::{BOX_MULTIMASK_KEY, MASK_DECODER_PREFIX, PROMPT_ENCODER_PREFIX, box_multimask};
+use crate::sam::{BOX_MULTIMASK_KEY, DECODER_PREFIXES, MASK_DECODER_PREFIX, PROMPT_ENCODER_PREFIX, box_multimask};
 use crate::segmentation::read_f32;
 use crate::weights::{RawTensor, TensorMap};
 
@@ -640,8 +640,9 @@ impl DecoderTrainer {
                 let first = inputs.next().expect("a batch has samples");
                 let handles: Vec<_> = inputs
                     .map(|input| {
-                        // A map per thread: it records the parameters it builds.
-                        let params = self.params.subset(&self.trained_prefixes(), "trained weights");
+                        // A map per thread: it records the parameters it builds (`params` holds
+                        // only the trained ones).
+                        let params = self.params.subset(&DECODER_PREFIXES, "trained weights");
                         let trainer = ShardTrainer::of(self);
                         scope.spawn(move || trainer.run(&params, input, loss))
                     })
@@ -728,14 +729,9 @@ impl DecoderTrainer {
     /// Prompt encoder + current mask decoder weights, in the layout of a decoder file.
     pub fn decoder_weights(&self) -> TensorMap {
         let mut map = self.frozen.subset(&[PROMPT_ENCODER_PREFIX], "fine-tuned decoder");
-        // A prompt encoder being trained: its current weights replace the frozen ones.
-        map.extend(self.params.subset(&self.trained_prefixes(), ""));
+        // A prompt encoder being trained: its current weights (in `params`) replace the frozen ones.
+        map.extend(self.params.subset(&DECODER_PREFIXES, ""));
         map
-    }
-
-    /// Key prefixes of the weights being trained.
-    fn trained_prefixes(&self) -> Vec<&'static str> {
-        if self.train_prompt_encoder { vec![TRAINABLE_PREFIX, PROMPT_ENCODER_PREFIX] } else { vec![TRAINABLE_PREFIX] }
     }
 
     /// What training needs to continue later: the decoder's weights and the optimiser's state.
