@@ -2,13 +2,16 @@
 # Runs every test of sonosam: native unit, property and parity tests (CPU and wgpu), the
 # server's regression tests, the browser tests (wasm-bindgen-test in headless Chromium, WebGPU
 # and CPU: model parity and the app's components) of the single-threaded build and the model
-# parity of the threaded one, the end-to-end test of the built app (both builds) driven
-# through ChromeDriver, and the fuzz targets for a bounded time (SONOSAM_FUZZ_SECONDS per
-# target, default 12; 0 skips). Installs what it needs when missing: Debian packages
-# (chromium, chromium-driver, mesa-vulkan-drivers, redis-server for the shared-cache test), the wasm32 target, wasm-bindgen-cli at the
-# version in Cargo.lock, the pinned nightly with rust-src (scripts/nightly.sh), cargo-fuzz,
-# the LiteMedSAM weights, the DICOM test data (pydicom from PyPI, scripts/dicom-test-data.sh)
-# and kubernetes-validate (PyPI, scripts/validate-deploy.sh).
+# parity of the threaded one, and the end-to-end test of the built app (both builds) driven
+# through ChromeDriver. Opt-in, as they are slow: the fuzz targets for a bounded time
+# (SONOSAM_FUZZ_SECONDS per target, e.g. 12: building them with AddressSanitizer is a build of
+# its own, 6.5 min on a clean 2-core machine) and the image encoder in the browser
+# (SONOSAM_SLOW_BROWSER_TESTS=1). Installs what it needs when missing: Debian packages
+# (chromium, chromium-driver, mesa-vulkan-drivers, redis-server for the shared-cache test), the
+# wasm32 target, wasm-bindgen-cli at the version in Cargo.lock, the pinned nightly with rust-src
+# (scripts/nightly.sh), cargo-fuzz when fuzzing, the LiteMedSAM weights, the DICOM test data
+# (pydicom from PyPI, scripts/dicom-test-data.sh) and kubernetes-validate (PyPI,
+# scripts/validate-deploy.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '\n== %s (%s)\n' "$*" "$(date +%T)"; }
@@ -73,7 +76,7 @@ log "browser tests of the threaded build (headless Chromium, a dedicated worker)
 threaded_cargo test --test browser_threads -- --nocapture
 
 # --- fuzzing -------------------------------------------------------------------------------
-fuzz_seconds="${SONOSAM_FUZZ_SECONDS:-12}"
+fuzz_seconds="${SONOSAM_FUZZ_SECONDS:-0}"
 if [ "$fuzz_seconds" != 0 ]; then
   log "fuzzing ($fuzz_seconds s per target)"
   ./scripts/fuzz.sh "$fuzz_seconds"
