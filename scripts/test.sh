@@ -4,8 +4,8 @@
 # and CPU: model parity and the app's components) of the single-threaded build and the model
 # parity of the threaded one, and the end-to-end test of the built app (both builds) driven
 # through ChromeDriver. Opt-in, as they are slow: the fuzz targets for a bounded time
-# (SONOSAM_FUZZ_SECONDS per target, e.g. 12: building them with AddressSanitizer is a build of
-# its own, 6.5 min on a clean 2-core machine) and the image encoder in the browser
+# (SONOSAM_FUZZ_SECONDS per target, e.g. 12: with installing cargo-fuzz and their own
+# AddressSanitizer build, 6.5 min on a clean 2-core machine) and the image encoder in the browser
 # (SONOSAM_SLOW_BROWSER_TESTS=1). Installs what it needs when missing: Debian packages
 # (chromium, chromium-driver, mesa-vulkan-drivers, redis-server for the shared-cache test), the
 # wasm32 target, wasm-bindgen-cli at the version in Cargo.lock, the pinned nightly with rust-src
