@@ -585,10 +585,35 @@ fn finetune_small_subset_learns_saves_reloads_and_resumes() {
     ok(&["segment", "www/samples/benign_93.png", "--box", "41,44,176,119", "--out", &s(&dir.join("m.png")), "--decoder", &s(&run)]);
     // Resume: one more epoch continues after epoch 2.
     let mut args = base.to_vec();
-    args.extend(["--epochs", "3", "--resume"]);
+    args.extend(["--epochs", "3", "--resume", "--average-with-start", "0.5"]);
     let out = ok(&args);
     assert!(out.contains("resuming") && out.contains("epoch 3/3"));
     assert_eq!(std::fs::read_to_string(run.join("metrics.csv")).unwrap().lines().count(), 4);
+    // Weight averaging: the half-way average of the starting decoder and the best epoch is
+    // validated, and exported only when it beats the best epoch on the objective.
+    assert!(out.contains("weight averaging kept:"), "{out}");
+    let card: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("model.json")).unwrap()).unwrap();
+    let averaging = &card["weight_averaging"];
+    assert_eq!(averaging["best_epoch"], card["metrics"]["best_epoch"]);
+    assert_eq!(averaging["tried"][0]["share"], 0.5);
+    let (average, epoch) = (averaging["tried"][0]["val"]["score"].as_f64().unwrap(), averaging["best_epoch_val_score"].as_f64().unwrap());
+    let kept = averaging["kept_share"].as_f64().unwrap();
+    assert_eq!(kept, if average > epoch { 0.5 } else { 1.0 }, "{averaging}");
+    let tensor = |p: &Path| {
+        let map = sonosam_model::TensorMap::from_safetensors(&std::fs::read(p).unwrap(), "decoder").unwrap();
+        map.raw("mask_decoder.output_hypernetworks_mlps.0.layers.2.bias").unwrap().data.clone()
+    };
+    let (start, best, exported) = (
+        tensor(&repo().join("weights/litemedsam.decoder.f32.safetensors")),
+        tensor(&run.join("best/decoder.safetensors")),
+        tensor(&run.join("decoder.f32.safetensors")),
+    );
+    assert_ne!(start, best, "training moved the single-mask output's hypernetwork");
+    for i in 0..exported.len() {
+        let expected = start[i] + kept as f32 * (best[i] - start[i]);
+        assert!((exported[i] - expected).abs() < 1e-6, "kept {kept}: {} vs {expected}", exported[i]);
+    }
+    fails_with(&[&base[..], &["--average-with-start", "1.5"]].concat(), &["--average-with-start takes fractions"]);
     // A corrupt checkpoint is refused with a clear message, and left in place.
     let adam = run.join("last/adam.safetensors");
     let mut bytes = std::fs::read(&adam).unwrap();

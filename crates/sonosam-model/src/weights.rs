@@ -184,6 +184,31 @@ impl TensorMap {
         out
     }
 
+    /// The weight average `(1 − t)·self + t·other` of two maps holding the same tensors
+    /// (WiSE-FT's interpolation of a starting and a fine-tuned model: `t = 0` is `self`, `t = 1`
+    /// is `other`); the metadata is `self`'s.
+    pub fn interpolate(&self, other: &TensorMap, t: f32, source: impl Into<String>) -> Result<TensorMap> {
+        if self.tensors.len() != other.tensors.len() {
+            return Err(SamError::Invalid(format!(
+                "cannot average {} ({} tensors) with {} ({} tensors)",
+                self.source,
+                self.tensors.len(),
+                other.source,
+                other.tensors.len()
+            )));
+        }
+        let mut out = TensorMap::new(source);
+        for (k, a) in &self.tensors {
+            let b = other.tensors.get(k).filter(|b| b.shape == a.shape).ok_or_else(|| {
+                SamError::Invalid(format!("cannot average `{k}`: {} has no tensor of shape {:?}", other.source, a.shape))
+            })?;
+            let data = a.data.iter().zip(&b.data).map(|(x, y)| x + t * (y - x)).collect();
+            out.tensors.insert(k.clone(), RawTensor::new(a.shape.clone(), data));
+        }
+        out.metadata = self.metadata.clone();
+        Ok(out)
+    }
+
     /// Move every tensor of `other` into this map (later keys win).
     pub fn extend(&mut self, other: TensorMap) {
         self.tensors.extend(other.tensors);
@@ -559,6 +584,31 @@ pub fn verify_sha256(bytes: &[u8], expected: &str, source: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interpolate_averages_matching_tensors_and_refuses_others() {
+        let map = |w: [f32; 3], b: f32| {
+            let mut m = TensorMap::new("m");
+            m.insert("w", RawTensor::new(vec![3], w.to_vec()));
+            m.insert("b", RawTensor::new(vec![1], vec![b]));
+            m
+        };
+        let mut start = map([0.0, 2.0, -4.0], 1.0);
+        start.set_metadata("mask_logit_bias", "1");
+        let tuned = map([4.0, 2.0, 4.0], -1.0);
+        let quarter = start.interpolate(&tuned, 0.25, "avg").unwrap();
+        assert_eq!(quarter.raw("w").unwrap().data, vec![1.0, 2.0, -2.0]);
+        assert_eq!(quarter.raw("b").unwrap().data, vec![0.5]);
+        assert_eq!(quarter.metadata()["mask_logit_bias"], "1");
+        assert_eq!(start.interpolate(&tuned, 0.0, "a").unwrap().raw("w").unwrap().data, vec![0.0, 2.0, -4.0]);
+        assert_eq!(start.interpolate(&tuned, 1.0, "a").unwrap().raw("w").unwrap().data, vec![4.0, 2.0, 4.0]);
+        let mut other = TensorMap::new("other");
+        other.insert("w", RawTensor::new(vec![3], vec![0.0; 3]));
+        other.insert("c", RawTensor::new(vec![1], vec![0.0]));
+        assert!(start.interpolate(&other, 0.5, "x").unwrap_err().to_string().contains("cannot average `b`"));
+        other.insert("b", RawTensor::new(vec![1], vec![0.0]));
+        assert!(start.interpolate(&other, 0.5, "x").unwrap_err().to_string().contains("3 tensors"));
+    }
 
     #[test]
     fn int8_files_round_trip_within_half_a_step_per_channel() {

@@ -110,6 +110,14 @@ pub struct FinetuneArgs {
     /// validation objective. With `--epochs 0` only that is done.
     #[arg(long)]
     pub calibrate: bool,
+    /// After training, also validate weight averages of the starting and the best decoder,
+    /// (1 − a)·start + a·best for each a (between 0 and 1, e.g. 0.25,0.5,0.75: weight-space
+    /// ensembling, WiSE-FT), and go on with whichever of them and the best epoch scores highest
+    /// on the validation objective: an average can keep what the starting decoder did well
+    /// (tight boxes) with what fine-tuning added (clicks, loose boxes).
+    #[arg(long, value_delimiter = ',')]
+    #[serde(default)]
+    pub average_with_start: Vec<f64>,
 }
 
 fn lr_at(args: &FinetuneArgs, epoch: usize) -> f64 {
@@ -158,8 +166,10 @@ pub fn run(args: FinetuneArgs) -> CliResult<()> {
         let (train_loss, lr, seconds) = train_epoch(&args, &study.device, &mut run.trainer, &data, epoch)?;
         end_epoch(&args, &study, &data, &mut run, epoch, train_loss, lr, seconds)?;
     }
-    let calibration = if args.calibrate { Some(calibrate(&args, &study, &data)?) } else { None };
-    export(&args, &study, &data, &run, calibration.as_ref())
+    let (_, best) = read_checkpoint(&args.out.join("best"))?;
+    let (decoder, averaging) = average_with_start(&args, &study, &data, &run.state, best.decoder)?;
+    let calibration = if args.calibrate { Some(calibrate(&args, &study, &data, &decoder)?) } else { None };
+    export(&args, &study, &data, &run, Chosen { decoder, averaging, calibration })
 }
 
 /// Refuse what cannot be a sensible run before any work.
@@ -172,6 +182,9 @@ fn check_args(args: &FinetuneArgs) -> CliResult<()> {
     }
     if !(args.iou_weight >= 0.0 && args.iou_weight.is_finite()) || args.objective.is_empty() {
         bail!("--iou-weight must be 0 or more, and --objective name at least one protocol");
+    }
+    if args.average_with_start.iter().any(|a| !(*a > 0.0 && *a < 1.0)) {
+        bail!("--average-with-start takes fractions between 0 and 1 (the fine-tuned decoder's share)");
     }
     if args.prompts.box_multimask && args.iou_weight == 0.0 {
         bail!("--box-multimask needs --iou-weight above 0: the IoU head picks a box's mask");
@@ -226,17 +239,7 @@ fn start_or_resume(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliRes
         let rows = read_metrics(&args.out.join("metrics.csv"), state.epoch);
         Progress { trainer: configure(args, trainer)?, state, rows }
     } else {
-        let (_, mut init) = decoder_weights(&args.init, &study.model.id, &study.model.base_decoder)?;
-        // Training works on raw logits: a calibrated starting decoder leaves its bias behind
-        // (validation and export would otherwise apply a bias the training never saw).
-        init.remove_metadata(CLICK_MASK_LOGIT_BIAS_KEY);
-        if let Some(bias) = init.remove_metadata(MASK_LOGIT_BIAS_KEY) {
-            println!(
-                "note: {} is calibrated (mask-logit bias {bias}): training starts from its weights \
-                 without the bias; --calibrate fits a new one",
-                args.init
-            );
-        }
+        let init = start_weights(args, study, true)?;
         let adam = Adam::new(AdamConfig { weight_decay: args.weight_decay, ..Default::default() });
         let trainer = DecoderTrainer::new(config, &init, device, adam)?;
         let state = State {
@@ -262,6 +265,22 @@ fn start_or_resume(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliRes
     // Only now: the starting decoder is validated (and kept as the best so far) as it is.
     let Progress { trainer, state, rows } = progress;
     Ok(Progress { trainer: trainer.with_box_multimask(args.prompts.box_multimask), state, rows })
+}
+
+/// The starting decoder (`--init`) without its mask-logit biases: training works on raw
+/// logits, so a calibrated starting decoder leaves its bias behind (validation and export would
+/// otherwise apply a bias the training never saw). `say` notes it when there was one.
+fn start_weights(args: &FinetuneArgs, study: &Study, say: bool) -> CliResult<TensorMap> {
+    let (_, mut init) = decoder_weights(&args.init, &study.model.id, &study.model.base_decoder)?;
+    init.remove_metadata(CLICK_MASK_LOGIT_BIAS_KEY);
+    if let Some(bias) = init.remove_metadata(MASK_LOGIT_BIAS_KEY).filter(|_| say) {
+        println!(
+            "note: {} is calibrated (mask-logit bias {bias}): training starts from its weights \
+             without the bias; --calibrate fits a new one",
+            args.init
+        );
+    }
+    Ok(init)
 }
 
 /// The trainer as the run asks: threads for the backend, the IoU head's loss, what is trained.
@@ -349,15 +368,13 @@ fn end_epoch(
     plot(&args.out.join("curves.svg"), &run.rows, run.state.base_val_score)
 }
 
-/// Fit the best decoder's mask-logit biases — one for boxes, one for clicks alone — on the
+/// Fit the chosen decoder's mask-logit biases — one for boxes, one for clicks alone — on the
 /// training split; then keep those that help: of no bias, either, or both, the choice with
 /// the best validation objective (ties to fewer). A box bias fitted on tight boxes also moves
 /// jittered boxes, which it can hurt: the objective weighs both.
-fn calibrate(args: &FinetuneArgs, study: &Study, data: &RunData) -> CliResult<Calibration> {
-    let (_, best) = read_checkpoint(&args.out.join("best"))?;
+fn calibrate(args: &FinetuneArgs, study: &Study, data: &RunData, weights: &TensorMap) -> CliResult<Calibration> {
     let config = &study.model.sam.config;
-    let weights = best.decoder;
-    let decoder = SamDecoder::load(config, &weights, &study.device)?;
+    let decoder = SamDecoder::load(config, weights, &study.device)?;
     let boxes = fit_mask_logit_bias(&decoder, &data.train, false)?;
     let clicks = fit_mask_logit_bias(&decoder, &data.train, true)?;
     println!(
@@ -414,6 +431,59 @@ struct Calibration {
     val_after: ValScores,
 }
 
+/// What the run exports: the decoder chosen after training, how (the weight averages tried,
+/// when asked for) and its calibration (when asked for).
+struct Chosen {
+    decoder: TensorMap,
+    averaging: Option<Averaging>,
+    calibration: Option<Calibration>,
+}
+
+/// The decoder the run goes on with: the best epoch's, or the weight average of the starting
+/// decoder and it (`--average-with-start`) that scores highest on the validation objective
+/// (ties to the best epoch as it is).
+fn average_with_start(args: &FinetuneArgs, study: &Study, data: &RunData, state: &State, best: TensorMap) -> CliResult<(TensorMap, Option<Averaging>)> {
+    if args.average_with_start.is_empty() {
+        return Ok((best, None));
+    }
+    if state.best_epoch == 0 {
+        println!("no epoch beat the starting decoder on validation: nothing to average");
+        return Ok((best, None));
+    }
+    let (start, best) = (start_weights(args, study, false)?.subset(&DECODER_PREFIXES, "starting decoder"), best.subset(&DECODER_PREFIXES, "best epoch"));
+    println!("weight averages of the starting decoder and epoch {} on {}:", state.best_epoch, args.val_split);
+    let mut tried = Vec::new();
+    let (mut kept, mut kept_score, mut kept_weights) = (1.0, state.best_val_score, None);
+    for &share in &args.average_with_start {
+        let weights = start.interpolate(&best, share as f32, format!("{:.2}·start + {share:.2}·best", 1.0 - share))?;
+        let val = validate_decoder(args, data, &SamDecoder::load(&study.model.sam.config, &weights, &study.device)?)?;
+        println!("  {:.2}·start + {share:.2}·epoch {}: val {}", 1.0 - share, state.best_epoch, describe(&val));
+        if val.score > kept_score {
+            (kept, kept_score, kept_weights) = (share, val.score, Some(weights));
+        }
+        tried.push(AverageScore { share, val });
+    }
+    println!("weight averaging kept: {kept:.2}·epoch {} (val score {kept_score:.4}; the epoch alone {:.4})", state.best_epoch, state.best_val_score);
+    let averaging = Averaging { best_epoch: state.best_epoch, best_epoch_val_score: state.best_val_score, tried, kept_share: kept };
+    Ok((kept_weights.unwrap_or(best), Some(averaging)))
+}
+
+/// The weight averages tried (`share`: the best epoch's weight, the rest the starting
+/// decoder's) with their validation scores, and the share kept (1: the best epoch as it is).
+#[derive(Serialize)]
+struct Averaging {
+    best_epoch: usize,
+    best_epoch_val_score: f64,
+    tried: Vec<AverageScore>,
+    kept_share: f64,
+}
+
+#[derive(Serialize)]
+struct AverageScore {
+    share: f64,
+    val: ValScores,
+}
+
 /// Every prompt protocol of `eval` on the validation split, for the run card: per-protocol
 /// Dice, NoC from a box and from a click, and the predicted IoU's correlation with the real.
 fn card_validation(args: &FinetuneArgs, study: &Study, data: &RunData, weights: &TensorMap) -> CliResult<serde_json::Value> {
@@ -426,10 +496,10 @@ fn card_validation(args: &FinetuneArgs, study: &Study, data: &RunData, weights: 
 /// The best decoder (by the objective; the starting one when no epoch beat it) in the
 /// browser's weight format (f32, f16) and a model card with every prompt protocol's
 /// validation scores for the starting and the exported decoder.
-fn export(args: &FinetuneArgs, study: &Study, data: &RunData, run: &Progress, calibration: Option<&Calibration>) -> CliResult<()> {
+fn export(args: &FinetuneArgs, study: &Study, data: &RunData, run: &Progress, chosen: Chosen) -> CliResult<()> {
     let (loaded, state, rows) = (&study.model, &run.state, &run.rows);
-    let (_, best) = read_checkpoint(&args.out.join("best"))?;
-    let decoder = best.decoder;
+    let Chosen { decoder, averaging, calibration } = chosen;
+    let calibration = calibration.as_ref();
     if state.best_epoch == 0 && state.epoch > 0 {
         println!("no epoch beat the starting decoder on validation: exporting the starting decoder");
     }
@@ -477,6 +547,7 @@ fn export(args: &FinetuneArgs, study: &Study, data: &RunData, run: &Progress, ca
         },
         "objective": state.objective,
         "epochs": state.epoch,
+        "weight_averaging": averaging,
         "calibration": calibration,
         "metrics": {
             "val_score_before": state.base_val_score,
